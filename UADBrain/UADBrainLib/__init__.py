@@ -1,0 +1,13 @@
+"""UADBrain engine: unsupervised anomaly detection in brain MRI, without Slicer.
+
+>>> from UADBrainLib import detect
+>>> result = detect({"flair": "flair.nii.gz"})
+>>> result.lesions[0].volume_ml, result.rethreshold(4.0).lesion_count
+"""
+
+__version__ = "0.1.0"
+
+from .errors import UADBrainError  # noqa: E402
+from .pipeline import DetectOptions, Result, detect  # noqa: E402
+
+__all__ = ["__version__", "detect", "DetectOptions", "Result", "UADBrainError"]

@@ -1,0 +1,159 @@
+"""Model bundles: a folder with ``metadata.json``, optional weights and a model card (``README.md``).
+
+Modelled on MONAI's bundle format, reduced to what the pipeline needs. ``metadata.json`` keys:
+
+* ``name``, ``version``, ``title`` (one line), ``description``, ``family`` (the model class, see
+  ``models.FAMILIES``), ``contrasts`` (the ones it can use), ``required_contrasts``
+* ``preprocessing``: ``spacing_mm`` (null = native), ``bias_correction`` (bool),
+  ``normalisation`` (see ``preprocessing.normalise``)
+* ``scoring``: family-specific settings (e.g. the lesion direction per contrast)
+* ``postprocessing``: defaults for ``median``, ``min_size_mm3``, ``erosion_mm``
+* ``calibration``: healthy voxel-score quantiles per median kernel and volume-level scores
+  (see ``calibration.py``)
+* ``weights``: ``{"file": ..., "sha256": ...}`` or null; ``network``: architecture and arguments
+* ``expected_runtime_s``, ``training``, ``license``, ``references``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelError
+from .resources import MODELS_DIR as BUNDLED_MODELS_DIR
+
+METADATA_FILE = "metadata.json"
+DEFAULT_MODEL_ORDER_FILE = "default.txt"  # names the default model(s), one per line, best first
+CONTRASTS = ("flair", "t1", "t2", "t1c")
+
+
+@dataclass
+class Bundle:
+    path: Path
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def family(self) -> str:
+        return self.metadata["family"]
+
+    @property
+    def contrasts(self) -> list[str]:
+        return list(self.metadata["contrasts"])
+
+    @property
+    def required_contrasts(self) -> list[str]:
+        return list(self.metadata.get("required_contrasts", []))
+
+    @property
+    def preprocessing(self) -> dict:
+        return dict(self.metadata.get("preprocessing", {}))
+
+    @property
+    def postprocessing(self) -> dict:
+        return dict(self.metadata.get("postprocessing", {}))
+
+    @property
+    def calibration(self) -> dict | None:
+        return self.metadata.get("calibration")
+
+    @property
+    def weights_path(self) -> Path | None:
+        weights = self.metadata.get("weights")
+        return self.path / weights["file"] if weights else None
+
+    def verified_weights_path(self) -> Path:
+        """The weights file, after checking it exists and matches the SHA-256 in the metadata."""
+        weights = self.metadata.get("weights")
+        if not weights:
+            raise ModelError(f"model '{self.name}' has no weights entry in its metadata — the "
+                             "bundle is incomplete; reinstall or retrain it.")
+        path = self.path / weights["file"]
+        if not path.is_file():
+            raise ModelError(f"model '{self.name}': weights file '{path}' is missing — reinstall "
+                             "or retrain the model.")
+        actual = sha256_of(path)
+        if actual != weights.get("sha256"):
+            raise ModelError(f"model '{self.name}': weights checksum mismatch (file is corrupt or "
+                             "was changed) — reinstall or retrain the model.")
+        return path
+
+    def summary(self) -> str:
+        meta = self.metadata
+        runtime = meta.get("expected_runtime_s", {}).get("cpu")
+        runtime_text = f", ~{runtime:g} s on CPU" if runtime else ""
+        return (f"{meta.get('title', self.name)} [{', '.join(self.contrasts)}]{runtime_text}")
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_bundle(path) -> Bundle:
+    path = Path(path)
+    metadata_path = path / METADATA_FILE
+    if not metadata_path.is_file():
+        raise ModelError(f"'{path}' is not a model bundle (no {METADATA_FILE}) — give a bundled "
+                         f"model name ({', '.join(list_bundled()) or 'none installed'}) or a bundle folder.")
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"model bundle '{path}': {METADATA_FILE} is unreadable ({error}) — "
+                         "reinstall or retrain the model.") from None
+    missing = [key for key in ("name", "family", "contrasts") if key not in metadata]
+    if missing:
+        raise ModelError(f"model bundle '{path}': {METADATA_FILE} lacks {', '.join(missing)} — "
+                         "reinstall or retrain the model.")
+    return Bundle(path=path, metadata=metadata)
+
+
+def write_metadata(path, metadata: dict) -> None:
+    Path(path, METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+def list_bundled(models_dir: Path = BUNDLED_MODELS_DIR) -> list[str]:
+    """Names of the bundled models, the default first."""
+    if not models_dir.is_dir():
+        return []
+    names = sorted(p.name for p in models_dir.iterdir() if (p / METADATA_FILE).is_file())
+    preferred = default_model_names(models_dir)
+    return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
+
+
+def default_model_names(models_dir: Path = BUNDLED_MODELS_DIR) -> list[str]:
+    order_file = models_dir / DEFAULT_MODEL_ORDER_FILE
+    if not order_file.is_file():
+        return []
+    return [line.strip() for line in order_file.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def find_bundle(name_or_path=None, contrasts=None, models_dir: Path = BUNDLED_MODELS_DIR) -> Bundle:
+    """Resolve a model name (bundled) or a bundle folder path.
+
+    With no name, the first bundled model in the default order that can use all given contrasts.
+    """
+    if name_or_path is None:
+        for name in list_bundled(models_dir):
+            bundle = read_bundle(models_dir / name)
+            if contrasts is None or (set(contrasts) <= set(bundle.contrasts)
+                                     and set(bundle.required_contrasts) <= set(contrasts)):
+                return bundle
+        raise ModelError(f"no bundled model handles the contrasts {sorted(contrasts or [])} — "
+                         f"available: {', '.join(list_bundled(models_dir)) or 'none'}.")
+    candidate = Path(name_or_path)
+    if (candidate / METADATA_FILE).is_file():
+        return read_bundle(candidate)
+    if (models_dir / str(name_or_path) / METADATA_FILE).is_file():
+        return read_bundle(models_dir / str(name_or_path))
+    raise ModelError(f"unknown model '{name_or_path}' — choose one of: "
+                     f"{', '.join(list_bundled(models_dir)) or 'none installed'}, or give a bundle folder.")

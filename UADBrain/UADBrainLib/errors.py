@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every problem the user can fix raises a subclass of :class:`UADBrainError` whose message is one
+line saying what is wrong and what to do. The CLI prints it without a traceback; the Slicer module
+shows it in a message box.
+"""
+
+
+class UADBrainError(Exception):
+    """Base class of errors whose message is meant for the user."""
+
+
+class InputError(UADBrainError):
+    """An input image or mask is unusable (missing, corrupt, wrong shape, bad values or geometry)."""
+
+
+class ModelError(UADBrainError):
+    """A model bundle is unknown, corrupt, or cannot handle the given inputs."""
+
+
+class DeviceError(UADBrainError):
+    """The requested compute device is not available."""
+
+
+class Cancelled(UADBrainError):
+    """The run was cancelled by the user."""
