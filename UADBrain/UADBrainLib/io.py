@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 
+MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 10.0
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -29,6 +30,9 @@ def read_image(path, name: str = "image") -> sitk.Image:
         raise
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        if "spacing" in reason.lower():  # ITK refuses zero or negative spacing while reading
+            raise InputError(f"{name}: '{path}' has a zero or negative voxel spacing in its header "
+                             "— fix the header.") from None
         raise InputError(
             f"{name}: cannot read '{path}' ({_short(reason)}) — give a NIfTI, NRRD, MHA file "
             "or a folder with one DICOM series.") from None
@@ -90,9 +94,10 @@ def _as_3d(image: sitk.Image, name: str) -> sitk.Image:
 
 def _check_spacing(image: sitk.Image, name: str) -> None:
     spacing = np.array(image.GetSpacing())
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0) or np.any(spacing > MAX_SPACING_MM):
+    if not np.all(np.isfinite(spacing)) or np.any(spacing < MIN_SPACING_MM) \
+            or np.any(spacing > MAX_SPACING_MM):
         raise InputError(f"{name}: voxel spacing {tuple(round(float(s), 4) for s in spacing)} mm is "
-                         f"not plausible (must be > 0 and <= {MAX_SPACING_MM:g} mm) — fix the header.")
+                         f"not plausible (must be {MIN_SPACING_MM:g}–{MAX_SPACING_MM:g} mm) — fix the header.")
     direction = np.array(image.GetDirection()).reshape(3, 3)
     if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
         raise InputError(f"{name}: the orientation matrix is not a rotation — fix the header.")

@@ -17,10 +17,13 @@ def register_family(name: str, model_class: type[AnomalyModel]) -> None:
 
 
 def load_model(bundle: Bundle, device: str = "cpu") -> AnomalyModel:
+    """The bundle's model, ready to predict; weights are checked against their SHA-256 first."""
     model_class = FAMILIES.get(bundle.family)
     if model_class is None:
         raise ModelError(f"model '{bundle.name}' is of family '{bundle.family}', which this version "
                          f"of UADBrain does not know ({', '.join(FAMILIES)}) — update UADBrain.")
+    if bundle.metadata.get("weights"):
+        bundle.verified_weights_path()
     return model_class(bundle, device)
 
 

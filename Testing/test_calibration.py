@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from UADBrainLib.calibration import (calibrated_threshold, channel_sets, compute_calibration, fuse,
+                                     quantile_table, surprise, volume_percentile)
+from UADBrainLib.errors import ModelError
+
+
+def healthy_cases(count=4, shape=(30, 30, 30), seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.ones(shape, bool)
+    return [({"flair": rng.normal(0, 1, shape).astype(np.float32),
+              "t1": rng.normal(0, 3, shape).astype(np.float32)}, mask, 0.001) for _ in range(count)]
+
+
+def test_quantile_table_and_surprise():
+    values = np.random.default_rng(0).normal(size=200_000)
+    table = quantile_table(values)
+    assert table["exceedance"][0] == 1.0 and min(table["exceedance"]) * values.size >= 20
+    assert np.all(np.diff(table["score"]) >= 0)
+    s = surprise(np.array([values.min() - 1, 0.0, 3.09, 10.0]), table)
+    assert s[0] == 0.0
+    assert s[1] == pytest.approx(np.log10(2), abs=0.02)
+    assert s[2] == pytest.approx(3.0, abs=0.15)
+    assert s[3] > s[2]  # extrapolated beyond the table, still increasing
+
+
+def test_fuse_puts_contrasts_on_one_scale():
+    calibration = compute_calibration(healthy_cases(), ["flair", "t1"], medians=(0,))
+    # 3 SD on flair and 9 on t1 (SD 3) are equally unusual for healthy brains
+    fused_flair = fuse({"flair": np.array([3.0], np.float32)}, calibration)
+    fused_t1 = fuse({"t1": np.array([9.0], np.float32)}, calibration)
+    assert fused_flair[0] == pytest.approx(fused_t1[0], abs=0.3)
+    both = fuse({"flair": np.array([3.0], np.float32), "t1": np.array([0.0], np.float32)}, calibration)
+    assert both[0] == pytest.approx(fused_flair[0])
+    # uncalibrated: the raw map
+    raw = np.array([1.5], np.float32)
+    assert fuse({"flair": raw}, None)[0] == 1.5
+
+
+def test_calibrated_threshold_flags_the_requested_share_of_healthy_voxels():
+    calibration = compute_calibration(healthy_cases(), ["flair", "t1"], medians=(0, 3))
+    fresh = healthy_cases(count=2, seed=7)
+    for channels in (["flair"], ["flair", "t1"]):
+        for median in (0, 3):
+            from UADBrainLib.postprocessing import median_filter
+
+            threshold = calibrated_threshold(calibration, channels, median, fpr=0.01)
+            flagged = []
+            for maps, mask, _ in fresh:
+                fused = fuse({c: maps[c] for c in channels}, calibration)
+                flagged.append((median_filter(fused, median) > threshold).mean())
+            assert np.mean(flagged) == pytest.approx(0.01, rel=0.25)
+    assert set(calibration["fused"]) == {"flair", "t1", "flair+t1"}
+
+
+def test_missing_calibration_is_a_clear_error():
+    with pytest.raises(ModelError, match="no healthy calibration"):
+        calibrated_threshold(None, ["flair"], 5)
+    calibration = compute_calibration(healthy_cases(1), ["flair"], medians=(5,))
+    with pytest.raises(ModelError, match="median kernel 3"):
+        calibrated_threshold(calibration, ["flair"], 3)
+    with pytest.raises(ModelError, match="below what the calibration resolves"):
+        calibrated_threshold(calibration, ["flair"], 5, fpr=1e-9)
+
+
+def test_volume_percentile():
+    calibration = compute_calibration(healthy_cases(), ["flair"], medians=(5,))
+    scores = calibration["fused"]["flair"]["volume_scores"]
+    assert len(scores) == 4
+    assert volume_percentile(calibration, ["flair"], max(scores) + 1) == 1.0
+    assert volume_percentile(calibration, ["flair"], min(scores) - 1) == 0.0
+    assert volume_percentile(None, ["flair"], 3.0) is None
+
+
+def test_channel_sets_respect_required():
+    assert channel_sets(["t1", "flair"], []) == [["flair"], ["t1"], ["flair", "t1"]]
+    assert channel_sets(["t1", "flair"], ["flair"]) == [["flair"], ["flair", "t1"]]

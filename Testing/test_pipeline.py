@@ -1,0 +1,151 @@
+import json
+import shutil
+import threading
+
+import numpy as np
+import SimpleITK as sitk
+import pytest
+
+from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
+from UADBrainLib import DetectOptions, detect
+from UADBrainLib.bundle import find_bundle
+from UADBrainLib.device import cuda_available, resolve_device
+from UADBrainLib.errors import Cancelled, DeviceError, InputError, ModelError
+
+
+def dice(a, b):
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("direction", [None, OBLIQUE_DIRECTION, (-1, 0, 0, 0, -1, 0, 0, 0, 1)])
+def test_outputs_are_on_the_exact_input_grid_and_find_the_lesion(direction):
+    image, _, lesion = phantom_brain(direction=direction, origin=(-20.0, 15.5, 60.0))
+    result = detect({"flair": image}, options=DetectOptions(threshold=5.0))
+    for output in (result.anomaly_map, result.segmentation, result.lesion_labels, result.brain_mask):
+        assert geometry_of(output) == geometry_of(image)
+    assert result.lesion_count == 1
+    assert dice(sitk.GetArrayFromImage(result.segmentation), sitk.GetArrayFromImage(lesion)) > 0.8
+
+
+def test_inputs_are_never_modified():
+    image, brain, _ = phantom_brain(direction=OBLIQUE_DIRECTION)
+    before = (sitk.GetArrayFromImage(image).copy(), geometry_of(image), sitk.GetArrayFromImage(brain).copy())
+    detect({"flair": image}, mask=brain, options=DetectOptions(bias_correction=True))
+    assert np.array_equal(sitk.GetArrayFromImage(image), before[0]) and geometry_of(image) == before[1]
+    assert np.array_equal(sitk.GetArrayFromImage(brain), before[2])
+
+
+def test_model_grid_spacing_from_bundle(tmp_path):
+    bundle = find_bundle("threshold")
+    custom = tmp_path / "threshold-2mm"
+    shutil.copytree(bundle.path, custom)
+    metadata = json.loads((custom / "metadata.json").read_text())
+    metadata["preprocessing"]["spacing_mm"] = [2.0, 2.0, 2.0]
+    (custom / "metadata.json").write_text(json.dumps(metadata))
+    image, _, lesion = phantom_brain(direction=OBLIQUE_DIRECTION)
+    result = detect({"flair": image}, model=custom, options=DetectOptions(threshold=5.0))
+    assert result.report["model_spacing_mm"] == [2.0, 2.0, 2.0]
+    assert geometry_of(result.segmentation) == geometry_of(image)
+    assert dice(sitk.GetArrayFromImage(result.segmentation), sitk.GetArrayFromImage(lesion)) > 0.6
+
+
+def test_rethreshold_equals_a_fresh_run():
+    image, _, _ = phantom_brain(spacing=(1.0, 1.0, 2.5))
+    first = detect({"flair": image}, options=DetectOptions(threshold=2.0, median=3, min_size_mm3=5))
+    again = first.rethreshold(6.0, median=5, min_size_mm3=30)
+    fresh = detect({"flair": image}, options=DetectOptions(threshold=6.0, median=5, min_size_mm3=30))
+    assert np.array_equal(again.labels_array, fresh.labels_array)
+    assert again.lesions == fresh.lesions
+    assert (again.threshold, again.median, again.min_size_mm3) == (6.0, 5, 30.0)
+    assert first.threshold == 2.0  # the original result is left as it was
+    assert first.rethreshold("otsu").threshold_method == "otsu"
+
+
+def test_multi_contrast_and_given_mask():
+    flair, brain, lesion = phantom_brain(seed=1)
+    t1 = sitk.GetImageFromArray(200 - sitk.GetArrayFromImage(flair))
+    t1.CopyInformation(flair)
+    result = detect({"t1": t1, "flair": flair}, mask=brain, options=DetectOptions(threshold=5.0))
+    assert result.channels == ["flair", "t1"] and result.report["brain_mask_method"] == "given"
+    assert dice(sitk.GetArrayFromImage(result.segmentation), sitk.GetArrayFromImage(lesion)) > 0.8
+
+
+def test_non_overlapping_contrasts_are_rejected():
+    flair, _, _ = phantom_brain()
+    t1, _, _ = phantom_brain(origin=(500.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="do not overlap"):
+        detect({"flair": flair, "t1": t1})
+
+
+def test_unknown_model_and_unsupported_contrast(tmp_path):
+    image, _, _ = phantom_brain()
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        detect({"flair": image}, model="nope")
+    flair_only = tmp_path / "flair-only"
+    shutil.copytree(find_bundle("threshold").path, flair_only)
+    metadata = json.loads((flair_only / "metadata.json").read_text())
+    metadata["contrasts"] = ["flair"]
+    (flair_only / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelError, match="does not use t1"):
+        detect({"t1": image}, model=flair_only)
+    with pytest.raises(InputError, match="unknown contrast 'dwi'"):
+        detect({"dwi": image})
+
+
+def test_weights_checksum_mismatch(tmp_path):
+    bundle = tmp_path / "tampered"
+    shutil.copytree(find_bundle("threshold").path, bundle)
+    (bundle / "model.pt").write_bytes(b"not the trained weights")
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    metadata["weights"] = {"file": "model.pt", "sha256": "0" * 64}
+    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    image, _, _ = phantom_brain()
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        detect({"flair": image}, model=bundle)
+
+
+def test_corrupt_metadata(tmp_path):
+    bundle = tmp_path / "broken"
+    bundle.mkdir()
+    (bundle / "metadata.json").write_text("{not json")
+    image, _, _ = phantom_brain()
+    with pytest.raises(ModelError, match="unreadable"):
+        detect({"flair": image}, model=bundle)
+
+
+def test_device_choice():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if cuda_available() else "cpu")
+    if not cuda_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(DeviceError):
+        resolve_device("tpu")
+
+
+def test_progress_and_cancel():
+    image, _, _ = phantom_brain()
+    seen = []
+    detect({"flair": image}, progress=lambda fraction, stage: seen.append((fraction, stage)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1][1] == "done"
+    cancel = threading.Event()
+
+    def cancel_at_model(fraction, stage):
+        if stage == "model":
+            cancel.set()
+    with pytest.raises(Cancelled):
+        detect({"flair": image}, progress=cancel_at_model, cancel=cancel)
+
+
+def test_report_and_volume_score():
+    image, _, _ = phantom_brain()
+    healthy, _, _ = phantom_brain(lesion=False)
+    with_lesion = detect({"flair": image})
+    without = detect({"flair": healthy})
+    assert with_lesion.volume_score > without.volume_score
+    summary = with_lesion.summary()
+    json.dumps(summary)
+    assert summary["brain_mask_method"].startswith("nonzero")
+    assert set(summary["timings_s"]) >= {"load", "brain mask", "model", "post-process"}
