@@ -36,7 +36,29 @@ def read_image(path, name: str = "image") -> sitk.Image:
         raise InputError(
             f"{name}: cannot read '{path}' ({_short(reason)}) — give a NIfTI, NRRD, MHA file "
             "or a folder with one DICOM series.") from None
+    if not path.is_dir() and image_path_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_finite(path, name)
     return validate_image(image, name)
+
+
+def _check_nifti_finite(path: Path, name: str) -> None:
+    """ITK's NIfTI reader silently turns NaN into 0: look at the stored floats directly."""
+    import nibabel
+
+    try:
+        stored = nibabel.load(str(path))
+    except Exception:  # unreadable by nibabel but readable by ITK: nothing more to check
+        return
+    if np.issubdtype(stored.get_data_dtype(), np.floating):
+        data = np.asanyarray(stored.dataobj)
+        finite = np.isfinite(data)
+        if not finite.all():
+            raise _non_finite_error(name, finite)
+
+
+def _non_finite_error(name: str, finite: np.ndarray) -> InputError:
+    return InputError(f"{name}: {int((~finite).sum())} voxels are NaN or infinite — fix or mask "
+                      "them (e.g. set them to 0) before running.")
 
 
 def read_mask(path, name: str = "mask") -> sitk.Image:
@@ -111,9 +133,7 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     values = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(values)
     if not finite.all():
-        bad = int((~finite).sum())
-        raise InputError(f"{name}: {bad} voxels are NaN or infinite — fix or mask them (e.g. set "
-                         "them to 0) before running.")
+        raise _non_finite_error(name, finite)
     if not values.any():
         raise InputError(f"{name}: every voxel is 0 — the volume is empty; check the file.")
     if values.min() == values.max():

@@ -1,0 +1,99 @@
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import SimpleITK as sitk
+import pytest
+
+from phantoms import geometry_of, phantom_brain
+from UADBrainLib.cli import main
+from UADBrainLib.outputs import OUTPUT_FILES
+
+
+def write(image, path):
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
+def test_detect_writes_every_output_on_the_input_grid(tmp_path, capsys):
+    image, brain, _ = phantom_brain()
+    flair = write(image, tmp_path / "flair.nii.gz")
+    mask = write(brain, tmp_path / "mask.nrrd")
+    out = tmp_path / "out"
+    assert main(["detect", "--flair", flair, "--mask", mask, "--out", str(out), "--threshold", "5",
+                 "--median", "3", "--min-size-mm3", "10", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
+        written = sitk.ReadImage(str(out / name))
+        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(geometry_of(written), geometry_of(image)))
+    report = json.loads((out / "report.json").read_text())
+    assert report["threshold"] == 5.0 and report["median"] == 3 and report["brain_mask_method"] == "given"
+    rows = list(csv.DictReader(open(out / "lesions.csv")))
+    assert len(rows) == report["lesion_count"] == 1
+    assert float(rows[0]["volume_ml"]) == pytest.approx(report["lesions"][0]["volume_ml"])
+    assert "1 lesion(s)" in capsys.readouterr().out
+
+
+def test_example_runs_end_to_end(tmp_path):
+    out = tmp_path / "example"
+    assert main(["detect", "--example", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "example_lesion.nii.gz"))) > 0
+    found = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nii.gz"))) > 0
+    assert report["lesion_count"] >= 1
+    assert (truth & found).sum() > 0.5 * truth.sum()  # most of the inserted lesion is flagged
+    assert (out / "overview.png").stat().st_size > 10_000
+
+
+def bad_inputs(tmp_path):
+    image, _, _ = phantom_brain()
+    far, _, _ = phantom_brain(origin=(900.0, 0.0, 0.0))
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"garbage" * 100)
+    flat = sitk.Image(20, 20, 20, sitk.sitkFloat32) + 3
+    nan_array = sitk.GetArrayFromImage(image)
+    nan_array[3, 3, 3] = np.nan
+    nan_image = sitk.GetImageFromArray(nan_array)
+    four_d = sitk.JoinSeries([image, image])
+    good = write(image, tmp_path / "good.nii.gz")
+    return {
+        "missing file": (["--flair", str(tmp_path / "missing.nii.gz")], "does not exist"),
+        "corrupt file": (["--flair", str(corrupt)], "cannot read"),
+        "2D image": (["--flair", write(image[:, :, 5], tmp_path / "slice.nii.gz")], "2D"),
+        "4D image": (["--flair", write(four_d, tmp_path / "4d.nii.gz")], "4D"),
+        "constant": (["--flair", write(flat, tmp_path / "flat.nii.gz")], "constant"),
+        "empty": (["--flair", write(flat * 0, tmp_path / "empty.nii.gz")], "empty"),
+        "NaN": (["--flair", write(nan_image, tmp_path / "nan.nii.gz")], "NaN"),
+        "absurd spacing": (["--flair", write(_with_spacing(image, (1, 1, 25)), tmp_path / "thick.nii.gz")],
+                           "not plausible"),
+        "no overlap": (["--flair", good, "--t1", write(far, tmp_path / "far.nii.gz")], "do not overlap"),
+        "unknown model": (["--flair", good, "--model", "no-such-model"], "unknown model"),
+        "unknown threshold": (["--flair", good, "--threshold", "high"], "not understood"),
+        "no input": ([], "no input"),
+    }
+
+
+def _with_spacing(image, spacing):
+    copy = sitk.Image(image)
+    copy.SetSpacing(spacing)
+    return copy
+
+
+@pytest.mark.parametrize("case", ["missing file", "corrupt file", "2D image", "4D image", "constant",
+                                  "empty", "NaN", "absurd spacing", "no overlap", "unknown model",
+                                  "unknown threshold", "no input"])
+def test_bad_input_is_one_clear_line_and_no_output(tmp_path, capsys, case):
+    arguments, expected = bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    assert main(["detect", *arguments, "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("uadbrain: error:") and expected in error and "\n" not in error
+    assert not out.exists()
+
+
+def test_console_script_and_models_listing():
+    completed = subprocess.run([sys.executable, "-m", "UADBrainLib.cli", "models"], capture_output=True,
+                               text=True, cwd="UADBrain", check=True)
+    assert "threshold" in completed.stdout
