@@ -1,0 +1,494 @@
+"""The module Logic (UADBrainMRML) against real MRML from slicer-core: no Qt, no slicer.app.
+
+Stand-ins for what desktop Slicer does by itself, kept to two and used only where needed:
+
+* ``add_slice_views``: Slicer's layout manager creates the slice and slice-composite nodes of
+  the views on screen; here they are added by hand to check where the Logic sends the views.
+* ``place_in_study``: Slicer's subject-hierarchy plugins create a hierarchy item for every node
+  and DICOM import creates patient/study items; here a study is made by hand.
+
+Everything else (volume, segmentation, table and storage nodes, the segmentations logic, the
+subject hierarchy node) is the real MRML library.
+"""
+
+import csv
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
+import SimpleITK as sitk  # noqa: E402
+import vtk  # noqa: E402
+
+from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
+from UADBrainLib.models.thresholding import ThresholdingModel  # noqa: E402
+from UADBrainMRML import outputs as outputs_module  # noqa: E402
+from UADBrainMRML.logic import UADBrainMRMLLogic  # noqa: E402
+from UADBrainMRML.segmentation import SEGMENT_ID, TERMINOLOGY_ENTRY, segment_mask  # noqa: E402
+from UADBrainMRML.volumes import (add_volume_from_image, array_view, image_from_volume_node,  # noqa: E402
+                                  ijk_to_ras, matrix_to_array)
+
+SHAPE = (36, 44, 40)  # k, j, i
+SPACING = (2.0, 2.5, 3.0)  # i, j, k (mm): anisotropic
+ORIGIN = (-31.5, 12.25, 40.0)  # LPS mm, non-zero
+LESIONS = [((12, 15, 18), 3.5), ((27, 30, 13), 3.0)]  # (i, j, k) centre, radius in voxels
+
+
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    return (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+            @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+
+
+OBLIQUE = rotation(0.3, -0.2, 0.5)
+
+
+def brain_mask_array() -> np.ndarray:
+    k, j, i = np.mgrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]].astype(np.float32)
+    return ((i - 20) / 17) ** 2 + ((j - 22) / 19) ** 2 + ((k - 18) / 15) ** 2 < 1
+
+
+def synthetic_flair(seed: int = 0) -> sitk.Image:
+    """A skull-stripped 'FLAIR': noisy ellipsoidal brain with two bright blobs, oblique grid."""
+    k, j, i = np.mgrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]].astype(np.float32)
+    brain = brain_mask_array()
+    array = np.where(brain, 100 + np.random.default_rng(seed).normal(0, 3, SHAPE), 0)
+    for (ci, cj, ck), radius in LESIONS:
+        array += 60 * brain * (((i - ci) ** 2 + (j - cj) ** 2 + (k - ck) ** 2) < radius ** 2)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing(SPACING)
+    image.SetOrigin(ORIGIN)
+    image.SetDirection(OBLIQUE.ravel().tolist())
+    return image
+
+
+def ras_of_index(image: sitk.Image, index) -> np.ndarray:
+    x, y, z = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index])
+    return np.array([-x, -y, z])
+
+
+def grid_of(node):
+    """Everything that defines a volume node's grid, as plain values."""
+    directions = vtk.vtkMatrix4x4()
+    node.GetIJKToRASDirectionMatrix(directions)
+    return (node.GetOrigin(), node.GetSpacing(), tuple(matrix_to_array(directions).ravel()),
+            node.GetImageData().GetExtent(), node.GetTransformNodeID())
+
+
+def scene_snapshot(scene):
+    nodes = sorted((scene.GetNthNode(i).GetID(), scene.GetNthNode(i).GetClassName(), scene.GetNthNode(i).GetName())
+                   for i in range(scene.GetNumberOfNodes()))
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    return nodes, hierarchy.GetNumberOfItems()
+
+
+def place_in_study(scene, node, study_name="Study 1"):
+    """Stand-in for DICOM import: a patient and a study holding ``node``."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient 1")
+    study = hierarchy.CreateStudyItem(patient, study_name)
+    hierarchy.CreateItem(study, node)
+    return study
+
+
+def add_slice_views(scene):
+    """Stand-in for Slicer's layout manager: the three slice views' nodes."""
+    views = []
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        slice_node = slicer.vtkMRMLSliceNode()
+        slice_node.SetName(name)
+        slice_node.SetLayoutName(name)
+        slice_node.SetOrientation(orientation)
+        scene.AddNode(slice_node)
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetLayoutName(name)
+        scene.AddNode(composite)
+        views.append((slice_node, composite))
+    return views
+
+
+@pytest.fixture(scope="module")
+def flair_image():
+    return synthetic_flair()
+
+
+@pytest.fixture
+def scene():
+    scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # desktop Slicer always has one
+    return scene
+
+
+@pytest.fixture
+def flair(scene, flair_image):
+    return add_volume_from_image(scene, flair_image, "FLAIR")
+
+
+@pytest.fixture
+def logic(scene):
+    return UADBrainMRMLLogic(scene)
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def test_node_geometry_matches_simpleitk_voxel_by_voxel(scene, flair_image, flair):
+    matrix = ijk_to_ras(flair)
+    for index in [(0, 0, 0), (39, 0, 0), (0, 43, 0), (0, 0, 35), (17.5, 3.25, 30)]:
+        np.testing.assert_allclose((matrix @ [*index, 1.0])[:3], ras_of_index(flair_image, index), atol=1e-9)
+    back = image_from_volume_node(flair)
+    np.testing.assert_allclose(back.GetOrigin(), ORIGIN, atol=1e-9)
+    np.testing.assert_allclose(back.GetSpacing(), SPACING, atol=1e-12)
+    np.testing.assert_allclose(back.GetDirection(), OBLIQUE.ravel(), atol=1e-12)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(flair_image))
+
+
+def test_image_data_extent_not_starting_at_zero_is_placed_correctly(scene, flair_image):
+    node = add_volume_from_image(scene, flair_image, "FLAIR")
+    node.GetImageData().SetExtent(3, 42, 4, 47, 5, 40)  # same voxels, indexed from (3, 4, 5)
+    image = image_from_volume_node(node)
+    np.testing.assert_allclose(ras_of_index(image, (0, 0, 0)), (ijk_to_ras(node) @ [3, 4, 5, 1.0])[:3], atol=1e-9)
+
+
+def test_parent_linear_transform_is_composed_into_the_engine_input(scene, flair):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation(0.0, 0.0, 0.4)
+    matrix[:3, 3] = (5.0, -7.0, 11.0)
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
+    flair.SetAndObserveTransformNodeID(transform.GetID())
+    image = image_from_volume_node(flair)
+    local = ijk_to_ras(flair, world=False)
+    np.testing.assert_allclose(ras_of_index(image, (3, 5, 7)), (matrix @ local @ [3, 5, 7, 1.0])[:3], atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- a run
+
+
+def test_outputs_are_on_the_exact_input_grid_beside_the_input(scene, flair, logic):
+    study = place_in_study(scene, flair)
+    out = logic.process({"flair": flair})
+    result = out.result
+    assert result.lesion_count == 2
+    for node in (out.anomalyMapNode,):
+        assert grid_of(node) == grid_of(flair)
+    np.testing.assert_array_equal(array_view(out.anomalyMapNode.GetImageData()),
+                                  sitk.GetArrayViewFromImage(result.anomaly_map))
+    assert out.anomalyMapNode.GetName() == "FLAIR anomaly map"
+    assert out.segmentationNode.GetName() == "FLAIR anomalies"
+    assert out.tableNode.GetName() == "FLAIR lesions"
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    for node in (out.anomalyMapNode, out.segmentationNode, out.tableNode):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    # reference geometry from the input: what DICOM SEG export needs
+    assert out.segmentationNode.GetNodeReferenceID(
+        out.segmentationNode.GetReferenceImageGeometryReferenceRole()) == flair.GetID()
+    segment = out.segmentationNode.GetSegmentation().GetSegment(SEGMENT_ID)
+    assert segment.GetTerminology() == TERMINOLOGY_ENTRY
+    display = out.anomalyMapNode.GetDisplayNode()
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(result.threshold)
+    assert display.GetWindowLevelMin() == pytest.approx(result.threshold)
+
+
+def test_segment_and_table_match_the_engine_voxel_for_voxel(flair, logic):
+    out = logic.process({"flair": flair})
+    np.testing.assert_array_equal(segment_mask(out.segmentationNode, flair), out.result.labels_array > 0)
+    table = out.tableNode.GetTable()
+    assert table.GetNumberOfRows() == out.result.lesion_count
+    for row, lesion in enumerate(out.result.lesions):
+        assert table.GetColumnByName("Volume").GetValue(row) == pytest.approx(lesion.volume_ml)
+        assert table.GetColumnByName("Max score").GetValue(row) == pytest.approx(lesion.max_score)
+        assert [table.GetColumnByName(axis).GetValue(row) for axis in "RAS"] == pytest.approx(lesion.centroid_ras)
+
+
+def test_lesion_centroids_are_world_ras_of_the_lesion_voxels(flair, logic):
+    out = logic.process({"flair": flair})
+    labels = out.result.labels_array
+    matrix = ijk_to_ras(flair)
+    for lesion in out.result.lesions:
+        k, j, i = np.nonzero(labels == lesion.label)
+        centroid = (matrix @ [i.mean(), j.mean(), k.mean(), 1.0])[:3]
+        np.testing.assert_allclose(lesion.centroid_ras, centroid, atol=1e-6)
+
+
+def test_rethreshold_changes_the_segmentation_without_running_the_model(flair, logic, monkeypatch):
+    calls = []
+    predict = ThresholdingModel.predict
+
+    def counting_predict(self, *args, **kwargs):
+        calls.append(1)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThresholdingModel, "predict", counting_predict)
+    out = logic.process({"flair": flair})
+    assert len(calls) == 1
+    before = segment_mask(out.segmentationNode, flair)
+    summary = logic.rethreshold(out, threshold=out.result.threshold * 3)
+    after = segment_mask(out.segmentationNode, flair)
+    assert len(calls) == 1
+    assert after.sum() < before.sum()
+    np.testing.assert_array_equal(after, out.result.labels_array > 0)
+    assert summary["thresholdMethod"] == "manual" and summary["lesionCount"] == out.result.lesion_count
+    assert out.tableNode.GetTable().GetNumberOfRows() == out.result.lesion_count
+    assert out.anomalyMapNode.GetDisplayNode().GetLowerThreshold() == pytest.approx(out.result.threshold)
+    summary = logic.rethreshold(out, threshold="otsu", median=0, minSizeMm3=0.0)
+    assert (summary["thresholdMethod"], summary["median"], summary["minSizeMm3"]) == ("otsu", 0, 0.0)
+    np.testing.assert_array_equal(segment_mask(out.segmentationNode, flair), out.result.labels_array > 0)
+    assert len(calls) == 1
+
+
+def test_inputs_are_never_modified(scene, flair, logic, tmp_path):
+    array_before = array_view(flair.GetImageData()).copy()
+    grid_before = grid_of(flair)
+    mtimes = (flair.GetMTime(), flair.GetImageData().GetMTime())
+    out = logic.process({"flair": flair})
+    logic.rethreshold(out, threshold=out.result.threshold * 2)
+    logic.exportResults(out, tmp_path)
+    logic.showOutputs(out)
+    np.testing.assert_array_equal(array_view(flair.GetImageData()), array_before)
+    assert grid_of(flair) == grid_before
+    assert (flair.GetMTime(), flair.GetImageData().GetMTime()) == mtimes
+
+
+def test_rerun_adds_new_nodes_unless_replace_existing_then_only_that_inputs_outputs_go(scene, flair_image, logic):
+    flair = add_volume_from_image(scene, flair_image, "FLAIR")
+    other = add_volume_from_image(scene, synthetic_flair(seed=1), "Other FLAIR")
+    first = logic.process({"flair": flair})
+    second = logic.process({"flair": flair})
+    kept = logic.process({"flair": other})
+    assert second.anomalyMapNode.GetName() != first.anomalyMapNode.GetName()  # unique names
+    for node in (first.anomalyMapNode, second.segmentationNode):
+        assert scene.IsNodePresent(node)
+    third = logic.process({"flair": flair}, replaceExisting=True)
+    for old in (first, second):
+        for node in (old.anomalyMapNode, old.segmentationNode, old.tableNode):
+            assert not scene.IsNodePresent(node)
+    for node in (third.anomalyMapNode, third.segmentationNode, third.tableNode,
+                 kept.anomalyMapNode, kept.segmentationNode, kept.tableNode, flair, other):
+        assert scene.IsNodePresent(node)
+    display_nodes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeDisplayNode")
+                     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeDisplayNode"))]
+    assert len(display_nodes) == 4  # two inputs, two anomaly maps: none orphaned
+
+
+@pytest.mark.parametrize("cancel_at", ["reading inputs", "model"])
+def test_cancel_leaves_the_scene_exactly_as_before(scene, flair, logic, cancel_at):
+    place_in_study(scene, flair)
+    before = scene_snapshot(scene)
+    cancel = threading.Event()
+    stages = []
+
+    def progress(fraction, stage):
+        stages.append(stage)
+        if stage == cancel_at:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        logic.process({"flair": flair}, progressCallback=progress, cancelEvent=cancel)
+    assert cancel_at in stages
+    assert scene_snapshot(scene) == before
+
+
+def test_a_failure_while_creating_nodes_rolls_back(scene, flair, logic, monkeypatch):
+    before = scene_snapshot(scene)
+
+    def broken_fill(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(outputs_module, "fill_table", broken_fill)
+    with pytest.raises(RuntimeError):
+        logic.process({"flair": flair})
+    nodes_after, _ = scene_snapshot(scene)
+    color_tables = [entry for entry in nodes_after if entry not in before[0]]
+    assert all(entry[1] == "vtkMRMLColorTableNode" for entry in color_tables)  # the shared colour table may stay
+
+
+def test_brain_mask_from_a_segmentation_or_a_labelmap(scene, flair_image, flair, logic):
+    from UADBrainMRML.segmentation import create_segmentation_node, set_segment_mask
+
+    mask = brain_mask_array()
+    segmentation = create_segmentation_node(scene, "brain", flair, "brain")
+    set_segment_mask(segmentation, mask, flair)
+    out = logic.process({"flair": flair}, maskNode=segmentation)
+    assert out.result.report["brain_mask_method"] == "given"
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(out.result.brain_mask) > 0, mask)
+    labelmap_image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    labelmap_image.CopyInformation(flair_image)
+    labelmap = add_volume_from_image(scene, labelmap_image, "brain", "vtkMRMLLabelMapVolumeNode")
+    out = logic.process({"flair": flair}, maskNode=labelmap)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(out.result.brain_mask) > 0, mask)
+
+
+def test_outputs_follow_a_transformed_input(scene, flair, logic):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = np.eye(4)
+    matrix[:3, 3] = (20.0, -10.0, 5.0)
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
+    flair.SetAndObserveTransformNodeID(transform.GetID())
+    out = logic.process({"flair": flair})
+    assert grid_of(out.anomalyMapNode) == grid_of(flair)
+    assert out.segmentationNode.GetTransformNodeID() == transform.GetID()
+    labels = out.result.labels_array
+    lesion = out.result.lesions[0]
+    k, j, i = np.nonzero(labels == lesion.label)
+    world = matrix @ ijk_to_ras(flair, world=False) @ [i.mean(), j.mean(), k.mean(), 1.0]
+    np.testing.assert_allclose(lesion.centroid_ras, world[:3], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def test_export_files_read_back_with_identical_geometry(flair, flair_image, logic, tmp_path):
+    out = logic.process({"flair": flair})
+    logic.rethreshold(out, threshold=out.result.threshold * 1.5)
+    paths = logic.exportResults(out, tmp_path / "case")
+    assert sorted(p.name for p in paths) == sorted(
+        ["segmentation.seg.nrrd", "segmentation.nii.gz", "anomaly_map.nii.gz", "lesions.csv"])
+    expected_labels = out.result.labels_array > 0
+
+    for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
+        image = sitk.ReadImage(str(tmp_path / "case" / name))
+        np.testing.assert_allclose(image.GetOrigin(), flair_image.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(image.GetSpacing(), flair_image.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(image.GetDirection(), flair_image.GetDirection(), atol=1e-6)
+    anomaly = sitk.ReadImage(str(tmp_path / "case" / "anomaly_map.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(anomaly), sitk.GetArrayViewFromImage(out.result.anomaly_map))
+    labelmap = sitk.ReadImage(str(tmp_path / "case" / "segmentation.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(labelmap) > 0, expected_labels)
+
+    # .seg.nrrd through Slicer's own reader, into a fresh scene
+    other_scene = slicer.vtkMRMLScene()
+    reference = add_volume_from_image(other_scene, flair_image, "FLAIR")
+    segmentation = other_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(tmp_path / "case" / "segmentation.seg.nrrd"))
+    assert storage.ReadData(segmentation)
+    segment_id = segmentation.GetSegmentation().GetNthSegmentID(0)
+    assert segmentation.GetSegmentation().GetSegment(segment_id).GetTerminology() == TERMINOLOGY_ENTRY
+    np.testing.assert_array_equal(segment_mask(segmentation, reference, segment_id), expected_labels)
+    # and through SimpleITK: same axes and spacing (the file holds the segment's bounding box)
+    seg_image = sitk.ReadImage(str(tmp_path / "case" / "segmentation.seg.nrrd"))
+    np.testing.assert_allclose(seg_image.GetSpacing(), flair_image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(seg_image.GetDirection(), flair_image.GetDirection(), atol=1e-6)
+    start = flair_image.TransformPhysicalPointToContinuousIndex(seg_image.GetOrigin())
+    np.testing.assert_allclose(start, np.round(start), atol=1e-4)  # on the input's voxel lattice
+
+    with open(tmp_path / "case" / "lesions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == out.result.lesion_count
+    assert float(rows[0]["volume_ml"]) == pytest.approx(out.result.lesions[0].volume_ml, abs=1e-4)
+
+
+def test_export_reflects_segment_editor_edits(flair, logic, tmp_path):
+    from UADBrainMRML.segmentation import set_segment_mask
+
+    out = logic.process({"flair": flair})
+    edited = (out.result.labels_array > 0).copy()
+    edited[0, 0, 0] = 1  # the user painted one voxel
+    set_segment_mask(out.segmentationNode, edited, flair)
+    logic.exportResults(out, tmp_path)
+    labelmap = sitk.ReadImage(str(tmp_path / "segmentation.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(labelmap), edited)
+
+
+# ---------------------------------------------------------------------------- views, checks
+
+
+def test_show_outputs_overlays_the_map_and_jumps_to_the_first_lesion(scene, flair, logic):
+    views = add_slice_views(scene)
+    out = logic.process({"flair": flair})
+    logic.showOutputs(out)
+    for slice_node, composite in views:
+        assert composite.GetBackgroundVolumeID() == flair.GetID()
+        assert composite.GetForegroundVolumeID() == out.anomalyMapNode.GetID()
+        assert composite.GetForegroundOpacity() > 0
+        centre = matrix_to_array(slice_node.GetSliceToRAS())[:3, 3]
+        np.testing.assert_allclose(centre, out.result.lesions[0].centroid_ras, atol=1e-6)
+    logic.jumpToLesion(out, 1)
+    centre = matrix_to_array(views[0][0].GetSliceToRAS())[:3, 3]
+    np.testing.assert_allclose(centre, out.result.lesions[1].centroid_ras, atol=1e-6)
+
+
+def test_input_problems_are_reported_before_a_run(scene, flair_image, flair, logic):
+    assert logic.inputProblems({"flair": flair}) == []
+    assert logic.inputProblems({}) == ["Select at least one input volume."]
+    far = sitk.Image(flair_image)
+    far.SetOrigin((500.0, 500.0, 500.0))
+    far_node = add_volume_from_image(scene, far, "T1 elsewhere")
+    problems = logic.inputProblems({"flair": flair, "t1": far_node})
+    assert len(problems) == 1 and "do not overlap" in problems[0]
+    assert "unknown model" in logic.inputProblems({"flair": flair}, modelName="no-such-model")[0]
+    with pytest.raises(InputError, match="overlap"):
+        logic.process({"flair": flair, "t1": far_node})
+
+
+# ---------------------------------------------------------------------------- background process
+
+
+def wait_for(job, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        status = job.poll()
+        seen.append(status.stage)
+        if status.finished:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"background run did not finish in {timeout_s} s (stages {set(seen)})")
+
+
+def test_background_process_gives_the_same_result_as_in_process(scene, flair, logic):
+    request = logic.makeRequest({"flair": flair}, device="cpu")  # cpu: the child needs no torch import
+    job = logic.startBackground(request, sys.executable)
+    try:
+        stages = wait_for(job)
+        result = job.result()
+    finally:
+        job.cleanup()
+    assert "post-process" in stages or "done" in stages
+    out = logic.createOutputs(request, result)
+    direct = logic.process({"flair": flair})
+    np.testing.assert_array_equal(out.result.labels_array, direct.result.labels_array)
+    np.testing.assert_array_equal(segment_mask(out.segmentationNode, flair), direct.result.labels_array > 0)
+    assert out.result.inputs["flair"] is request.images["flair"]
+    summary = logic.rethreshold(out, threshold=out.result.threshold * 2)  # the shipped Result is complete
+    assert summary["lesionCount"] <= direct.result.lesion_count
+
+
+def test_background_cancel_leaves_the_scene_unchanged(scene, flair, logic):
+    before = scene_snapshot(scene)
+    job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), sys.executable)
+    job.cancel()
+    try:
+        assert job.poll().finished
+        with pytest.raises(Cancelled):
+            job.result()
+    finally:
+        job.cleanup()
+    assert scene_snapshot(scene) == before
+
+
+def test_background_errors_arrive_as_the_engines_user_errors(scene, flair, logic):
+    request = logic.makeRequest({"flair": flair}, modelName="no-such-model", device="cpu")
+    job = logic.startBackground(request, sys.executable)
+    try:
+        wait_for(job)
+        with pytest.raises(Exception, match="unknown model 'no-such-model'") as raised:
+            job.result()
+    finally:
+        job.cleanup()
+    from UADBrainLib.errors import ModelError
+
+    assert isinstance(raised.value, ModelError)
+
+
+def test_synthetic_example_loads_as_volumes_and_runs(scene, logic):
+    pytest.importorskip("UADBrainLib.example", reason="the synthetic example generator is not in this tree yet")
+    volumes = logic.loadSyntheticExample()
+    assert "flair" in volumes
+    out = logic.process(volumes, device="cpu")
+    assert grid_of(out.anomalyMapNode) == grid_of(volumes["flair"])

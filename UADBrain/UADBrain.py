@@ -1,0 +1,615 @@
+"""UADBrain: unsupervised anomaly detection in brain MRI, as a 3D Slicer module.
+
+The panel is thin: it gathers inputs into a parameter node, runs the engine in a background
+process through the Qt-free Logic in ``UADBrainMRML`` (shared with the web app), and turns the
+result into nodes. Everything the panel does can be scripted from the Python console through
+``UADBrainLogic`` (see its docstring).
+"""
+
+import enum
+import importlib.util
+import logging
+import os
+import pathlib
+import shutil
+import traceback
+from contextlib import contextmanager
+from typing import Annotated, Union
+
+import qt
+import slicer
+import vtk
+from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
+                    vtkMRMLTableNode)
+from slicer.parameterNodeWrapper import Choice, Minimum, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from UADBrainLib.errors import Cancelled, UADBrainError
+from UADBrainMRML.logic import UADBrainMRMLLogic
+
+CONTRAST_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t2": "t2Volume", "t1c": "t1cVolume"}
+POLL_INTERVAL_MS = 200
+EXAMPLE_SAMPLE_NAME = "UADBrain synthetic brain"
+
+HELP_TEXT = """
+<p>Finds what looks abnormal in brain MRI without having been shown any lesion: a <b>normative
+model</b> learned what healthy brains look like, and every voxel it cannot explain is flagged.
+The result is an <b>anomaly map</b> (colour overlay), a <b>segmentation</b> of the flagged regions
+and a <b>lesion table</b> (volume, maximum score, centroid; click a row to go there).</p>
+<p><b>How to use:</b> select one or more co-registered volumes of one patient (FLAIR, T1, T2, T1c;
+any subset the model supports), optionally a brain mask, press <b>Apply</b>. Tune the threshold,
+median filter and minimum lesion size afterwards: the segmentation updates live, without rerunning
+the model. <b>Calibrated</b> sets the threshold at which about 1 in 1000 healthy brain voxels would
+be flagged (models with a healthy calibration); <b>Otsu</b> picks it from this brain's own scores.
+Export writes the segmentation (.seg.nrrd and NIfTI), the anomaly map (NIfTI) and the lesion table
+(CSV); DICOM SEG through Slicer's DICOM export.</p>
+<p><b>What it does not do:</b> it is <b>not a diagnostic device</b> and is not approved for clinical
+use. It flags <i>unusual</i> tissue, not disease: artefacts, unusual anatomy, registration errors and
+normal variants can be flagged, and lesions that look like healthy tissue to the model are missed.
+It does not classify lesions. Every finding needs review by a qualified reader.</p>
+"""
+
+ACKNOWLEDGEMENT_TEXT = """
+<p>The bundled models are trained only on <b>synthetic healthy brains</b> generated from anatomical
+label maps of the SynthSeg training set (Billot et al., Medical Image Analysis 86:102789, 2023;
+label maps Apache-2.0); no patient images were used for training.</p>
+<p>Methods: Baur C, Denner S, Wiestler B, Navab N, Albarqouni S. Autoencoders for unsupervised anomaly
+segmentation in brain MR images: a comparative study. Medical Image Analysis 69:101952, 2021.
+Lagogiannis I, Meissen F, Kaissis G, Rueckert D. Unsupervised pathology detection: a deep dive into
+the state of the art. IEEE Transactions on Medical Imaging 43(1):241-252, 2024.
+Meissen F, Kaissis G, Rueckert D. Challenging current semi-supervised anomaly segmentation methods
+for brain MRI. BrainLes 2021, LNCS 12962, 2022 (thresholding baseline).
+Kascenas A, Pugeault N, O'Neil AQ. Denoising autoencoders for unsupervised anomaly detection in brain
+MRI. MIDL 2022, PMLR 172:653-664.
+Behrendt F et al. Diffusion models with ensembled structure-based anomaly scoring for unsupervised
+anomaly detection. ISBI 2024 (structural-dissimilarity scoring).</p>
+"""
+
+
+#
+# UADBrain
+#
+
+
+class UADBrain(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Brain Anomaly Detection (UADBrain)"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["UADBrain developers"]
+        self.parent.helpText = HELP_TEXT
+        self.parent.acknowledgementText = ACKNOWLEDGEMENT_TEXT
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """A one-click synthetic example in the Sample Data module; it is generated, not downloaded."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="UADBrain",
+        sampleName=EXAMPLE_SAMPLE_NAME,
+        uris="uadbrain:synthetic-example",  # never fetched: the custom downloader generates the data
+        fileNames="UADBrainSyntheticBrain.nrrd",
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "UADBrain.png"),
+        customDownloader=lambda source: UADBrainLogic().loadSyntheticExample(),
+    )
+
+
+#
+# Parameter node
+#
+
+
+class MedianKernel(enum.Enum):
+    OFF = 0
+    THREE = 3
+    FIVE = 5
+    SEVEN = 7
+
+    def label(self):
+        return "off" if self.value == 0 else f"{self.value}×{self.value}×{self.value} voxels"
+
+
+@parameterNodeWrapper
+class UADBrainParameterNode:
+    """The panel's state, saved with the scene.
+
+    flairVolume ... t1cVolume: input volumes by contrast. brainMask: optional mask.
+    modelName: bundled model ("" = the default for the selected contrasts). device: auto/cpu/cuda.
+    replaceExisting: a run replaces this module's earlier outputs for the same input.
+    median, minSizeMm3: post-processing (the model's defaults when the model is chosen).
+    exportFolder: where Export writes. anomalyMap, segmentation, lesionTable: the outputs the Tune
+    section controls.
+    """
+
+    flairVolume: vtkMRMLScalarVolumeNode
+    t1Volume: vtkMRMLScalarVolumeNode
+    t2Volume: vtkMRMLScalarVolumeNode
+    t1cVolume: vtkMRMLScalarVolumeNode
+    brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
+    modelName: str = ""
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    replaceExisting: bool = False
+    median: MedianKernel = MedianKernel.FIVE
+    minSizeMm3: Annotated[float, Minimum(0.0)] = 20.0
+    exportFolder: pathlib.Path = pathlib.Path.home() / "UADBrain"
+    anomalyMap: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    lesionTable: vtkMRMLTableNode
+
+
+#
+# UADBrainWidget
+#
+
+
+class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None  # the background run in progress, with its request
+        self._request = None
+        self._outputs = None  # the run the Tune section controls
+        self._pendingThreshold = None
+        self._updatingTune = False
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self._pollRun)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/UADBrain.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = UADBrainLogic()
+        self.ui.progressBar.hide()
+        self._populateModels()
+        self._showDevices()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.loadExampleButton.connect("clicked(bool)", self.onLoadExample)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdSliderChanged)
+        self.ui.calibratedThresholdButton.connect("clicked(bool)", lambda: self._rethreshold(threshold="calibrated"))
+        self.ui.otsuThresholdButton.connect("clicked(bool)", lambda: self._rethreshold(threshold="otsu"))
+        self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onLesionClicked)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._cancelRun()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelRun()
+        self._setOutputs(None)
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ------------------------------------------------------------------ parameter node
+    def initializeParameterNode(self) -> None:
+        parameterNode = self.logic.getParameterNode()
+        if not any(getattr(parameterNode, name) for name in CONTRAST_PARAMETERS.values()):
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume and not firstVolume.GetAttribute("UADBrain.Role"):
+                parameterNode.flairVolume = firstVolume
+        self.setParameterNode(parameterNode)
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent,
+                             self._onParameterNodeModified)
+            self._selectModelInCombo(self._parameterNode.modelName)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        if self._job is None:
+            self._showInputProblems()
+        if self._outputs is not None and not self._updatingTune:
+            result = self._outputs.result
+            median, minSize = self._parameterNode.median.value, self._parameterNode.minSizeMm3
+            if (median, minSize) != (result.median, result.min_size_mm3):
+                self._rethreshold(median=median, minSizeMm3=minSize)
+
+    def _inputVolumes(self) -> dict:
+        return {contrast: getattr(self._parameterNode, name) for contrast, name in CONTRAST_PARAMETERS.items()
+                if getattr(self._parameterNode, name) is not None}
+
+    def _showInputProblems(self) -> None:
+        problems = self.logic.inputProblems(self._inputVolumes(), self._parameterNode.modelName or None,
+                                            self._parameterNode.brainMask)
+        self.ui.inputProblemsLabel.text = "\n".join(problems)
+        self.ui.applyButton.enabled = not problems
+        self.ui.applyButton.toolTip = problems[0] if problems else "Run the anomaly detection."
+
+    # ------------------------------------------------------------------ model and device
+    def _populateModels(self) -> None:
+        from UADBrainLib.bundle import find_bundle, list_bundled
+
+        self.ui.modelComboBox.clear()
+        for name in list_bundled():
+            bundle = find_bundle(name)
+            self.ui.modelComboBox.addItem(bundle.metadata.get("title", name), name)
+
+    def _selectModelInCombo(self, modelName: str) -> None:
+        index = self.ui.modelComboBox.findData(modelName) if modelName else 0
+        wasBlocked = self.ui.modelComboBox.blockSignals(True)
+        self.ui.modelComboBox.currentIndex = max(index, 0)
+        self.ui.modelComboBox.blockSignals(wasBlocked)
+        self._describeModel()
+
+    def onModelChanged(self, index: int) -> None:
+        if not self._parameterNode:
+            return
+        from UADBrainLib.bundle import find_bundle
+
+        modelName = self.ui.modelComboBox.itemData(index) or ""
+        postprocessing = find_bundle(modelName).postprocessing if modelName else {}
+        with slicer.util.NodeModify(self._parameterNode.parameterNode):
+            self._parameterNode.modelName = modelName
+            self._parameterNode.median = MedianKernel(int(postprocessing.get("median", 5)))
+            self._parameterNode.minSizeMm3 = float(postprocessing.get("min_size_mm3", 20.0))
+        self._describeModel()
+
+    def _describeModel(self) -> None:
+        from UADBrainLib.bundle import find_bundle
+
+        modelName = self.ui.modelComboBox.currentData
+        if not modelName:
+            self.ui.modelDescriptionLabel.text = "No bundled model is installed."
+            return
+        bundle = find_bundle(modelName)
+        required = ", ".join(c.upper() for c in bundle.required_contrasts) or "none"
+        self.ui.modelDescriptionLabel.text = (
+            f"{bundle.metadata.get('description', '')}\n"
+            f"Uses: {', '.join(c.upper() for c in bundle.contrasts)} (required: {required}). {bundle.summary()}")
+
+    def _showDevices(self) -> None:
+        from UADBrainLib.device import available_devices
+
+        self.ui.deviceAvailabilityLabel.text = f"Available here: {', '.join(available_devices())}"
+
+    # ------------------------------------------------------------------ run
+    def onLoadExample(self) -> None:
+        with self._userErrors("Could not create the synthetic example."):
+            volumes = self.logic.loadSyntheticExample()
+            with slicer.util.NodeModify(self._parameterNode.parameterNode):
+                for contrast, name in CONTRAST_PARAMETERS.items():
+                    setattr(self._parameterNode, name, volumes.get(contrast))
+            slicer.util.setSliceViewerLayers(background=next(iter(volumes.values())), fit=True)
+
+    def onApplyButton(self) -> None:
+        if self._job is not None:
+            self._cancelRun()
+            self.ui.stageLabel.text = "Cancelled; the scene is unchanged."
+            return
+        with self._userErrors("Could not start the analysis."):
+            modelName = self._parameterNode.modelName or None
+            if not ensureModelDependencies(modelName, list(self._inputVolumes())):
+                return
+            request = self.logic.makeRequest(
+                self._inputVolumes(), modelName=modelName, device=self._parameterNode.device,
+                maskNode=self._parameterNode.brainMask, median=self._parameterNode.median.value,
+                minSizeMm3=self._parameterNode.minSizeMm3)
+            self._job = self.logic.startBackground(request, pythonSlicerExecutable())
+            self._request = request
+            self._setRunning(True)
+            self._pollTimer.start()
+
+    def _pollRun(self) -> None:
+        status = self._job.poll()
+        self.ui.progressBar.value = int(round(100 * status.fraction))
+        self.ui.stageLabel.text = status.stage
+        if not status.finished:
+            return
+        job, request = self._job, self._request
+        self._pollTimer.stop()
+        self._job = self._request = None
+        self._setRunning(False)
+        try:
+            with self._userErrors("The analysis failed."):
+                result = job.result()
+                outputs = self.logic.createOutputs(request, result, self._parameterNode.replaceExisting)
+                self._setOutputs(outputs)
+                self.logic.showOutputs(outputs)
+                self.ui.stageLabel.text = f"Done in {sum(result.report['timings_s'].values()):.1f} s."
+        finally:
+            job.cleanup()
+
+    def _cancelRun(self) -> None:
+        if self._job is None:
+            return
+        self._pollTimer.stop()
+        self._job.cancel()
+        self._job.cleanup()
+        self._job = self._request = None
+        self._setRunning(False)
+
+    def _setRunning(self, running: bool) -> None:
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.toolTip = "Stop the analysis; the scene stays as it was." if running else ""
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton):
+            widget.enabled = not running
+        if not running:
+            self._showInputProblems()
+
+    # ------------------------------------------------------------------ tune
+    def _setOutputs(self, outputs) -> None:
+        self._outputs = outputs
+        hasOutputs = outputs is not None
+        for widget in (self.ui.thresholdSlider, self.ui.calibratedThresholdButton, self.ui.otsuThresholdButton,
+                       self.ui.exportButton):
+            widget.enabled = hasOutputs
+        self.ui.lesionTableView.setMRMLTableNode(outputs.tableNode if hasOutputs else None)
+        if not hasOutputs:
+            self.ui.readoutLabel.text = "No result yet."
+            return
+        self.ui.calibratedThresholdButton.enabled = outputs.result.calibration is not None
+        low, high = self.logic.thresholdRange(outputs)
+        self._updatingTune = True
+        try:
+            with slicer.util.NodeModify(self._parameterNode.parameterNode):
+                self._parameterNode.anomalyMap = outputs.anomalyMapNode
+                self._parameterNode.segmentation = outputs.segmentationNode
+                self._parameterNode.lesionTable = outputs.tableNode
+                self._parameterNode.median = MedianKernel(outputs.result.median)
+                self._parameterNode.minSizeMm3 = outputs.result.min_size_mm3
+            self.ui.thresholdSlider.blockSignals(True)
+            self.ui.thresholdSlider.minimum, self.ui.thresholdSlider.maximum = low, high
+            self.ui.thresholdSlider.singleStep = (high - low) / 200.0
+            self.ui.thresholdSlider.blockSignals(False)
+        finally:
+            self._updatingTune = False
+        self._showTuneState()
+
+    def _showTuneState(self) -> None:
+        result = self._outputs.result
+        self._updatingTune = True
+        try:
+            self.ui.thresholdSlider.blockSignals(True)
+            self.ui.thresholdSlider.maximum = max(self.ui.thresholdSlider.maximum, result.threshold)
+            self.ui.thresholdSlider.minimum = min(self.ui.thresholdSlider.minimum, result.threshold)
+            self.ui.thresholdSlider.value = result.threshold
+            self.ui.thresholdSlider.blockSignals(False)
+            with slicer.util.NodeModify(self._parameterNode.parameterNode):
+                self._parameterNode.median = MedianKernel(result.median)
+                self._parameterNode.minSizeMm3 = result.min_size_mm3
+        finally:
+            self._updatingTune = False
+        self.ui.readoutLabel.text = (
+            f"{result.flagged_volume_ml:.2f} mL flagged in {result.lesion_count} lesion(s); "
+            f"threshold {result.threshold:.3g} ({result.threshold_method}).")
+
+    def onThresholdSliderChanged(self, value: float) -> None:
+        # coalesce: while one update runs, slider events pile up; only the latest value matters
+        if self._pendingThreshold is None:
+            qt.QTimer.singleShot(0, self._applyPendingThreshold)
+        self._pendingThreshold = value
+
+    def _applyPendingThreshold(self) -> None:
+        value, self._pendingThreshold = self._pendingThreshold, None
+        if value is not None:
+            self._rethreshold(threshold=value)
+
+    def _rethreshold(self, **settings) -> None:
+        if self._outputs is None:
+            return
+        with self._userErrors("Could not update the segmentation."):
+            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)  # the first use of a median kernel filters the map
+            try:
+                self.logic.rethreshold(self._outputs, **settings)
+            finally:
+                slicer.app.restoreOverrideCursor()
+            self._showTuneState()
+
+    def onLesionClicked(self, index) -> None:
+        if self._outputs is not None and 0 <= index.row() < self._outputs.result.lesion_count:
+            self.logic.jumpToLesion(self._outputs, index.row())
+
+    # ------------------------------------------------------------------ export
+    def onExport(self) -> None:
+        with self._userErrors("Export failed."):
+            paths = self.logic.exportResults(self._outputs, self._parameterNode.exportFolder)
+            self.ui.exportStatusLabel.text = f"Wrote {len(paths)} files to {paths[0].parent}."
+
+    # ------------------------------------------------------------------ errors
+    @contextmanager
+    def _userErrors(self, what: str):
+        """One-line messages for the user's errors, details for bugs; nothing escapes to Qt."""
+        try:
+            yield
+        except Cancelled:
+            self.ui.stageLabel.text = "Cancelled; the scene is unchanged."
+        except UADBrainError as error:
+            slicer.util.errorDisplay(f"{what}\n\n{error}")
+        except Exception as error:  # a bug: show it, with the traceback for the report
+            logging.exception(what)
+            slicer.util.errorDisplay(f"{what}\n\n{error}", detailedText=traceback.format_exc())
+
+
+def pythonSlicerExecutable() -> str:
+    """Slicer's own Python interpreter, which runs the engine in the background."""
+    executable = shutil.which("PythonSlicer")
+    if not executable:
+        raise RuntimeError("PythonSlicer was not found on the PATH of this Slicer — reinstall Slicer.")
+    return executable
+
+
+def ensureModelDependencies(modelName, contrasts) -> bool:
+    """PyTorch for the neural models, installed through the PyTorch extension if the user agrees."""
+    from UADBrainLib.bundle import find_bundle
+
+    if find_bundle(modelName, None if modelName else contrasts).family == "threshold":
+        return True
+    if importlib.util.find_spec("torch") is not None:
+        return True
+    import PyTorchUtils
+
+    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
+    return torch is not None
+
+
+#
+# UADBrainLogic
+#
+
+
+class UADBrainLogic(ScriptedLoadableModuleLogic, UADBrainMRMLLogic):
+    """The module Logic on Slicer's scene; scriptable from the Python console.
+
+    Example (Python console, batch over the loaded FLAIR volumes)::
+
+        import UADBrain
+        logic = UADBrain.UADBrainLogic()
+        for flair in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if flair.GetAttribute("UADBrain.Role") or "FLAIR" not in flair.GetName():
+                continue
+            outputs = logic.process({"flair": flair}, threshold="otsu")
+            print(flair.GetName(), outputs.result.lesion_count, outputs.result.flagged_volume_ml)
+            logic.exportResults(outputs, f"/tmp/uadbrain/{flair.GetName()}")
+
+    See ``UADBrainMRML.logic.UADBrainMRMLLogic`` for every method.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        UADBrainMRMLLogic.__init__(self, slicer.mrmlScene)
+
+    def getParameterNode(self):
+        return UADBrainParameterNode(super().getParameterNode())
+
+
+#
+# UADBrainTest
+#
+
+
+class UADBrainTest(ScriptedLoadableModuleTest):
+    """The full flow inside desktop Slicer on the synthetic example (Developer mode: Reload and Test)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_ScriptedFlow()
+        self.setUp()
+        self.test_PanelRunTuneExportAndCancel()
+
+    def test_ScriptedFlow(self):
+        """process → rethreshold → export → reload, through the Logic as a console user would."""
+        self.delayDisplay("Scripted flow on the synthetic example")
+        logic = UADBrainLogic()
+        volumes = logic.loadSyntheticExample()
+        flair = volumes["flair"]
+        outputs = logic.process(volumes, device="cpu")
+        result = outputs.result
+        self.assertGreater(result.lesion_count, 0)
+        self.assertEqual(outputs.anomalyMapNode.GetImageData().GetDimensions(), flair.GetImageData().GetDimensions())
+        self.assertEqual(outputs.anomalyMapNode.GetOrigin(), flair.GetOrigin())
+        self.assertEqual(outputs.anomalyMapNode.GetSpacing(), flair.GetSpacing())
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        self.assertEqual(hierarchy.GetItemParent(hierarchy.GetItemByDataNode(outputs.segmentationNode)),
+                         hierarchy.GetItemParent(hierarchy.GetItemByDataNode(flair)))
+
+        logic.showOutputs(outputs)
+        red = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
+        self.assertEqual(red.GetForegroundVolumeID(), outputs.anomalyMapNode.GetID())
+
+        voxels = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentationNode, "anomaly", flair).sum()
+        summary = logic.rethreshold(outputs, threshold=result.threshold * 1.5)
+        self.assertEqual(summary["thresholdMethod"], "manual")
+        self.assertLessEqual(slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentationNode, "anomaly", flair).sum(),
+                             voxels)
+
+        folder = pathlib.Path(slicer.app.temporaryPath) / "UADBrainTest"
+        paths = logic.exportResults(outputs, folder)
+        self.assertEqual(len(paths), 4)
+        reloaded = slicer.util.loadSegmentation(str(folder / "segmentation.seg.nrrd"))
+        self.assertEqual(
+            slicer.util.arrayFromSegmentBinaryLabelmap(reloaded, reloaded.GetSegmentation().GetNthSegmentID(0), flair).sum(),
+            slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentationNode, "anomaly", flair).sum())
+        self.delayDisplay("Scripted flow passed")
+
+    def test_PanelRunTuneExportAndCancel(self):
+        """The panel: Apply runs in the background with the GUI responsive, Tune, row click, Cancel."""
+        self.delayDisplay("Panel flow")
+        slicer.util.selectModule("UADBrain")
+        widget = slicer.util.getModuleWidget("UADBrain")
+        widget.onLoadExample()
+        parameters = widget._parameterNode
+        self.assertIsNotNone(parameters.flairVolume)
+        parameters.device = "cpu"
+        self.assertTrue(widget.ui.applyButton.enabled, widget.ui.inputProblemsLabel.text)
+
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        widget.ui.applyButton.click()  # cancel at once
+        self.assertEqual(widget.ui.applyButton.text, "Apply")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+
+        widget.ui.applyButton.click()
+        self._waitUntil(lambda: widget._job is None, timeoutSeconds=600)
+        outputs = widget._outputs
+        self.assertIsNotNone(outputs, widget.ui.stageLabel.text)
+        self.assertIs(parameters.segmentation, outputs.segmentationNode)
+
+        wanted = outputs.result.threshold * 1.3
+        widget.ui.thresholdSlider.value = wanted
+        self._waitUntil(lambda: widget._pendingThreshold is None, timeoutSeconds=10)
+        self.assertAlmostEqual(widget._outputs.result.threshold, widget.ui.thresholdSlider.value, places=6)
+        self.assertEqual(widget._outputs.result.threshold_method, "manual")
+        self.assertIn("mL flagged", widget.ui.readoutLabel.text)
+
+        if outputs.result.lesion_count:
+            index = widget.ui.lesionTableView.model().index(0, 0)
+            widget.onLesionClicked(index)
+            red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+            centre = [red.GetSliceToRAS().GetElement(row, 3) for row in range(3)]
+            for value, expected in zip(centre, outputs.result.lesions[0].centroid_ras):
+                self.assertAlmostEqual(value, expected, places=3)
+
+        parameters.exportFolder = pathlib.Path(slicer.app.temporaryPath) / "UADBrainPanelTest"
+        widget.onExport()
+        self.assertTrue((parameters.exportFolder / "lesions.csv").is_file())
+        self.delayDisplay("Panel flow passed")
+
+    def _waitUntil(self, condition, timeoutSeconds):
+        import time
+
+        deadline = time.monotonic() + timeoutSeconds
+        while not condition():
+            if time.monotonic() > deadline:
+                self.fail("timed out waiting for the panel")
+            slicer.app.processEvents()
+            time.sleep(0.05)
