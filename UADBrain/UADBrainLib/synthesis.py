@@ -323,18 +323,22 @@ def _distance_mm(target: np.ndarray, region: tuple[slice, ...], spacing: float) 
 
 
 def _restrict_mask(labels: np.ndarray, region: tuple[slice, ...], spacing: float,
-                   csf_margin_mm: float) -> np.ndarray:
-    """Keep in the brain mask only the main brain and CSF within ``csf_margin_mm`` of tissue.
+                   csf_margin_mm: float, envelope_mm: float = 7.0) -> np.ndarray:
+    """Keep in the brain mask the main brain, the CSF within its envelope and a thin outer layer.
 
     The evaluation masks hug the brain: their CSF share (12-19 % of the mask in the MS scans)
-    matches sulcal CSF, ventricles and a thin outer layer, not the whole intracranial space
-    (30 %+ in the SynthSeg maps), and the CSF share sets the brain median used for
-    normalisation. Farther CSF becomes OUTER_CSF; brain-labelled islands become soft tissue.
+    matches sulcal CSF, cisterns, ventricles and a thin outer layer, not the whole intracranial
+    space (30 %+ in the SynthSeg maps), and the CSF share sets the brain median used for
+    normalisation. The envelope is a morphological closing of the brain tissue by ``envelope_mm``
+    (filling sulci, fissures and cisterns); CSF outside it and farther than ``csf_margin_mm`` from
+    tissue becomes OUTER_CSF. Brain-labelled islands become soft tissue; enclosed holes are filled.
     """
     sub = labels[region]
-    tissue = _BRAIN_LUT[sub].astype(bool) & ~np.isin(sub, [Tissue.CSF, Tissue.VENTRICLE])
+    tissue = _BRAIN_LUT[sub].astype(bool) & (sub != Tissue.CSF)
     distance = ndimage.distance_transform_edt(~tissue, sampling=spacing)
-    sub[(sub == Tissue.CSF) & (distance > csf_margin_mm)] = Tissue.OUTER_CSF
+    dilated = distance <= envelope_mm
+    envelope = ndimage.distance_transform_edt(dilated, sampling=spacing) > envelope_mm
+    sub[(sub == Tissue.CSF) & (distance > csf_margin_mm) & ~envelope] = Tissue.OUTER_CSF
     components, count = ndimage.label(_BRAIN_LUT[sub])
     if count > 1:
         sizes = np.bincount(components.ravel())
@@ -342,6 +346,9 @@ def _restrict_mask(labels: np.ndarray, region: tuple[slice, ...], spacing: float
         island = (components != sizes.argmax()) & (components > 0)
         sub[island & (sub == Tissue.CSF)] = Tissue.OUTER_CSF
         sub[island & _BRAIN_LUT[sub].astype(bool)] = Tissue.SOFT_TISSUE
+    enclosed = ndimage.binary_fill_holes(_BRAIN_LUT[sub]) & ~_BRAIN_LUT[sub].astype(bool)
+    sub[enclosed & (sub == Tissue.OUTER_CSF)] = Tissue.CSF
+    sub[enclosed & (sub != Tissue.CSF)] = Tissue.BRAIN_VESSEL  # sinuses, vessels inside
     return labels
 
 
@@ -701,6 +708,16 @@ class SyntheticBrain:
         return dataclasses.replace(self, images=images, skull_stripped=True)
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected piece (resampling can split off a few partial-volume voxels)."""
+    components, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == sizes.argmax()
+
+
 def _output_shape(field_of_view_mm, spacing: float) -> tuple[int, int, int]:
     return tuple(max(1, int(round(f / spacing))) for f in field_of_view_mm)
 
@@ -774,7 +791,7 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
                                                  labels.shape),
                                   mode="nearest", padding_mode="zeros", align_corners=True)
     warped_labels = warped_labels[0, 0].numpy().astype(np.uint8)
-    brain_mask = (warped[-1] >= 0.5).astype(np.uint8)
+    brain_mask = _largest_component(warped[-1] >= 0.5).astype(np.uint8)
 
     images, acquisition_params = {}, {}
     for index, contrast in enumerate(contrasts):
