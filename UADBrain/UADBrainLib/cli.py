@@ -18,7 +18,7 @@ from .errors import UADBrainError
 from .postprocessing import MEDIAN_KERNELS
 
 # modules adding subcommands besides detect and models (imported lazily: some need extras)
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("evaluation", "benchmark")
 
 
 class StageProgress:
@@ -85,6 +85,12 @@ def _add_detect(subparsers) -> None:
     parser.add_argument("--mask", metavar="FILE", help="brain mask (nonzero = brain), optional")
     parser.add_argument("--example", action="store_true",
                         help="run on the bundled synthetic example (a brain with one inserted lesion)")
+    parser.add_argument("--batch", metavar="FOLDER_OR_CSV",
+                        help="run a cohort with one model load: a folder of scan folders (<contrast>.nii.gz) "
+                             "and/or image files, or a CSV with columns flair,t1,t2,t1c,mask,id; one output "
+                             "folder per scan and summary.csv in --out; a rerun resumes")
+    parser.add_argument("--contrast", choices=CONTRASTS,
+                        help="with --batch: the contrast of plain image files (default: read from the file name)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_detect_options(parser)
@@ -96,6 +102,13 @@ def run_detect(args) -> int:
     from .pipeline import detect
 
     images = {c: getattr(args, c) for c in CONTRASTS if getattr(args, c)}
+    if args.batch:
+        if images or args.mask or args.example:
+            raise UADBrainError("--batch takes its scans from the folder or CSV; leave out --example, "
+                                "--mask and the contrast files.")
+        from .batch import run_batch
+
+        return run_batch(args)
     mask = args.mask
     extra = {}
     example = None
