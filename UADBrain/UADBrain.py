@@ -95,8 +95,15 @@ def registerSampleData():
         uris="uadbrain:synthetic-example",  # never fetched: the custom downloader generates the data
         fileNames="UADBrainSyntheticBrain.nrrd",
         thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "UADBrain.png"),
-        customDownloader=lambda source: UADBrainLogic().loadSyntheticExample(),
+        customDownloader=loadSyntheticExampleSample,
     )
+
+
+def loadSyntheticExampleSample(source=None) -> dict:
+    """Sample Data button: generate the example and show its first volume."""
+    volumes = UADBrainLogic().loadSyntheticExample()
+    slicer.util.setSliceViewerLayers(background=next(iter(volumes.values())), fit=True)
+    return volumes
 
 
 #
@@ -232,6 +239,7 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         if self._job is None:
             self._showInputProblems()
+        # median and minimum size belong to the current result (the Tune section)
         if self._outputs is not None and not self._updatingTune:
             result = self._outputs.result
             median, minSize = self._parameterNode.median.value, self._parameterNode.minSizeMm3
@@ -243,6 +251,8 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if getattr(self._parameterNode, name) is not None}
 
     def _showInputProblems(self) -> None:
+        if self._parameterNode is None:  # the panel is not shown
+            return
         problems = self.logic.inputProblems(self._inputVolumes(), self._parameterNode.modelName or None,
                                             self._parameterNode.brainMask)
         self.ui.inputProblemsLabel.text = "\n".join(problems)
@@ -259,37 +269,33 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.addItem(bundle.metadata.get("title", name), name)
 
     def _selectModelInCombo(self, modelName: str) -> None:
-        index = self.ui.modelComboBox.findData(modelName) if modelName else 0
+        """Show the parameter node's model; an unset or unknown one becomes the default (first)."""
+        index = max(self.ui.modelComboBox.findData(modelName), 0)
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
-        self.ui.modelComboBox.currentIndex = max(index, 0)
+        self.ui.modelComboBox.currentIndex = index
         self.ui.modelComboBox.blockSignals(wasBlocked)
-        self._describeModel()
+        self.onModelChanged(index)
 
     def onModelChanged(self, index: int) -> None:
-        if not self._parameterNode:
-            return
-        from UADBrainLib.bundle import find_bundle
-
         modelName = self.ui.modelComboBox.itemData(index) or ""
-        postprocessing = find_bundle(modelName).postprocessing if modelName else {}
-        with slicer.util.NodeModify(self._parameterNode.parameterNode):
+        if self._parameterNode and self._parameterNode.modelName != modelName:
             self._parameterNode.modelName = modelName
-            self._parameterNode.median = MedianKernel(int(postprocessing.get("median", 5)))
-            self._parameterNode.minSizeMm3 = float(postprocessing.get("min_size_mm3", 20.0))
-        self._describeModel()
+        self._describeModel(modelName)
 
-    def _describeModel(self) -> None:
+    def _describeModel(self, modelName: str) -> None:
         from UADBrainLib.bundle import find_bundle
 
-        modelName = self.ui.modelComboBox.currentData
         if not modelName:
             self.ui.modelDescriptionLabel.text = "No bundled model is installed."
             return
-        bundle = find_bundle(modelName)
-        required = ", ".join(c.upper() for c in bundle.required_contrasts) or "none"
+        metadata = find_bundle(modelName).metadata
+        required = ", ".join(c.upper() for c in metadata.get("required_contrasts", [])) or "none"
+        runtime = metadata.get("expected_runtime_s", {})
+        runtimeText = "; ".join(f"about {seconds:g} s on {device.upper()}" for device, seconds in runtime.items())
         self.ui.modelDescriptionLabel.text = (
-            f"{bundle.metadata.get('description', '')}\n"
-            f"Uses: {', '.join(c.upper() for c in bundle.contrasts)} (required: {required}). {bundle.summary()}")
+            f"{metadata.get('description', '')}\n"
+            f"Contrasts: {', '.join(c.upper() for c in metadata['contrasts'])} (required: {required}). "
+            f"{runtimeText}")
 
     def _showDevices(self) -> None:
         from UADBrainLib.device import available_devices
@@ -299,11 +305,10 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ run
     def onLoadExample(self) -> None:
         with self._userErrors("Could not create the synthetic example."):
-            volumes = self.logic.loadSyntheticExample()
+            volumes = loadSyntheticExampleSample()
             with slicer.util.NodeModify(self._parameterNode.parameterNode):
                 for contrast, name in CONTRAST_PARAMETERS.items():
                     setattr(self._parameterNode, name, volumes.get(contrast))
-            slicer.util.setSliceViewerLayers(background=next(iter(volumes.values())), fit=True)
 
     def onApplyButton(self) -> None:
         if self._job is not None:
@@ -314,10 +319,10 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             modelName = self._parameterNode.modelName or None
             if not ensureModelDependencies(modelName, list(self._inputVolumes())):
                 return
-            request = self.logic.makeRequest(
-                self._inputVolumes(), modelName=modelName, device=self._parameterNode.device,
-                maskNode=self._parameterNode.brainMask, median=self._parameterNode.median.value,
-                minSizeMm3=self._parameterNode.minSizeMm3)
+            # the model's own post-processing defaults; the Tune section adjusts them afterwards
+            request = self.logic.makeRequest(self._inputVolumes(), modelName=modelName,
+                                             device=self._parameterNode.device,
+                                             maskNode=self._parameterNode.brainMask)
             self._job = self.logic.startBackground(request, pythonSlicerExecutable())
             self._request = request
             self._setRunning(True)
@@ -333,14 +338,17 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.stop()
         self._job = self._request = None
         self._setRunning(False)
+        slicer.app.setOverrideCursor(qt.Qt.WaitCursor)  # reading the result and creating nodes
         try:
             with self._userErrors("The analysis failed."):
                 result = job.result()
-                outputs = self.logic.createOutputs(request, result, self._parameterNode.replaceExisting)
+                replaceExisting = self.logic.getParameterNode().replaceExisting
+                outputs = self.logic.createOutputs(request, result, replaceExisting)
                 self._setOutputs(outputs)
                 self.logic.showOutputs(outputs)
                 self.ui.stageLabel.text = f"Done in {sum(result.report['timings_s'].values()):.1f} s."
         finally:
+            slicer.app.restoreOverrideCursor()
             job.cleanup()
 
     def _cancelRun(self) -> None:
@@ -367,7 +375,7 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._outputs = outputs
         hasOutputs = outputs is not None
         for widget in (self.ui.thresholdSlider, self.ui.calibratedThresholdButton, self.ui.otsuThresholdButton,
-                       self.ui.exportButton):
+                       self.ui.medianComboBox, self.ui.minSizeSpinBox, self.ui.exportButton):
             widget.enabled = hasOutputs
         self.ui.lesionTableView.setMRMLTableNode(outputs.tableNode if hasOutputs else None)
         if not hasOutputs:
@@ -377,12 +385,11 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         low, high = self.logic.thresholdRange(outputs)
         self._updatingTune = True
         try:
-            with slicer.util.NodeModify(self._parameterNode.parameterNode):
-                self._parameterNode.anomalyMap = outputs.anomalyMapNode
-                self._parameterNode.segmentation = outputs.segmentationNode
-                self._parameterNode.lesionTable = outputs.tableNode
-                self._parameterNode.median = MedianKernel(outputs.result.median)
-                self._parameterNode.minSizeMm3 = outputs.result.min_size_mm3
+            parameters = self.logic.getParameterNode()
+            with slicer.util.NodeModify(parameters):
+                parameters.anomalyMap = outputs.anomalyMapNode
+                parameters.segmentation = outputs.segmentationNode
+                parameters.lesionTable = outputs.tableNode
             self.ui.thresholdSlider.blockSignals(True)
             self.ui.thresholdSlider.minimum, self.ui.thresholdSlider.maximum = low, high
             self.ui.thresholdSlider.singleStep = (high - low) / 200.0
@@ -400,9 +407,10 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.thresholdSlider.minimum = min(self.ui.thresholdSlider.minimum, result.threshold)
             self.ui.thresholdSlider.value = result.threshold
             self.ui.thresholdSlider.blockSignals(False)
-            with slicer.util.NodeModify(self._parameterNode.parameterNode):
-                self._parameterNode.median = MedianKernel(result.median)
-                self._parameterNode.minSizeMm3 = result.min_size_mm3
+            parameters = self.logic.getParameterNode()
+            with slicer.util.NodeModify(parameters):
+                parameters.median = MedianKernel(result.median)
+                parameters.minSizeMm3 = result.min_size_mm3
         finally:
             self._updatingTune = False
         self.ui.readoutLabel.text = (
@@ -423,6 +431,8 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _rethreshold(self, **settings) -> None:
         if self._outputs is None:
             return
+        if not self._outputsStillInScene():
+            return
         with self._userErrors("Could not update the segmentation."):
             slicer.app.setOverrideCursor(qt.Qt.WaitCursor)  # the first use of a median kernel filters the map
             try:
@@ -431,12 +441,23 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.app.restoreOverrideCursor()
             self._showTuneState()
 
+    def _outputsStillInScene(self) -> bool:
+        outputs = self._outputs
+        present = all(slicer.mrmlScene.IsNodePresent(node) for node in
+                      (outputs.inputNode, outputs.anomalyMapNode, outputs.segmentationNode, outputs.tableNode))
+        if not present:
+            self._setOutputs(None)
+            self.ui.readoutLabel.text = "The result's nodes were removed from the scene; run again to tune."
+        return present
+
     def onLesionClicked(self, index) -> None:
         if self._outputs is not None and 0 <= index.row() < self._outputs.result.lesion_count:
             self.logic.jumpToLesion(self._outputs, index.row())
 
     # ------------------------------------------------------------------ export
     def onExport(self) -> None:
+        if self._outputs is None or not self._outputsStillInScene():
+            return
         with self._userErrors("Export failed."):
             paths = self.logic.exportResults(self._outputs, self._parameterNode.exportFolder)
             self.ui.exportStatusLabel.text = f"Wrote {len(paths)} files to {paths[0].parent}."
