@@ -154,6 +154,14 @@ def test_image_data_extent_not_starting_at_zero_is_placed_correctly(scene, flair
     np.testing.assert_allclose(ras_of_index(image, (0, 0, 0)), (ijk_to_ras(node) @ [3, 4, 5, 1.0])[:3], atol=1e-9)
 
 
+def test_a_run_on_an_extent_not_starting_at_zero_keeps_that_extent(scene, flair_image, logic):
+    node = add_volume_from_image(scene, flair_image, "FLAIR")
+    node.GetImageData().SetExtent(3, 42, 4, 47, 5, 40)
+    out = logic.process({"flair": node})
+    assert grid_of(out.anomalyMapNode) == grid_of(node)
+    np.testing.assert_array_equal(segment_mask(out.segmentationNode, node), out.result.labels_array > 0)
+
+
 def test_parent_linear_transform_is_composed_into_the_engine_input(scene, flair):
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     matrix = np.eye(4)

@@ -52,7 +52,10 @@ class ProgressFile:
     def __call__(self, fraction: float, stage: str) -> None:
         now = time.monotonic()
         if stage != self.last[0] or now - self.last[1] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
-            write_json_atomically(self.path, {"fraction": fraction, "stage": stage})
+            try:
+                write_json_atomically(self.path, {"fraction": fraction, "stage": stage})
+            except OSError:  # Windows refuses the replace while the panel reads the file; skip one update
+                return
             self.last = (stage, now)
 
 
