@@ -500,3 +500,6 @@ def test_synthetic_example_loads_as_volumes_and_runs(scene, logic):
     assert "flair" in volumes
     out = logic.process(volumes, device="cpu")
     assert grid_of(out.anomalyMapNode) == grid_of(volumes["flair"])
+    assert out.result.lesion_count > 0
+    truth = scene.GetFirstNodeByName("Example true lesions")
+    assert segment_mask(truth, volumes["flair"], SEGMENT_ID).any()

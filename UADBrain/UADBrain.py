@@ -451,8 +451,10 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return present
 
     def onLesionClicked(self, index) -> None:
-        if self._outputs is not None and 0 <= index.row() < self._outputs.result.lesion_count:
-            self.logic.jumpToLesion(self._outputs, index.row())
+        # the row's "Lesion" cell names the lesion (a header row, if the view shows one, does not)
+        lesionNumber = str(index.sibling(index.row(), 0).data())
+        if self._outputs is not None and lesionNumber.isdigit():
+            self.logic.jumpToLesion(self._outputs, int(lesionNumber) - 1)
 
     # ------------------------------------------------------------------ export
     def onExport(self) -> None:
@@ -603,7 +605,7 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         self._waitUntil(lambda: widget._job is None, timeoutSeconds=600)
         outputs = widget._outputs
         self.assertIsNotNone(outputs, widget.ui.stageLabel.text)
-        self.assertIs(parameters.segmentation, outputs.segmentationNode)
+        self.assertEqual(parameters.segmentation.GetID(), outputs.segmentationNode.GetID())
 
         wanted = outputs.result.threshold * 1.3
         widget.ui.thresholdSlider.value = wanted
@@ -613,8 +615,9 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         self.assertIn("mL flagged", widget.ui.readoutLabel.text)
 
         if outputs.result.lesion_count:
-            index = widget.ui.lesionTableView.model().index(0, 0)
-            widget.onLesionClicked(index)
+            model = widget.ui.lesionTableView.model()
+            row = next(r for r in range(model.rowCount()) if str(model.index(r, 0).data()) == "1")
+            widget.onLesionClicked(model.index(row, 0))
             red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
             centre = [red.GetSliceToRAS().GetElement(row, 3) for row in range(3)]
             for value, expected in zip(centre, outputs.result.lesions[0].centroid_ras):

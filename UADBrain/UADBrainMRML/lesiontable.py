@@ -21,7 +21,6 @@ CENTROID_COLUMNS = ("R", "A", "S")
 def create_table_node(scene, name: str):
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     node.SetLocked(True)  # the engine's measurements; not meant to be edited by hand
-    node.SetUseColumnNameAsColumnHeader(True)  # so view row i is lesion i + 1
     table = node.GetTable()
     for column_name, array_class, unit, description, _ in COLUMNS:
         array = array_class()
