@@ -82,3 +82,24 @@ def test_otsu_splits_two_modes():
     values = np.concatenate([np.random.default_rng(0).normal(0, 1, 5000),
                              np.random.default_rng(1).normal(10, 1, 5000)])
     assert 3 < otsu_threshold(values) < 7
+
+
+@pytest.mark.parametrize("kernel", [0, 3, 5, 7])
+def test_segmenting_before_and_after_filtering_agree_exactly(kernel):
+    rng = np.random.default_rng(kernel)
+    scores = ndimage_smooth(rng.normal(size=(30, 34, 28)).astype(np.float32)) * 10
+    scores[10:20, 12:22, 8:18] += 3.0
+    brain = ellipsoid(scores.shape, (15, 17, 14), (13, 15, 12)).astype(np.uint8)
+    for threshold in (0.3, 1.0):
+        fresh = PostProcessor(image_of(scores), image_of(brain)).segment(threshold, kernel)
+        filtered_first = PostProcessor(image_of(scores), image_of(brain))
+        filtered_first.filtered(kernel)
+        cached = filtered_first.segment(threshold, kernel)
+        assert np.array_equal(fresh.labels, cached.labels) and fresh.lesions == cached.lesions
+        assert fresh.lesions  # the test is not vacuous
+
+
+def ndimage_smooth(array):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(array, 1.5)
