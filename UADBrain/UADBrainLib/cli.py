@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .bundle import CONTRASTS, find_bundle, list_bundled
-from .device import DEVICE_CHOICES, available_devices
+from .device import DEVICE_CHOICES
 from .errors import UADBrainError
 from .postprocessing import MEDIAN_KERNELS
 
@@ -60,7 +60,7 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                         help="N4 bias field correction (default: as the model expects)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help=f"compute device (available here: {', '.join(available_devices())})")
+                        help="compute device: auto (CUDA when available), cpu or cuda")
 
 
 def detect_options(args):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from .errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         return False
+    import torch
+
     return torch.cuda.is_available()
 
 

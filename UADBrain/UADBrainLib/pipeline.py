@@ -231,11 +231,8 @@ def check_overlap(images: dict[str, sitk.Image], mask: sitk.Image | None = None)
                              "subject; register them first.")
 
 
-def resolve_model(model, contrasts: list[str], device: str) -> AnomalyModel:
-    if isinstance(model, AnomalyModel):
-        bundle = model.bundle
-    else:
-        bundle = model if isinstance(model, Bundle) else find_bundle(model, contrasts)
+def resolve_model(model: AnomalyModel | Bundle, contrasts: list[str], device: str) -> AnomalyModel:
+    bundle = model.bundle if isinstance(model, AnomalyModel) else model
     unsupported = [c for c in contrasts if c not in bundle.contrasts]
     if unsupported:
         raise ModelError(f"model '{bundle.name}' does not use {', '.join(unsupported)} (it uses "
@@ -264,9 +261,12 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     given_mask = (read_mask(mask) if isinstance(mask, (str, Path))
                   else sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8) if mask is not None else None)
     check_overlap(inputs, given_mask)
-    device = resolve_device(options.device)
-    anomaly_model = resolve_model(model, list(inputs), device)
-    bundle = anomaly_model.bundle
+    bundle = model.bundle if isinstance(model, AnomalyModel) else (
+        model if isinstance(model, Bundle) else find_bundle(model, list(inputs)))
+    # models without a network run on the CPU; only they skip importing torch to probe for CUDA
+    needs_device = bool(bundle.metadata.get("weights")) or options.device != "auto"
+    device = resolve_device(options.device) if needs_device else "cpu"
+    anomaly_model = resolve_model(model if isinstance(model, AnomalyModel) else bundle, list(inputs), device)
     reference_name, reference = next(iter(inputs.items()))
 
     run.stage("brain mask")
