@@ -43,8 +43,10 @@ def read_image(path, name: str = "image") -> sitk.Image:
 
 def _check_nifti_finite(path: Path, name: str) -> None:
     """ITK's NIfTI reader silently turns NaN into 0: look at the stored floats directly."""
-    import nibabel
-
+    try:
+        import nibabel
+    except ImportError:  # e.g. inside Slicer, which reads files with its own readers anyway
+        return
     try:
         stored = nibabel.load(str(path))
     except Exception:  # unreadable by nibabel but readable by ITK: nothing more to check
