@@ -18,7 +18,7 @@ from .errors import UADBrainError
 from .postprocessing import MEDIAN_KERNELS
 
 # modules adding subcommands besides detect and models (imported lazily: some need extras)
-COMMAND_MODULES = ("evaluation", "benchmark")
+COMMAND_MODULES = ("training", "calibrate", "evaluation", "benchmark")
 
 
 class StageProgress:

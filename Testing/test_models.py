@@ -1,0 +1,179 @@
+"""The learned model families (denoising autoencoder, synthetic-anomaly segmenter) and their
+slice networks, on tiny randomly initialised bundles built in code."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
+from UADBrainLib.bundle import read_bundle, sha256_of
+from UADBrainLib.errors import Cancelled, ModelError
+from UADBrainLib.models import family_class, load_model
+from UADBrainLib.models.dae import DenoisingAutoencoder, anomaly_score, coarse_noise, ssim_dissimilarity
+from UADBrainLib.models.networks import (PAD_MULTIPLE, brain_box, build_networks, context_indices,
+                                         network_spec, predict_volume, prepare)
+from UADBrainLib.models.segmenter import HEAD, SyntheticAnomalySegmenter
+from UADBrainLib.pipeline import DetectOptions, detect
+
+TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
+
+
+def tiny_bundle(folder, family, contrasts, context=1, score="residual"):
+    heads = list(contrasts) if family == "dae" else [HEAD]
+    spec = network_spec(heads, context, TINY_UNET, output_bias=-3.0 if family == "segmenter" else 0.0)
+    torch.manual_seed(0)
+    torch.save(build_networks(spec).state_dict(), folder / "weights.pt")
+    metadata = {
+        "name": f"tiny-{family}", "version": "0", "title": "tiny", "family": family,
+        "contrasts": list(contrasts), "required_contrasts": [],
+        "preprocessing": {"spacing_mm": [3.0, 3.0, 3.0], "bias_correction": False, "normalisation": "robust_z"},
+        "scoring": {"score": score}, "postprocessing": {"median": 3, "min_size_mm3": 0.0, "erosion_mm": 0.0},
+        "calibration": None, "network": spec,
+        "weights": {"file": "weights.pt", "sha256": sha256_of(folder / "weights.pt")},
+    }
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return read_bundle(folder)
+
+
+def canonical_case(shape=(20, 28, 24), seed=0):
+    rng = np.random.default_rng(seed)
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    mask = sum(((g - n / 2) / (n * 0.4)) ** 2 for g, n in zip(grid, shape)) <= 1.0
+    image = np.where(mask, rng.normal(0, 1, shape), 0).astype(np.float32)
+    return image, mask
+
+
+# ---------------------------------------------------------------- slice machinery
+
+def test_context_indices_clamp_at_the_volume_ends():
+    indices = context_indices(np.array([0, 5, 9]), 2, 10)
+    assert indices.tolist() == [[0, 0, 0, 1, 2], [3, 4, 5, 6, 7], [7, 8, 9, 9, 9]]
+
+
+def test_brain_box_covers_the_brain_with_padded_windows():
+    _, mask = canonical_case(shape=(12, 50, 37))
+    s_slice, p_slice, l_slice, pads = brain_box(mask)
+    for window, (before, after) in zip((p_slice, l_slice), pads):
+        assert (window.stop - window.start + before + after) % PAD_MULTIPLE == 0
+    inside = np.zeros_like(mask)
+    inside[s_slice, p_slice, l_slice] = True
+    assert not (mask & ~inside).any()
+
+
+def test_predict_volume_puts_every_slice_back_where_it_came_from():
+    image, mask = canonical_case(shape=(9, 41, 30))
+    prepared = prepare(image, mask)
+    context = 2
+    centre_slice = lambda x: x[:, context:context + 1]  # noqa: E731  (an "identity" network)
+    output = predict_volume(centre_slice, prepared, mask, context, "cpu", batch_size=4)
+    np.testing.assert_array_equal(output, prepared)
+
+
+def test_prepare_clips_and_zeroes_outside_the_brain():
+    image = np.array([[[-50.0, 3.0, 50.0]]], np.float32)
+    mask = np.array([[[True, True, False]]])
+    assert prepare(image, mask).tolist() == [[[-10.0, 3.0, 0.0]]]
+
+
+def test_predict_volume_stops_when_cancelled():
+    image, mask = canonical_case()
+    with pytest.raises(Cancelled):
+        predict_volume(lambda x: x[:, :1], image, mask, 0, "cpu", is_cancelled=lambda: True)
+
+
+# ---------------------------------------------------------------- scores and noise
+
+def test_residual_score_follows_the_lesion_direction():
+    image = np.array([3.0, -3.0], np.float32)
+    reconstruction = np.zeros(2, np.float32)
+    assert anomaly_score(image, reconstruction, "bright").tolist() == [3.0, -3.0]
+    assert anomaly_score(image, reconstruction, "dark").tolist() == [-3.0, 3.0]
+    assert anomaly_score(image, reconstruction, "both").tolist() == [3.0, 3.0]
+
+
+def test_ssim_dissimilarity_is_zero_for_identical_images_and_high_where_they_differ():
+    image, _ = canonical_case()
+    assert np.abs(ssim_dissimilarity(image, image)).max() < 1e-6
+    changed = image.copy()
+    changed[10, 10:16, 10:16] += 5.0
+    dissimilarity = ssim_dissimilarity(changed, image)
+    assert dissimilarity[10, 13, 13] > 10 * np.median(dissimilarity)
+
+
+def test_coarse_noise_is_smooth_and_reproducible():
+    first = coarse_noise((2, 1, 96, 96), generator=torch.Generator().manual_seed(1))
+    second = coarse_noise((2, 1, 96, 96), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first, second)
+    assert first.shape == (2, 1, 96, 96)
+    neighbour_difference = (first[..., 1:] - first[..., :-1]).abs().mean()
+    white_noise_difference = 2 / np.sqrt(np.pi) * first.std()  # E|x - y| for independent voxels
+    assert neighbour_difference < 0.5 * white_noise_difference
+
+
+# ---------------------------------------------------------------- families
+
+def test_families_load_lazily_by_name():
+    assert family_class("dae") is DenoisingAutoencoder
+    assert family_class("segmenter") is SyntheticAnomalySegmenter
+
+
+@pytest.mark.parametrize("family", ["dae", "segmenter"])
+def test_model_scores_each_contrast_inside_the_brain(tmp_path, family):
+    model = load_model(tiny_bundle(tmp_path, family, ["flair", "t1"]))
+    image, mask = canonical_case()
+    fractions = []
+    output = model.predict({"flair": image, "t1": -image}, mask, (3.0, 3.0, 3.0),
+                           progress=lambda fraction, message: fractions.append(fraction))
+    assert set(output.contrast_maps) == {"flair", "t1"}
+    for score in output.contrast_maps.values():
+        assert score.shape == image.shape and score.dtype == np.float32
+        assert np.all(score[~mask] == 0) and np.isfinite(score).all() and score[mask].std() > 0
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert set(output.reconstructions) == ({"flair", "t1"} if family == "dae" else set())
+
+
+def test_dae_ssim_score_runs(tmp_path):
+    model = load_model(tiny_bundle(tmp_path, "dae", ["flair"], score="ssim"))
+    image, mask = canonical_case()
+    score = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0)).contrast_maps["flair"]
+    assert score.min() >= 0 and score.max() > 0
+
+
+def test_changed_weights_are_refused(tmp_path):
+    bundle = tiny_bundle(tmp_path, "dae", ["flair"])
+    with open(bundle.path / "weights.pt", "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(bundle)
+
+
+@pytest.mark.parametrize("family", ["dae", "segmenter"])
+def test_detect_with_a_learned_model_returns_maps_on_the_input_grid(tmp_path, family):
+    bundle = tiny_bundle(tmp_path, family, ["flair"])
+    image, mask, _ = phantom_brain(direction=OBLIQUE_DIRECTION)
+    result = detect({"flair": image}, model=bundle, mask=mask,
+                    options=DetectOptions(device="cpu", calibrated=False, threshold="otsu"))
+    assert geometry_of(result.anomaly_map) == geometry_of(image)
+    assert geometry_of(result.channel_maps["flair"]) == geometry_of(image)
+    brain = sitk.GetArrayFromImage(mask) > 0
+    assert np.all(sitk.GetArrayFromImage(result.anomaly_map)[~brain] == 0)
+    if family == "dae":
+        assert geometry_of(result.reconstructions["flair"]) == geometry_of(image)
+
+
+def test_detect_can_be_cancelled_inside_the_model(tmp_path):
+    bundle = tiny_bundle(tmp_path, "segmenter", ["flair"])
+    image, mask, _ = phantom_brain()
+    cancel = threading.Event()
+
+    def progress(fraction, stage):
+        if stage.startswith("segmenting"):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        detect({"flair": image}, model=bundle, mask=mask, progress=progress, cancel=cancel,
+               options=DetectOptions(device="cpu", calibrated=False, threshold="otsu"))

@@ -1,0 +1,165 @@
+"""``uadbrain train`` and its data: splits, identical preprocessing, slabs, pool, checkpoints,
+and a few-step smoke test that writes a complete, loadable, checksummed, calibrated bundle."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from phantoms import phantom_brain
+from test_models import tiny_bundle
+from UADBrainLib.bundle import read_bundle, sha256_of
+from UADBrainLib.cli import main
+from UADBrainLib.errors import InputError
+from UADBrainLib.models import load_model
+from UADBrainLib.models.networks import build_networks
+from UADBrainLib.pipeline import DetectOptions, detect
+from UADBrainLib.preprocessing import normalise
+from UADBrainLib.training import TrainConfig, _load_checkpoint, _save_checkpoint, lr_at
+from UADBrainLib.training_data import (FolderSource, TrainingVolume, VolumePool, find_subjects,
+                                       linear_normaliser, preprocess_case, sample_slabs, split_indices,
+                                       training_volume)
+
+
+def test_splits_hold_out_validation_and_calibration_items():
+    splits = {name: split_indices(20, name) for name in ("train", "validation", "calibration")}
+    assert splits == {"train": list(range(16)), "validation": [16, 17], "calibration": [18, 19]}
+    assert split_indices(3, "calibration") == [0, 1, 2]  # too few to hold any out
+
+
+def test_training_normalisation_is_the_pipelines():
+    rng = np.random.default_rng(0)
+    array = rng.gamma(2.0, 50.0, (10, 12, 14)).astype(np.float32)
+    mask = rng.random(array.shape) > 0.3
+    offset, scale = linear_normaliser(array, mask, "robust_z")
+    np.testing.assert_allclose((array - offset) / scale, normalise(array, mask, "robust_z"), rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError):
+        linear_normaliser(array, mask, "histeq")
+
+
+def test_real_scans_are_preprocessed_exactly_as_detect_does(tmp_path):
+    image, mask, _ = phantom_brain()
+    bundle = tiny_bundle(tmp_path, "dae", ["flair"])
+    result = detect({"flair": image}, model=bundle, mask=mask,
+                    options=DetectOptions(device="cpu", calibrated=False, threshold="otsu", keep_preprocessed=True))
+    volume = preprocess_case({"flair": image}, bundle.preprocessing, mask)
+    expected = sitk.GetArrayFromImage(result.preprocessed["flair"])
+    np.testing.assert_allclose(volume.normalised("flair")[volume.mask], expected[volume.mask], atol=1e-4)
+
+
+def _write(image, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def test_subjects_are_found_in_flat_and_per_subject_layouts(tmp_path):
+    image, mask, _ = phantom_brain()
+    _write(image, tmp_path / "flat" / "IXI001-HH_T1.nii.gz")
+    _write(image, tmp_path / "flat" / "IXI001-HH_FLAIR.nii.gz")
+    _write(image, tmp_path / "flat" / "IXI002-HH_T1.nii.gz")
+    _write(image, tmp_path / "nested" / "s1" / "flair.nii.gz")
+    _write(mask, tmp_path / "nested" / "s1" / "brainmask.nii.gz")
+    flat = find_subjects(tmp_path / "flat", ["t1"])
+    assert [s["name"] for s in flat] == ["IXI001-HH", "IXI002-HH"]
+    assert [s["name"] for s in find_subjects(tmp_path / "flat", ["flair", "t1"])] == ["IXI001-HH"]
+    nested = find_subjects(tmp_path / "nested", ["flair"])
+    assert nested[0]["mask"].name == "brainmask.nii.gz"
+    with pytest.raises(InputError, match="no subject"):
+        find_subjects(tmp_path / "nested", ["t2"])
+    volume = FolderSource(tmp_path / "nested", ["flair"], {"spacing_mm": [3.0] * 3}).volume(0)
+    assert volume.mask.any() and volume.spacing == 3.0
+
+
+def _volume(seed=0, shape=(16, 40, 36)):
+    rng = np.random.default_rng(seed)
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    mask = sum(((g - n / 2) / (n * 0.4)) ** 2 for g, n in zip(grid, shape)) <= 1.0
+    image = np.where(mask, rng.gamma(4.0, 25.0, shape), 0).astype(np.float32)
+    return training_volume({"flair": image, "t1": 2 * image}, mask, 2.0, "robust_z")
+
+
+def test_slabs_are_windows_of_neighbouring_slices_with_their_volume_normalisation():
+    volumes = [_volume(0), _volume(1)]
+    batch = sample_slabs(volumes, 6, 32, 2, np.random.default_rng(0))
+    assert batch.images.shape == batch.masks.shape == (6, 5, 32, 32)
+    assert set(batch.contrasts) <= {"flair", "t1"}
+    assert np.all(batch.images[~batch.masks] == 0)
+    prepared = batch.prepared()
+    assert np.all(prepared[~batch.masks] == 0) and np.abs(prepared).max() <= 10
+
+
+class CountingSource:
+    key = "counting"
+
+    def __init__(self):
+        self.made = []
+
+    def volume(self, seed):
+        self.made.append(seed)
+        return _volume(seed)
+
+
+def test_volume_pool_refreshes_and_reuses_its_disk_cache(tmp_path):
+    source = CountingSource()
+    pool = VolumePool(source, size=2, first_seed=10, cache_dir=tmp_path, background=False)
+    first = pool.volumes[0]
+    assert pool.refresh() == 1 and pool.volumes[0] is not first and source.made == [10, 11, 12]
+    cached = VolumePool(CountingSource(), size=3, first_seed=10, cache_dir=tmp_path, background=False)
+    assert cached.source.made == []  # all three came from the cache
+    reloaded = TrainingVolume.load(tmp_path / "counting" / "10.npz")
+    assert reloaded.normalisers == first.normalisers
+
+
+def test_checkpoint_round_trip_restores_weights_optimiser_and_random_state(tmp_path):
+    spec = tiny_bundle(tmp_path, "dae", ["flair"]).metadata["network"]
+    networks = build_networks(spec)
+    optimizer = torch.optim.AdamW(networks.parameters())
+    rng = np.random.default_rng(3)
+    best = {"score": 0.5, "step": 4, "state": networks.state_dict()}
+    _save_checkpoint(tmp_path / "checkpoint.pt", networks, optimizer, 7, best, [{"step": 4}], rng)
+    expected_draw = rng.random()
+    restored_rng = np.random.default_rng(99)
+    step, restored_best, history = _load_checkpoint(tmp_path / "checkpoint.pt", build_networks(spec),
+                                                    torch.optim.AdamW(networks.parameters()), restored_rng)
+    assert (step, restored_best["score"], history) == (7, 0.5, [{"step": 4}])
+    assert restored_rng.random() == expected_draw
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = TrainConfig(model="dae", contrasts=["flair"], data="synthetic", out=".", steps=1000)
+    rates = [lr_at(step, config) for step in (0, 199, 600, 999)]
+    assert rates[0] < rates[1] == pytest.approx(config.learning_rate) and rates[1] > rates[2] > rates[3]
+
+
+SMOKE = ["--contrast", "flair", "--contrast", "t1", "--steps", "2", "--channels", "4,8",
+         "--batch-size", "2", "--patch", "32", "--spacing", "4", "--calibration-spacing", "4",
+         "--validation-volumes", "1", "--calibration-volumes", "1", "--pool-size", "1",
+         "--validate-every", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("family", ["dae", "segmenter"])
+def test_train_writes_a_complete_calibrated_bundle(tmp_path, family):
+    out = tmp_path / f"tiny-{family}"
+    assert main(["train", "--model", family, "--out", str(out), *SMOKE]) == 0
+    bundle = read_bundle(out)
+    meta = bundle.metadata
+    for key in ("name", "version", "title", "description", "family", "contrasts", "preprocessing", "scoring",
+                "postprocessing", "calibration", "weights", "network", "expected_runtime_s", "training",
+                "license", "references"):
+        assert key in meta, key
+    assert meta["family"] == family and meta["contrasts"] == ["flair", "t1"]
+    assert meta["weights"]["sha256"] == sha256_of(out / "weights.pt")
+    assert set(meta["calibration"]["channels"]) == {"flair", "t1"}
+    assert set(meta["calibration"]["fused"]) == {"flair", "t1", "flair+t1"}
+    assert meta["training"]["steps"] == 2 and "score" in meta["training"]["validation"]
+    assert "## Training" in (out / "README.md").read_text()
+    image, mask, _ = phantom_brain()
+    result = detect({"t1": image}, model=load_model(bundle), mask=mask, options=DetectOptions(device="cpu", fpr=0.01))
+    assert result.threshold_method == "calibrated"
+
+    assert main(["train", "--model", family, "--out", str(out), *SMOKE[:4], "--steps", "3", *SMOKE[6:],
+                 "--resume"]) == 0
+    history = json.loads((out / "training_history.json").read_text())
+    assert [row["step"] for row in history] == [2, 3]

@@ -1,0 +1,285 @@
+"""What each learned family trains on: networks, batches, loss, validation, bundle metadata.
+
+A :class:`TrainingTask` plugs one family into the generic loop of ``training.py``; register new
+ones with :func:`register_task`. Every anomaly family is validated the same way: on held-out
+validation brains with synthetic anomalies inserted in 3D (``anomalies.py``) before
+normalisation, scored exactly as at inference, by the mean AUPRC over contrasts. The segmenter
+never trains on the anomaly kinds it is validated on (Baugh et al. 2023).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .training_data import SlabBatch, TrainingVolume, sample_slabs
+
+KASCENAS_2022 = ("Kascenas A, Pugeault N, O'Neil AQ. Denoising autoencoders for unsupervised anomaly "
+                 "detection in brain MRI. MIDL 2022, PMLR 172:653-664.")
+BEHRENDT_2024 = ("Behrendt F, Bhattacharya D, Maack L, Krüger J, Opfer R, Mieling R, Schlaefer A. "
+                 "Diffusion models with ensembled structure-based anomaly scoring for unsupervised "
+                 "anomaly detection. ISBI 2024.")
+BAUGH_2023 = ("Baugh M, Tan J, Müller JP, Dombrowski M, Batten J, Kainz B. Many tasks make light work: "
+              "learning to localise medical anomalies from multiple synthetic tasks. MICCAI 2023.")
+SYNTHSEG = ("Billot B, Greve DN, Puonti O, et al. SynthSeg: segmentation of brain MRI scans of any "
+            "contrast and resolution without retraining. Medical Image Analysis 86, 2023 (label maps).")
+LESJAK_2018 = ("Lesjak Ž, Galimzianova A, Koren A, et al. A novel public MR image dataset of multiple "
+               "sclerosis patients with lesion segmentations based on multi-rater consensus. "
+               "Neuroinformatics 16:51-63, 2018 (lesion shapes).")
+VALIDATION_SEED = 2_000_000
+VALIDATION_MEDIAN = 5  # the bundles' default median kernel
+
+
+@dataclasses.dataclass
+class ValidationCase:
+    contrast: str
+    image: np.ndarray  # normalised as at inference
+    mask: np.ndarray
+    truth: np.ndarray
+
+
+def ranking_metrics(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """AUPRC and best Dice of voxel scores against a binary truth."""
+    from .metrics import RankingCurve
+
+    curve = RankingCurve.from_scores(scores, truth)
+    dice = 2 * curve.true_positives / np.maximum(curve.true_positives + curve.false_positives + curve.positives, 1)
+    return curve.average_precision(), float(dice.max()) if dice.size else float("nan")
+
+
+def lesion_shapes(folder):
+    if not folder:
+        return None
+    from .anomalies import LesionShapes
+
+    return LesionShapes.from_folder(folder)
+
+
+class TrainingTask:
+    """Base: a family trained on slabs of healthy volumes, validated on synthetic anomalies."""
+
+    family = ""
+    output_bias = 0.0
+
+    def __init__(self, config):
+        self.config = config
+        self.shapes = lesion_shapes(config.lesion_masks)
+
+    # ---- bundle metadata
+    def heads(self) -> list[str]:
+        raise NotImplementedError
+
+    def network_spec(self) -> dict:
+        from .models.networks import network_spec
+
+        unet = {"channels": list(self.config.channels), "strides": [2] * (len(self.config.channels) - 1)}
+        return network_spec(self.heads(), self.config.context, unet, self.output_bias)
+
+    def preprocessing(self) -> dict:
+        return {"spacing_mm": [self.config.spacing] * 3, "bias_correction": False, "normalisation": "robust_z"}
+
+    def postprocessing(self) -> dict:
+        return {"median": VALIDATION_MEDIAN, "min_size_mm3": 20.0, "erosion_mm": 0.0}
+
+    def scoring(self) -> dict:
+        return {}
+
+    # ---- training
+    def slabs(self, volumes: list[TrainingVolume], rng: np.random.Generator, contrasts=None) -> SlabBatch:
+        return sample_slabs(volumes, self.config.batch_size, self.config.patch_size, self.config.context,
+                            rng, contrasts)
+
+    def loss(self, networks, volumes, rng, device):
+        raise NotImplementedError
+
+    # ---- validation
+    def validation_anomalies(self):
+        """The anomaly kinds validation brains get (``anomalies.AnomalyConfig``)."""
+        from .anomalies import AnomalyConfig
+
+        return AnomalyConfig()
+
+    def validation_set(self, source, count: int) -> list[ValidationCase]:
+        """Held-out brains with anomalies, normalised as at inference; made once before training."""
+        from .anomalies import insert_anomalies
+        from .preprocessing import normalise
+
+        cases = []
+        method = self.preprocessing()["normalisation"]
+        for index in range(count):
+            volume = source.volume(VALIDATION_SEED + index)
+            rng = np.random.default_rng(VALIDATION_SEED + index)
+            for _ in range(20):  # tiny anomalies can vanish at coarse spacings: draw again
+                inserted = insert_anomalies(volume.images, volume.mask, volume.spacing, rng,
+                                            labels=volume.labels, config=self.validation_anomalies(),
+                                            lesion_shapes=self.shapes)
+                if inserted.mask.any():
+                    break
+            for contrast, image in inserted.images.items():
+                cases.append(ValidationCase(contrast, normalise(image, volume.mask, method), volume.mask,
+                                            inserted.mask > 0))
+        return cases
+
+    def score_volume(self, networks, case: ValidationCase, device) -> np.ndarray:
+        """The raw anomaly map of one validation case, as the model computes it at inference."""
+        raise NotImplementedError
+
+    def validate(self, networks, validation: list[ValidationCase], device) -> dict:
+        """Per contrast AUPRC and best Dice (median-filtered map, inside the brain); ``score`` is
+        the mean AUPRC, higher is better."""
+        from .postprocessing import median_filter
+
+        pooled: dict[str, tuple[list, list]] = {}
+        for case in validation:
+            scores = self.score_volume(networks, case, device)
+            scores = median_filter(np.where(case.mask, scores, 0.0).astype(np.float32), VALIDATION_MEDIAN)
+            values, truths = pooled.setdefault(case.contrast, ([], []))
+            values.append(scores[case.mask])
+            truths.append(case.truth[case.mask])
+        metrics = {}
+        for contrast, (values, truths) in pooled.items():
+            auprc, dice = ranking_metrics(np.concatenate(values), np.concatenate(truths))
+            metrics[f"auprc_{contrast}"] = round(auprc, 4)
+            metrics[f"dice_{contrast}"] = round(dice, 4)
+        metrics["score"] = round(float(np.mean([v for k, v in metrics.items() if k.startswith("auprc_")])), 4)
+        return metrics
+
+
+class DenoisingTask(TrainingTask):
+    """Kascenas et al. 2022: restore healthy slices from coarse multi-scale noise."""
+
+    family = "dae"
+
+    def heads(self):
+        return list(self.config.contrasts)
+
+    def title(self):
+        return f"Denoising autoencoder ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        return ("A 2.5D U-Net per contrast, trained on synthetic healthy brains to remove coarse noise; "
+                "anomalies are what it cannot restore (the residual in the lesion direction).")
+
+    def scoring(self):
+        return {"score": self.config.score}
+
+    def references(self):
+        return [KASCENAS_2022, BEHRENDT_2024, SYNTHSEG]
+
+    def loss(self, networks, volumes, rng, device):
+        import torch
+
+        from .models.dae import coarse_noise
+
+        batch = self.slabs(volumes, rng)
+        images = torch.from_numpy(batch.prepared())
+        masks = torch.from_numpy(batch.masks.astype(np.float32))
+        noisy = (images + coarse_noise((images.shape[0], 1, *images.shape[2:]))) * masks
+        centre = self.config.context
+        inputs = torch.cat([noisy, masks[:, centre:centre + 1]], dim=1).to(device)
+        targets, weights = images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device)
+        losses = []
+        for contrast in dict.fromkeys(batch.contrasts):
+            chosen = [i for i, c in enumerate(batch.contrasts) if c == contrast]
+            error = (networks[contrast](inputs[chosen]) - targets[chosen]) ** 2 * weights[chosen]
+            losses.append(error.sum() / weights[chosen].sum().clamp_min(1.0))
+        return sum(losses) / len(losses)
+
+    def score_volume(self, networks, case, device):
+        from .models.dae import anomaly_score
+        from .models.networks import predict_volume, prepare
+        from .models.thresholding import DEFAULT_DIRECTIONS
+
+        prepared = prepare(case.image, case.mask)
+        reconstruction = predict_volume(networks[case.contrast], prepared, case.mask, self.config.context, device)
+        return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
+
+
+class SegmenterTask(TrainingTask):
+    """Baugh et al. 2023: segment synthetic anomalies inserted into healthy slabs."""
+
+    family = "segmenter"
+    output_bias = -3.0  # prior logit: without it training sits at the all-healthy solution
+    empty_fraction = 0.2  # slabs left healthy, so that normal anatomy is seen as such
+
+    def heads(self):
+        from .models.segmenter import HEAD
+
+        return [HEAD]
+
+    def title(self):
+        return "Synthetic-anomaly segmenter"
+
+    def description(self):
+        return ("A 2.5D U-Net trained on synthetic healthy brains of every contrast to outline synthetic "
+                "anomalies inserted into them (brighter, darker, textured, transplanted, lesion-like, with "
+                "real MS lesion shapes); each given contrast is scored on its own and calibrated on "
+                "healthy brains.")
+
+    def references(self):
+        return [BAUGH_2023, SYNTHSEG, LESJAK_2018]
+
+    def heldout(self) -> tuple[str, ...]:
+        return tuple(self.config.heldout_appearances)
+
+    def training_anomalies(self):
+        from .anomalies import APPEARANCES, AnomalyConfig
+
+        return AnomalyConfig(appearances=tuple(a for a in APPEARANCES if a not in self.heldout()), count=(1, 3))
+
+    def validation_anomalies(self):
+        from .anomalies import AnomalyConfig
+
+        return AnomalyConfig(appearances=self.heldout()) if self.heldout() else AnomalyConfig()
+
+    def scoring(self):
+        return {"training_appearances": list(self.training_anomalies().appearances),
+                "validation_appearances": list(self.validation_anomalies().appearances)}
+
+    def loss(self, networks, volumes, rng, device):
+        import torch
+        import torch.nn.functional as F
+
+        from .anomalies import insert_anomalies
+        from .models.segmenter import HEAD
+
+        batch = self.slabs(volumes, rng)
+        images = batch.images.copy()
+        truth = np.zeros(batch.masks.shape, np.float32)
+        config = self.training_anomalies()
+        for index, contrast in enumerate(batch.contrasts):
+            if rng.random() < self.empty_fraction or not batch.masks[index].any():
+                continue
+            labels = batch.labels[index] if batch.labels is not None else None
+            inserted = insert_anomalies({contrast: images[index]}, batch.masks[index], batch.spacing, rng,
+                                        labels=labels, config=config, lesion_shapes=self.shapes)
+            images[index] = inserted.images[contrast]
+            truth[index] = inserted.mask
+        centre = self.config.context
+        masks = torch.from_numpy(batch.masks[:, centre:centre + 1].astype(np.float32))
+        inputs = torch.cat([torch.from_numpy(batch.prepared(images)), masks], dim=1).to(device)
+        target = torch.from_numpy(truth[:, centre:centre + 1]).to(device)
+        masks = masks.to(device)
+        logits = networks[HEAD](inputs)
+        bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * masks).sum() / masks.sum().clamp_min(1.0)
+        probability = torch.sigmoid(logits) * masks
+        dice = 1.0 - (2 * (probability * target).sum() + 1.0) / (probability.sum() + target.sum() + 1.0)
+        return bce + dice
+
+    def score_volume(self, networks, case, device):
+        from .models.networks import predict_volume, prepare
+        from .models.segmenter import HEAD
+
+        return predict_volume(networks[HEAD], prepare(case.image, case.mask), case.mask, self.config.context, device)
+
+
+TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "segmenter": SegmenterTask}
+
+
+def register_task(name: str, task_class: type[TrainingTask]) -> None:
+    TASKS[name] = task_class
+
+
+def make_task(config) -> TrainingTask:
+    return TASKS[config.model](config)
