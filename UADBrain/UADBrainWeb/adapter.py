@@ -1,0 +1,157 @@
+"""The one seam between the web front end and the module Logic (``UADBrainMRML.logic``).
+
+Everything the web app asks of the Logic goes through this file, so the Logic's contract can
+change in one place. A run uses the Logic's three stages so that MRML is only touched on the
+event-loop thread (the one that renders the views):
+
+    logic = UADBrainMRMLLogic(scene)
+    request = logic.makeRequest(inputVolumes, modelName, device, maskNode, threshold, median, minSizeMm3)
+    result = logic.runEngine(request, progressCallback, cancelEvent)      # worker thread, no MRML
+    outputs = logic.createOutputs(request, result, replaceExisting=True)
+    logic.showOutputs(outputs); logic.jumpToLesion(outputs, index)
+    logic.rethreshold(outputs, threshold=..., median=..., minSizeMm3=...)
+    paths = logic.exportResults(outputs, folder)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from UADBrainLib.errors import Cancelled
+
+from UADBrainLib.device import DEVICE_CHOICES as DEVICES
+from UADBrainLib.postprocessing import MEDIAN_KERNELS
+
+CONTRASTS = ("flair", "t1", "t2", "t1c")
+MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else str(kernel), "value": kernel} for kernel in MEDIAN_KERNELS]
+DOWNLOAD_FILE_NAMES = {
+    "segmentation_nrrd": "segmentation.seg.nrrd",
+    "segmentation_nifti": "segmentation.nii.gz",
+    "anomaly_map": "anomaly_map.nii.gz",
+    "lesions_csv": "lesions.csv",
+}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    threshold: float | None
+    median: int = 5  # 0 = off
+    min_size_mm3: float | None = None
+
+
+def create_logic(scene):
+    """The real module Logic; until it exists, the temporary threshold stand-in."""
+    try:
+        from UADBrainMRML.logic import UADBrainMRMLLogic
+    except ModuleNotFoundError as error:
+        if error.name not in ("UADBrainMRML", "UADBrainMRML.logic"):
+            raise
+        from ._temporary_logic import TemporaryThresholdLogic
+
+        logger.warning("UADBrainMRML.logic not found: using the TEMPORARY threshold stand-in")
+        return TemporaryThresholdLogic(scene)
+    return UADBrainMRMLLogic(scene)
+
+
+def available_models() -> list[str]:
+    """Bundled model names, the default first."""
+    from UADBrainLib.bundle import list_bundled
+
+    return list_bundled()
+
+
+def write_example_volumes(folder: Path) -> dict[str, Path]:
+    """The built-in example case written as files, keyed by contrast."""
+    try:
+        from UADBrainLib.example import make_example
+    except ModuleNotFoundError as error:
+        if error.name != "UADBrainLib.example":
+            raise
+        from ._temporary_logic import write_synthetic_example
+
+        return write_synthetic_example(folder)
+    import SimpleITK as sitk
+
+    paths = {}
+    for contrast, image in make_example().items():
+        if contrast in CONTRASTS:
+            paths[contrast] = Path(folder) / f"example_{contrast}.nii.gz"
+            sitk.WriteImage(image, str(paths[contrast]))
+    return paths
+
+
+def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing):
+    """Loop thread: the engine's inputs, copied out of the volume nodes."""
+    return logic.makeRequest(volumes, modelName=model or None, device=device, maskNode=None,
+                             threshold=post.threshold, median=post.median, minSizeMm3=post.min_size_mm3)
+
+
+def run_engine(logic, request, progress, cancel_event):
+    """Worker thread: the model run itself; touches no MRML node."""
+    result = logic.runEngine(request, progress, cancel_event)
+    if cancel_event.is_set():
+        raise Cancelled("cancelled by the user.")
+    return result
+
+
+def finish_run(logic, request, result):
+    """Loop thread: the result as nodes, replacing the previous run's, shown in the slice views."""
+    outputs = logic.createOutputs(request, result, replaceExisting=True)
+    logic.showOutputs(outputs)
+    return outputs
+
+
+def remove_outputs(scene, outputs) -> None:
+    for node in (outputs.anomalyMapNode, outputs.segmentationNode, outputs.tableNode):
+        if node is not None and node.GetScene() is scene:
+            scene.RemoveNode(node)
+
+
+def rethreshold(logic, outputs, post: PostProcessing) -> None:
+    logic.rethreshold(outputs, threshold=post.threshold, median=post.median, minSizeMm3=post.min_size_mm3)
+
+
+def jump_to_lesion(logic, outputs, index: int) -> None:
+    logic.jumpToLesion(outputs, index)
+
+
+def threshold_of(outputs) -> float:
+    return float(outputs.result.threshold)
+
+
+def lesion_rows(outputs) -> list[dict]:
+    """Lesions as plain rows for the page, in the engine's order (1 = most anomalous)."""
+    return [
+        {
+            "volume_ml": round(float(_field(lesion, "volume_ml")), 3),
+            "max_score": round(float(_field(lesion, "max_score")), 3),
+            "centroid_ras": [round(float(c), 1) for c in _field(lesion, "centroid_ras")],
+            "index": index,
+        }
+        for index, lesion in enumerate(outputs.result.lesions)
+    ]
+
+
+def _field(lesion, name):
+    """Engine lesions are dataclasses; the agreed contract also allows plain dicts."""
+    return lesion[name] if isinstance(lesion, dict) else getattr(lesion, name)
+
+
+def export(logic, outputs, folder: Path) -> dict[str, Path]:
+    """Write every result file and name each by its download kind."""
+    return {_download_kind(Path(path)): Path(path) for path in logic.exportResults(outputs, folder)}
+
+
+def _download_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".seg.nrrd"):
+        return "segmentation_nrrd"
+    if name.endswith(".csv"):
+        return "lesions_csv"
+    if "anomaly" in name or "map" in name:
+        return "anomaly_map"
+    return "segmentation_nifti"

@@ -1,0 +1,315 @@
+"""The app's behaviour: page state, user actions, and the analysis runs behind them.
+
+Threading: every MRML/VTK call happens on the event-loop thread, which also renders the views;
+only the engine's model run (``adapter.run_engine``, no MRML) goes to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+from trame.app.file_upload import ClientFile
+from trame_server.utils.asynchronous import create_task
+
+from . import adapter
+from .viewer import Viewer
+
+logger = logging.getLogger(__name__)
+
+CONTRAST_NAME_PATTERNS = [  # most specific first: "t1c" before "t1"
+    ("flair", r"flair"),
+    ("t1c", r"t1c|t1ce|t1gd|t1post|t1_?gd|t1.?contrast"),
+    ("t2", r"t2"),
+    ("t1", r"t1"),
+]
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is shown as is."""
+
+
+def user_message(error: BaseException) -> str:
+    """One readable line for the page; details of unexpected errors go to the server log only."""
+    from UADBrainLib.errors import UADBrainError
+
+    if isinstance(error, (UserError, UADBrainError)):
+        return str(error)
+    logger.error("unexpected error", exc_info=error)
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"Unexpected error ({type(error).__name__}: {first_line}). The server is still running; its log has details."
+
+
+def guess_contrast(file_name: str, taken: set[str]) -> str:
+    name = file_name.lower()
+    for contrast, pattern in CONTRAST_NAME_PATTERNS:
+        if re.search(pattern, name):
+            return contrast
+    return next((c for c in adapter.CONTRASTS if c not in taken), adapter.CONTRASTS[0])
+
+
+class Session:
+    def __init__(self, server, slicer_app):
+        self.server = server
+        self.state = server.state
+        self.scene = slicer_app.scene
+        self.io = slicer_app.io_manager
+        self.viewer = Viewer(slicer_app)
+        self.upload_dir = Path(tempfile.mkdtemp(prefix="uadbrain-web-"))
+        self.volume_nodes: dict[str, object] = {}
+        self.cancel_event = threading.Event()
+        self.logic = adapter.create_logic(self.scene)
+        self.outputs = None
+        self.applied: adapter.PostProcessing | None = None
+        self.rethreshold_task = None
+        self._initialise_state()
+        self._bind()
+
+    # ----- state -----
+    def _initialise_state(self) -> None:
+        models = adapter.available_models()
+        self.state.update({
+            "trame__title": "UADBrain",
+            "contrasts": list(adapter.CONTRASTS),
+            "models": models,
+            "devices": list(adapter.DEVICES),
+            "medians": list(adapter.MEDIAN_CHOICES),
+            "model": models[0] if models else None,
+            "device": "auto",
+            "volumes": [],
+            "running": False,
+            "progress": 0,
+            "stage": "",
+            "has_result": False,
+            "threshold": 0.5,
+            "threshold_min": 0.0,
+            "threshold_max": 1.0,
+            "threshold_step": 0.005,
+            "median": 5,
+            "min_size_mm3": 0,
+            "lesions": [],
+            "summary": "No result yet: load a volume and press Run.",
+            "error_message": "",
+        })
+
+    def _bind(self) -> None:
+        ctrl = self.server.controller
+        ctrl.load_example = self._guarded(self.load_example)
+        ctrl.set_contrast = self._guarded(self.set_contrast)
+        ctrl.remove_volume = self._guarded(self.remove_volume)
+        ctrl.run = self.start_run
+        ctrl.cancel = self.cancel
+        ctrl.jump_to_lesion = self._guarded(self.jump_to_lesion)
+        ctrl.dismiss_error = lambda: self.state.update({"error_message": ""})
+        self.state.change("upload_files")(self._guarded(self.on_upload))
+        self.state.change("threshold", "median", "min_size_mm3")(lambda **_: self.request_rethreshold())
+        self.download_trigger = self.server.trigger_name(self.download)
+
+    def _guarded(self, action):
+        def guarded(*args, **kwargs):
+            try:
+                action(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
+                self.state.error_message = user_message(error)
+        return guarded
+
+    def _show_error(self, error: BaseException) -> None:
+        with self.state:
+            self.state.error_message = user_message(error)
+
+    # ----- inputs -----
+    def on_upload(self, upload_files=None, **_):
+        if not upload_files:
+            return
+        paths = []
+        for file in upload_files:
+            client_file = ClientFile(file)
+            path = self.upload_dir / Path(client_file.name).name
+            path.write_bytes(client_file.content)
+            paths.append(path)
+        self.state.upload_files = None
+        self.add_volumes(paths)
+
+    def load_example(self):
+        self.clear_volumes()
+        example = adapter.write_example_volumes(self.upload_dir)
+        self.add_volumes(example.values(), contrasts=list(example))
+
+    def add_volumes(self, paths, contrasts=None) -> None:
+        volumes = list(self.state.volumes)
+        for index, path in enumerate(paths):
+            taken = {volume["contrast"] for volume in volumes}
+            contrast = contrasts[index] if contrasts else guess_contrast(Path(path).name, taken)
+            node = self._read_volume(Path(path))
+            self.volume_nodes[node.GetID()] = node
+            volumes.append({"id": node.GetID(), "name": Path(path).name, "contrast": contrast})
+        self.state.volumes = volumes
+        self.state.error_message = ""
+        self._show_background()
+
+    def _read_volume(self, path: Path):
+        loaded = self.io.load_volumes([str(path)])
+        if not loaded or loaded[0].GetImageData() is None:
+            raise UserError(f"Could not read '{path.name}' as an image volume — upload a NIfTI "
+                            "(.nii, .nii.gz), NRRD (.nrrd) or MetaImage (.mha) file.")
+        if loaded[0].GetImageData().GetNumberOfScalarComponents() != 1:
+            self.scene.RemoveNode(loaded[0])
+            raise UserError(f"'{path.name}' is not a single-channel (grey-scale) volume — upload one MRI contrast per file.")
+        return loaded[0]
+
+    def set_contrast(self, volume_id: str, contrast: str) -> None:
+        self.state.volumes = [
+            {**volume, "contrast": contrast} if volume["id"] == volume_id else volume
+            for volume in self.state.volumes
+        ]
+
+    def remove_volume(self, volume_id: str) -> None:
+        self.state.volumes = [volume for volume in self.state.volumes if volume["id"] != volume_id]
+        self.scene.RemoveNode(self.volume_nodes.pop(volume_id))
+        self._show_background()
+
+    def clear_volumes(self) -> None:
+        for volume_id in list(self.volume_nodes):
+            self.scene.RemoveNode(self.volume_nodes.pop(volume_id))
+        self.state.volumes = []
+
+    def _show_background(self) -> None:
+        self._forget_result()
+        volumes = self.state.volumes
+        shown = next((v for v in volumes if v["contrast"] == "flair"), volumes[0] if volumes else None)
+        self.viewer.show_background(self.volume_nodes[shown["id"]] if shown else None)
+
+    def _forget_result(self) -> None:
+        if self.outputs is not None:
+            adapter.remove_outputs(self.scene, self.outputs)
+        self.outputs = self.applied = None
+        self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "",
+                           "summary": "No result yet: press Run."})
+
+    def _input_volumes(self) -> dict[str, object]:
+        """Contrast → volume node (FLAIR first: the reference the outputs are shown with),
+        refusing what the Logic cannot take."""
+        volumes = self.state.volumes
+        if not volumes:
+            raise UserError("No input volume — upload a volume or load the example first.")
+        by_contrast: dict[str, str] = {}
+        for volume in volumes:
+            if volume["contrast"] not in adapter.CONTRASTS:
+                raise UserError(f"Unsupported contrast '{volume['contrast']}' for {volume['name']} — "
+                                f"choose one of {', '.join(adapter.CONTRASTS)}.")
+            if volume["contrast"] in by_contrast:
+                raise UserError(f"Two volumes are marked {volume['contrast'].upper()} — give each volume its own contrast.")
+            by_contrast[volume["contrast"]] = self.volume_nodes[volume["id"]]
+        return dict(sorted(by_contrast.items(), key=lambda item: item[0] != "flair"))
+
+    # ----- run -----
+    def start_run(self) -> None:
+        # Returns nothing on purpose: wslink awaits a returned task before it reads the next
+        # message from the page, which would hold back Cancel until the run ends.
+        create_task(self.run())
+
+    async def run(self) -> None:
+        self.cancel_event = threading.Event()
+        try:
+            with self.state:
+                self._forget_result()
+                request = adapter.start_run(self.logic, self._input_volumes(), self.state.model,
+                                            self.state.device, self._post_processing(threshold=None))
+                self.state.update({"running": True, "error_message": "", "stage": "starting"})
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(None, adapter.run_engine, self.logic, request,
+                                                self._progress_reporter(loop), self.cancel_event)
+            with self.state:
+                self.outputs = adapter.finish_run(self.logic, request, result)
+                self._show_run_result()
+        except Exception as error:  # noqa: BLE001 - shown in the page, the server keeps serving
+            self._show_error(error)
+            with self.state:
+                self.state.stage = "cancelled" if self.cancel_event.is_set() else "failed"
+        finally:
+            with self.state:
+                self.state.running = False
+
+    def cancel(self) -> None:
+        if self.state.running:
+            self.cancel_event.set()
+            self.state.stage = "cancelling"
+
+    def _progress_reporter(self, loop):
+        def report(fraction, stage):
+            loop.call_soon_threadsafe(self._set_progress, fraction, stage)
+        return report
+
+    def _set_progress(self, fraction, stage) -> None:
+        with self.state:
+            self.state.progress = round(100 * float(fraction), 1)
+            self.state.stage = str(stage)
+
+    def _show_run_result(self) -> None:
+        threshold = adapter.threshold_of(self.outputs)
+        max_score = float(self.outputs.anomalyMapNode.GetImageData().GetScalarRange()[1])
+        top = max(max_score, threshold, 1e-6)
+        self.state.update({"has_result": True, "threshold_min": 0.0, "threshold_max": top,
+                           "threshold_step": top / 200, "threshold": threshold,
+                           "progress": 100, "stage": "done"})
+        self.applied = self._post_processing()
+        self._show_lesions()
+
+    def _show_lesions(self) -> None:
+        lesions = adapter.lesion_rows(self.outputs)
+        total_ml = sum(row["volume_ml"] for row in lesions)
+        self.state.lesions = lesions
+        self.state.summary = f"{len(lesions)} lesion{'s' if len(lesions) != 1 else ''}, total {total_ml:.3f} ml"
+
+    # ----- post-processing -----
+    def _post_processing(self, threshold="from state") -> adapter.PostProcessing:
+        try:
+            min_size = float(self.state.min_size_mm3 or 0)
+        except (TypeError, ValueError):
+            raise UserError("Minimum lesion size must be a number of mm³.") from None
+        if min_size < 0:
+            raise UserError("Minimum lesion size cannot be negative.")
+        if threshold == "from state":
+            threshold = float(self.state.threshold)
+        return adapter.PostProcessing(threshold, int(self.state.median), min_size)
+
+    def request_rethreshold(self) -> None:
+        """Apply the newest slider/median/size values once the loop is free; values that arrive
+        while a re-threshold runs coalesce into the next one."""
+        if self.outputs is None or self.state.running:
+            return
+        if self.rethreshold_task is None or self.rethreshold_task.done():
+            self.rethreshold_task = create_task(self._apply_latest_post_processing())
+
+    async def _apply_latest_post_processing(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let pending slider messages update the state first
+            while self.outputs is not None and (wanted := self._post_processing()) != self.applied:
+                with self.state:
+                    adapter.rethreshold(self.logic, self.outputs, wanted)
+                    self.applied = wanted
+                    self._show_lesions()
+                await asyncio.sleep(0)
+        except Exception as error:  # noqa: BLE001
+            self._show_error(error)
+
+    # ----- lesions and downloads -----
+    def jump_to_lesion(self, index: int) -> None:
+        adapter.jump_to_lesion(self.logic, self.outputs, index)
+
+    async def download(self, kind: str):
+        try:
+            if self.outputs is None:
+                raise UserError("Nothing to download yet — run the analysis first.")
+            folder = Path(tempfile.mkdtemp(dir=self.upload_dir, prefix="export-"))
+            paths = adapter.export(self.logic, self.outputs, folder)
+            if kind not in paths:
+                raise UserError(f"The analysis did not produce a {adapter.DOWNLOAD_FILE_NAMES[kind]} file.")
+            return self.server.protocol.addAttachment(paths[kind].read_bytes())
+        except Exception as error:  # noqa: BLE001
+            self._show_error(error)
+            return None
