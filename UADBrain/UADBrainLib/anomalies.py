@@ -107,12 +107,14 @@ class LesionShapes:
         """Every connected lesion (26-connectivity) of the given binary mask images."""
         outlines, spacing = [], None
         for mask in masks:
-            canonical = to_canonical(mask, spacing=[1.0] * 3, is_label=True)
+            isotropic_1mm = np.allclose(mask.GetSpacing(), 1.0, atol=1e-3)
+            canonical = to_canonical(mask, spacing=None if isotropic_1mm else [1.0] * 3,
+                                     is_label=True)
             spacing = canonical.GetSpacing()[0]
             array = sitk.GetArrayFromImage(canonical) > 0
             components, _ = ndimage.label(array, structure=np.ones((3, 3, 3)))
-            for box in ndimage.find_objects(components):
-                outline = components[box] == components[box][components[box] > 0].max()
+            for label, box in enumerate(ndimage.find_objects(components), start=1):
+                outline = components[box] == label
                 if outline.sum() >= min_voxels:
                     outlines.append(outline)
         return cls(outlines, spacing or 1.0)

@@ -156,9 +156,9 @@ _PRIORS = {
     #                         flair  t1    t2    t1c
     T.BACKGROUND:           (0.0,  0.0,  0.0,  0.0),
     T.CEREBRAL_WM:          (1.0,  1.0,  1.0,  1.0),
-    T.CORTEX:               (1.16, 0.64, 1.55, 0.70),
-    T.VENTRICLE:            (0.22, 0.12, 3.40, 0.14),
-    T.CSF:                  (0.32, 0.14, 3.30, 0.18),
+    T.CORTEX:               (1.20, 0.62, 1.60, 0.70),
+    T.VENTRICLE:            (0.22, 0.09, 3.70, 0.12),
+    T.CSF:                  (0.30, 0.10, 3.60, 0.15),
     T.CEREBELLAR_WM:        (0.98, 0.96, 1.02, 0.96),
     T.CEREBELLAR_CORTEX:    (1.12, 0.66, 1.45, 0.72),
     T.THALAMUS:             (1.06, 0.84, 1.22, 0.86),
@@ -172,14 +172,14 @@ _PRIORS = {
     T.CHOROID_PLEXUS:       (0.90, 0.62, 1.80, 1.40),
     T.BRAIN_VESSEL:         (0.50, 0.40, 0.45, 1.30),
     T.PERIVENTRICULAR_WM:   (1.25, 0.94, 1.30, 0.94),
-    T.OUTER_CSF:            (0.32, 0.14, 3.30, 0.18),
-    T.SPINAL_CSF:           (0.30, 0.13, 3.30, 0.16),
+    T.OUTER_CSF:            (0.30, 0.10, 3.60, 0.15),
+    T.SPINAL_CSF:           (0.30, 0.10, 3.60, 0.15),
     T.SPINAL_CORD:          (1.00, 0.90, 1.10, 0.90),
     T.SKULL:                (0.08, 0.06, 0.08, 0.06),
     T.MARROW:               (1.05, 1.15, 1.20, 1.15),
     T.SOFT_TISSUE:          (0.80, 0.80, 0.95, 0.90),
     T.SKIN:                 (1.10, 1.20, 1.30, 1.25),
-    T.EYE:                  (0.25, 0.12, 3.20, 0.14),
+    T.EYE:                  (0.25, 0.10, 3.40, 0.12),
     T.EYE_MUSCLE:           (0.70, 0.60, 0.70, 0.90),
     T.OPTIC_NERVE:          (0.95, 0.90, 1.10, 0.90),
     T.MUCOSA:               (1.30, 0.50, 2.30, 1.10),
@@ -198,6 +198,8 @@ _VENTRICLE_GROWS_INTO = np.isin(np.arange(N_TISSUES), [
     Tissue.CEREBRAL_WM, Tissue.PERIVENTRICULAR_WM, Tissue.CAUDATE, Tissue.THALAMUS,
     Tissue.VENTRAL_DC, Tissue.HIPPOCAMPUS_AMYGDALA, Tissue.ACCUMBENS])
 _CORTICES = np.isin(np.arange(N_TISSUES), [Tissue.CORTEX, Tissue.CEREBELLAR_CORTEX])
+_SULCAL_CSF = np.arange(N_TISSUES) == Tissue.CSF
+_CEREBRAL_CORTEX = np.arange(N_TISSUES) == Tissue.CORTEX
 _DISTANCE_STEP_MM = 0.1  # distance maps are cached as uint8 in these steps, capped at 25.5 mm
 
 
@@ -213,7 +215,10 @@ class SynthesisConfig:
     elastic_mm: tuple[float, float] = (0.0, 3.0)  # displacement sd at the control points
     elastic_spacing_mm: float = 40.0
     ventricle_growth_mm: tuple[float, float] = (0.0, 5.0)  # drawn as lo + (hi-lo) * u**1.5
-    cortical_thinning_mm: tuple[float, float] = (0.0, 0.6)
+    # CSF eating into the cortex (> 0, atrophy) or cortex filling part of the sulcal CSF (< 0,
+    # younger brains: the SynthSeg maps carry more sulcal CSF than the evaluation scans)
+    cortical_atrophy_mm: tuple[float, float] = (-0.9, 0.3)
+    white_matter_growth_mm: tuple[float, float] = (0.0, 0.8)
     contrast_strength_sd: float = 0.12  # log-sd of the overall tissue contrast
     tissue_jitter_sd: float = 0.03  # log-sd per brain tissue
     fluid_jitter_sd: float = 0.12
@@ -222,10 +227,10 @@ class SynthesisConfig:
     extra_cerebral_texture: float = 0.15
     rim_amplitude: tuple[float, float] = (0.05, 0.35)  # thin rim along all ventricles
     cap_amplitude: tuple[float, float] = (0.0, 0.45)  # caps at frontal and occipital horns
-    thick_slice_probability: float = 0.4
+    thick_slice_probability: float = 0.25
     slice_thickness_mm: tuple[float, float] = (2.5, 6.0)
-    blur_voxels: tuple[float, float] = (0.0, 0.5)  # Gaussian sd, always applied
-    bias_sd: tuple[float, float] = (0.0, 0.25)  # log-sd of the multiplicative bias field
+    blur_voxels: tuple[float, float] = (0.0, 0.4)  # Gaussian sd, always applied
+    bias_sd: tuple[float, float] = (0.0, 0.15)  # log-sd of the bias field (real scans: N4-corrected)
     noise: tuple[float, float] = (0.005, 0.035)  # Rician sd relative to the brain median
 
 
@@ -238,15 +243,16 @@ class LabelMap:
     """A label map ready for synthesis: compact :class:`Tissue` labels on a canonical grid.
 
     ``labels`` is uint8 ``[S, P, L]`` with isotropic ``spacing`` (mm) and physical ``origin``
-    (LPS, of voxel 0). The distance maps (mm from the ventricles and from subarachnoid CSF,
-    capped at 25.5) drive atrophy and periventricular rims.
+    (LPS, of voxel 0). ``distances`` (to the ``ventricle``, ``csf``, ``cortex`` and
+    ``white_matter``; uint8 in 0.1 mm steps, capped at 25.5 mm) are stored only inside ``region``,
+    the brain's bounding box, and drive atrophy and periventricular rims.
     """
 
     labels: np.ndarray
     spacing: float
     origin: np.ndarray
-    ventricle_distance_mm: np.ndarray
-    csf_distance_mm: np.ndarray
+    region: tuple[slice, ...]
+    distances: dict[str, np.ndarray]
     name: str = ""
 
     @property
@@ -275,12 +281,11 @@ def compact_labels(freesurfer_labels: np.ndarray) -> np.ndarray:
     Unknown labels inside the range of brain structures (< 100) become cerebral white matter,
     other unknown labels soft tissue, so that any SynthSeg-style map can be used.
     """
-    values = np.asarray(freesurfer_labels).astype(np.int64)
-    present = np.unique(values)
-    table = {int(v): FREESURFER_TO_TISSUE.get(int(v), Tissue.CEREBRAL_WM if v < 100
-                                              else Tissue.SOFT_TISSUE) for v in present}
-    lookup = np.zeros(int(present.max()) + 1, np.uint8)
-    for value, tissue in table.items():
+    values = np.clip(np.asarray(freesurfer_labels), 0, None).astype(np.int32)
+    top = max(int(values.max()), max(FREESURFER_TO_TISSUE))
+    lookup = np.full(top + 1, Tissue.SOFT_TISSUE, np.uint8)
+    lookup[:100] = Tissue.CEREBRAL_WM
+    for value, tissue in FREESURFER_TO_TISSUE.items():
         lookup[value] = tissue
     return lookup[values]
 
@@ -301,29 +306,41 @@ def _cut_below_cerebellum(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _nonzero_box(values: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
+    """Bounding box of the nonzero voxels, grown by ``margin`` (clipped to the array)."""
+    slices = []
+    for axis in range(values.ndim):
+        other = tuple(a for a in range(values.ndim) if a != axis)
+        present = np.flatnonzero(np.any(values != 0, axis=other))
+        lo, hi = (present[0], present[-1] + 1) if present.size else (0, values.shape[axis])
+        slices.append(slice(max(int(lo) - margin, 0), min(int(hi) + margin, values.shape[axis])))
+    return tuple(slices)
+
+
 def _crop_to_head(labels: np.ndarray, spacing: float, neck_mm: float = 60.0):
     """Bounding box of the head (nonzero), the neck cut ``neck_mm`` below the brain."""
-    index = np.argwhere(labels > 0)
-    lo, hi = index.min(axis=0), index.max(axis=0) + 1
-    brain = np.argwhere(_BRAIN_LUT[labels] > 0)
-    lo[0] = max(lo[0], brain[:, 0].min() - int(round(neck_mm / spacing)))
-    lo = np.maximum(lo - 2, 0)
-    hi = np.minimum(hi + 2, labels.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    head = list(_nonzero_box(labels))
+    lowest_brain = _brain_box(labels, margin_voxels=0)[0].start
+    bottom = max(head[0].start, lowest_brain - int(round(neck_mm / spacing)) - 2)
+    head[0] = slice(bottom, head[0].stop)
+    return tuple(head)
 
 
-def _distance_mm(target: np.ndarray, region: tuple[slice, ...], spacing: float) -> np.ndarray:
-    """Euclidean distance (mm) to ``target`` inside ``region``, capped, as uint8 steps."""
-    out = np.full(target.shape, 255, np.uint8)
-    sub = target[region]
-    if sub.any():
-        distance = ndimage.distance_transform_edt(~sub, sampling=spacing)
-        out[region] = np.minimum(np.round(distance / _DISTANCE_STEP_MM), 255).astype(np.uint8)
-    return out
+def _brain_box(labels: np.ndarray, margin_voxels: int) -> tuple[slice, ...]:
+    """Bounding box of the brain mask labels, grown by a margin."""
+    return _nonzero_box(_BRAIN_LUT[labels], margin_voxels)
+
+
+def _distance_steps(target: np.ndarray, spacing: float) -> np.ndarray:
+    """Euclidean distance to ``target`` as uint8 steps of ``_DISTANCE_STEP_MM``, capped."""
+    if not target.any():
+        return np.full(target.shape, 255, np.uint8)
+    distance = ndimage.distance_transform_edt(~target, sampling=spacing)
+    return np.minimum(np.round(distance / _DISTANCE_STEP_MM), 255).astype(np.uint8)
 
 
 def _restrict_mask(labels: np.ndarray, region: tuple[slice, ...], spacing: float,
-                   csf_margin_mm: float, envelope_mm: float = 7.0) -> np.ndarray:
+                   csf_margin_mm: float, envelope_mm: float = 5.0) -> np.ndarray:
     """Keep in the brain mask the main brain, the CSF within its envelope and a thin outer layer.
 
     The evaluation masks hug the brain: their CSF share (12-19 % of the mask in the MS scans)
@@ -353,7 +370,7 @@ def _restrict_mask(labels: np.ndarray, region: tuple[slice, ...], spacing: float
 
 
 def prepare_label_map(image: sitk.Image, compact: bool | None = None, name: str = "",
-                      csf_margin_mm: float = 1.5) -> LabelMap:
+                      csf_margin_mm: float = 1.0) -> LabelMap:
     """Canonicalise, compact, cut and crop a label map image and cache its distance maps.
 
     ``compact``: whether the image already holds :class:`Tissue` labels; by default guessed
@@ -366,6 +383,8 @@ def prepare_label_map(image: sitk.Image, compact: bool | None = None, name: str 
     else:
         image = to_canonical(image, is_label=True)
     raw = sitk.GetArrayFromImage(image)
+    head = _nonzero_box(raw)  # a cheap first crop before relabelling
+    raw = raw[head]
     if compact is None:
         compact = raw.max() < N_TISSUES
     labels = raw.astype(np.uint8) if compact else compact_labels(raw)
@@ -376,20 +395,21 @@ def prepare_label_map(image: sitk.Image, compact: bool | None = None, name: str 
     labels = _cut_below_cerebellum(labels)
     crop = _crop_to_head(labels, spacing)
     labels = np.ascontiguousarray(labels[crop])
-    origin = np.array(image.GetOrigin()) + spacing * np.array([c.start for c in crop][::-1])
+    start = np.array([h.start + c.start for h, c in zip(head, crop)])
+    origin = np.array(image.GetOrigin()) + spacing * start[::-1]
 
-    brain = np.argwhere(_BRAIN_LUT[labels] > 0)
-    margin = int(np.ceil(30.0 / spacing))
-    region = tuple(slice(max(int(a) - margin, 0), int(b) + margin + 1)
-                   for a, b in zip(brain.min(axis=0), brain.max(axis=0)))
     if not compact:
-        labels = _restrict_mask(labels, region, spacing, csf_margin_mm)
-    fluid = np.isin(labels, [Tissue.CSF, Tissue.OUTER_CSF])
-    return LabelMap(
-        labels=labels, spacing=spacing, origin=origin,
-        ventricle_distance_mm=_distance_mm(labels == Tissue.VENTRICLE, region, spacing),
-        csf_distance_mm=_distance_mm(fluid, region, spacing),
-        name=name)
+        labels = _restrict_mask(labels, _brain_box(labels, margin_voxels=int(12.0 / spacing)),
+                                spacing, csf_margin_mm)
+    region = _brain_box(labels, margin_voxels=1)
+    local = labels[region]
+    targets = {"ventricle": local == Tissue.VENTRICLE,
+               "csf": np.isin(local, [Tissue.CSF, Tissue.OUTER_CSF]),
+               "cortex": local == Tissue.CORTEX,
+               "white_matter": local == Tissue.CEREBRAL_WM}
+    return LabelMap(labels=labels, spacing=spacing, origin=origin, region=region,
+                    distances={k: _distance_steps(t, spacing) for k, t in targets.items()},
+                    name=name)
 
 
 @functools.lru_cache(maxsize=32)
@@ -480,8 +500,8 @@ class _Growth:
     tissue: Tissue
 
 
-def _grow(distance_steps: np.ndarray, labels: np.ndarray, eligible: np.ndarray, radius_mm: float,
-          spacing: float, tissue: Tissue) -> _Growth:
+def _grow(label_map: LabelMap, distance: str, eligible: np.ndarray, radius_mm: float,
+          tissue: Tissue) -> _Growth:
     """Advance the boundary of ``tissue`` by ``radius_mm`` into the eligible labels.
 
     A voxel whose centre is ``d`` mm from the nearest ``tissue`` voxel centre has its near face at
@@ -489,22 +509,31 @@ def _grow(distance_steps: np.ndarray, labels: np.ndarray, eligible: np.ndarray, 
     is covered by ``clip(1 + (radius - d) / spacing, 0, 1)``: sub-voxel atrophy, continuous in the
     radius, which becomes exact partial volume after box-averaging.
     """
-    limit = (radius_mm + spacing) / _DISTANCE_STEP_MM
-    index = np.flatnonzero(distance_steps.ravel() < limit)
-    index = index[eligible[labels.ravel()[index]]]
-    distance = distance_steps.ravel()[index] * _DISTANCE_STEP_MM
-    fraction = np.clip(1.0 + (radius_mm - distance) / spacing, 0.0, 1.0).astype(np.float32)
+    spacing, steps = label_map.spacing, label_map.distances[distance]
+    if radius_mm <= 0:
+        return _Growth(np.zeros(0, np.int64), np.zeros(0, np.float32), tissue)
+    local = np.flatnonzero(steps.ravel() < (radius_mm + spacing) / _DISTANCE_STEP_MM)
+    local = local[eligible[label_map.labels[label_map.region].ravel()[local]]]
+    fraction = np.clip(1.0 + (radius_mm - steps.ravel()[local] * _DISTANCE_STEP_MM) / spacing,
+                       0.0, 1.0).astype(np.float32)
     keep = fraction > 0
-    return _Growth(index[keep], fraction[keep], tissue)
+    position = np.unravel_index(local[keep], steps.shape)
+    offset = [s.start for s in label_map.region]
+    index = np.ravel_multi_index(tuple(p + o for p, o in zip(position, offset)),
+                                 label_map.labels.shape)
+    return _Growth(index, fraction[keep], tissue)
 
 
-def _atrophy(label_map: LabelMap, ventricle_mm: float, cortex_mm: float) -> list[_Growth]:
-    """Ventricles grow into neighbouring tissue; subarachnoid CSF eats into the cortex."""
+def _atrophy(label_map: LabelMap, ventricle_mm: float, cortex_mm: float,
+             white_matter_mm: float) -> list[_Growth]:
+    """Ventricles grow into neighbouring tissue; CSF eats into the cortex (``cortex_mm`` > 0) or
+    the cortex fills part of the sulcal CSF (``cortex_mm`` < 0); white matter takes the inner
+    part of the cortex (the grey/white boundary of automated segmentations is uncertain)."""
     return [
-        _grow(label_map.ventricle_distance_mm, label_map.labels, _VENTRICLE_GROWS_INTO,
-              ventricle_mm, label_map.spacing, Tissue.VENTRICLE),
-        _grow(label_map.csf_distance_mm, label_map.labels, _CORTICES, cortex_mm,
-              label_map.spacing, Tissue.CSF),
+        _grow(label_map, "ventricle", _VENTRICLE_GROWS_INTO, ventricle_mm, Tissue.VENTRICLE),
+        _grow(label_map, "white_matter", _CEREBRAL_CORTEX, white_matter_mm, Tissue.CEREBRAL_WM),
+        _grow(label_map, "csf", _CORTICES, cortex_mm, Tissue.CSF) if cortex_mm >= 0 else
+        _grow(label_map, "cortex", _SULCAL_CSF, -cortex_mm, Tissue.CORTEX),
     ]
 
 
@@ -527,14 +556,23 @@ def _intensity(labels: np.ndarray, means: np.ndarray, growths: Sequence[_Growth]
 
 
 def _box_average(values: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor``^3 blocks (partial volume); the array is padded to a multiple."""
+    """Mean over ``factor``^3 blocks (partial volume); a last incomplete block is dropped.
+
+    Summing strided slices one axis at a time is several times faster than a 6-D reshape mean.
+    """
+    values = values.astype(np.float32, copy=False)
     if factor == 1:
-        return values.astype(np.float32, copy=False)
-    pad = [(0, (-s) % factor) for s in values.shape]
-    values = np.pad(values, pad)
-    d, h, w = (s // factor for s in values.shape)
-    blocks = values.reshape(d, factor, h, factor, w, factor).astype(np.float32, copy=False)
-    return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+        return values
+    values = values[tuple(slice(0, s - s % factor) for s in values.shape)]  # whole blocks only
+    for axis in range(3):
+        index = [slice(None)] * 3
+        total = None
+        for offset in range(factor):
+            index[axis] = slice(offset, None, factor)
+            part = values[tuple(index)]
+            total = part.copy() if total is None else np.add(total, part, out=total)
+        values = total
+    return values * np.float32(1.0 / factor ** 3)
 
 
 def _periventricular_field(label_map: LabelMap, labels: np.ndarray, ventricle_mm: float,
@@ -545,9 +583,9 @@ def _periventricular_field(label_map: LabelMap, labels: np.ndarray, ventricle_mm
     anterior and posterior ends of the ventricular system (frontal and occipital horns).
     """
     field = np.zeros(labels.shape, np.float32)
-    white = np.isin(labels, list(WHITE_MATTER_TISSUES))
-    distance_steps = label_map.ventricle_distance_mm
-    near = white & (distance_steps < 200)
+    region = label_map.region
+    distance_steps = label_map.distances["ventricle"]
+    near = np.isin(labels[region], list(WHITE_MATTER_TISSUES)) & (distance_steps < 200)
     if not near.any():
         return field
     distance = np.maximum(distance_steps[near] * _DISTANCE_STEP_MM - ventricle_mm, 0.0)
@@ -555,7 +593,7 @@ def _periventricular_field(label_map: LabelMap, labels: np.ndarray, ventricle_mm
     cap_width = rng.uniform(2.0, 5.0)
 
     ventricle_rows = np.flatnonzero((labels == Tissue.VENTRICLE).any(axis=(0, 2)))
-    rows = np.argwhere(near)[:, 1]
+    rows = np.argwhere(near)[:, 1] + region[1].start
     if ventricle_rows.size:
         centre = (ventricle_rows[0] + ventricle_rows[-1]) / 2.0
         half = max((ventricle_rows[-1] - ventricle_rows[0]) / 2.0, 1.0)
@@ -563,7 +601,7 @@ def _periventricular_field(label_map: LabelMap, labels: np.ndarray, ventricle_mm
     else:
         towards_horn = np.zeros(rows.shape)
     value = rim * np.exp(-distance / rim_width) + cap * towards_horn * np.exp(-distance / cap_width)
-    field[near] = value
+    field[region][near] = value
     field[labels == Tissue.PERIVENTRICULAR_WM] += cap * 0.5
     return field
 
@@ -613,6 +651,20 @@ def _to_grid(points: torch.Tensor, origin: np.ndarray, spacing: float, shape) ->
     size = torch.tensor([shape[2], shape[1], shape[0]], dtype=torch.float32)
     index = (points - origin) / spacing
     return (2.0 * index / (size - 1).clamp_min(1.0) - 1.0)[None]
+
+
+def _nearest_labels(labels: np.ndarray, points: torch.Tensor, origin: np.ndarray,
+                    spacing: float) -> np.ndarray:
+    """Labels at physical points (nearest voxel; background outside the array)."""
+    index = torch.round((points - torch.from_numpy(np.asarray(origin, np.float32))) / spacing)
+    index = index.to(torch.int64)  # (x, y, z) = (L, P, S) order
+    size = torch.tensor(labels.shape[::-1])
+    inside = ((index >= 0) & (index < size)).all(dim=-1)
+    flat = (index[..., 2] * labels.shape[1] + index[..., 1]) * labels.shape[2] + index[..., 0]
+    flat = torch.where(inside, flat, torch.zeros_like(flat)).numpy()
+    out = np.take(labels.ravel(), flat)
+    out[~inside.numpy()] = 0
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,8 +796,9 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
 
     lo, hi = config.ventricle_growth_mm
     ventricle_mm = lo + (hi - lo) * rng.random() ** 1.5
-    cortex_mm = _uniform(rng, config.cortical_thinning_mm)
-    growths = _atrophy(label_map, ventricle_mm, cortex_mm)
+    cortex_mm = _uniform(rng, config.cortical_atrophy_mm)
+    white_matter_mm = _uniform(rng, config.white_matter_growth_mm)
+    growths = _atrophy(label_map, ventricle_mm, cortex_mm, white_matter_mm)
     labels = _relabel(label_map.labels, growths)
     rim = _uniform(rng, config.rim_amplitude)
     cap = _uniform(rng, config.cap_amplitude)
@@ -786,11 +839,7 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
     warped = F.grid_sample(torch.stack(channels)[None], _to_grid(points, work_origin, work_spacing,
                                                                   work_shape),
                            mode="bilinear", padding_mode="zeros", align_corners=True)[0].numpy()
-    fine = torch.from_numpy(labels.astype(np.float32))[None, None]
-    warped_labels = F.grid_sample(fine, _to_grid(points, label_map.origin, label_map.spacing,
-                                                 labels.shape),
-                                  mode="nearest", padding_mode="zeros", align_corners=True)
-    warped_labels = warped_labels[0, 0].numpy().astype(np.uint8)
+    warped_labels = _nearest_labels(labels, points, label_map.origin, label_map.spacing)
     brain_mask = _largest_component(warped[-1] >= 0.5).astype(np.uint8)
 
     images, acquisition_params = {}, {}
@@ -804,7 +853,8 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
         images=images, brain_mask=brain_mask, labels=warped_labels, spacing=float(spacing),
         origin=tuple(float(o) for o in origin), skull_stripped=False,
         parameters={"label_map": label_map.name, "ventricle_growth_mm": round(ventricle_mm, 2),
-                    "cortical_thinning_mm": round(cortex_mm, 2), "rim": round(rim, 3),
+                    "cortical_atrophy_mm": round(cortex_mm, 2),
+                    "white_matter_growth_mm": round(white_matter_mm, 2), "rim": round(rim, 3),
                     "cap": round(cap, 3), "elastic_mm": round(elastic_sd, 2), **pose,
                     "intensities": intensity_params, "acquisition": acquisition_params})
     return brain.skull_strip() if skull_strip else brain
