@@ -251,10 +251,10 @@ class Session:
 
     def _show_run_result(self) -> None:
         threshold = adapter.threshold_of(self.outputs)
-        max_score = float(self.outputs.anomalyMapNode.GetImageData().GetScalarRange()[1])
-        top = max(max_score, threshold, 1e-6)
-        self.state.update({"has_result": True, "threshold_min": 0.0, "threshold_max": top,
-                           "threshold_step": top / 200, "threshold": threshold,
+        low, high = self.outputs.anomalyMapNode.GetImageData().GetScalarRange()
+        bottom, top = min(low, threshold), max(high, threshold)
+        self.state.update({"has_result": True, "threshold_min": bottom, "threshold_max": top,
+                           "threshold_step": max(top - bottom, 1e-6) / 200, "threshold": threshold,
                            "progress": 100, "stage": "done"})
         self.applied = self._post_processing()
         self._show_lesions()

@@ -36,15 +36,16 @@ def build_ui(server, layout_manager, download_trigger: str) -> SinglePageWithDra
                 _downloads_panel(download_trigger)
         with layout.content:
             with html.Div(classes="d-flex flex-column", style="height: calc(100vh - 64px);"):
-                v.VAlert(
-                    v_if=("error_message",),
-                    text=("error_message",),
-                    type="error",
-                    closable=True,
-                    density="compact",
-                    click_close=ctrl.dismiss_error,
-                    raw_attrs=testid("error"),
-                )
+                with html.Div(style="flex: 0 0 auto;"):
+                    v.VAlert(
+                        v_if=("error_message",),
+                        text=("error_message",),
+                        type="error",
+                        closable=True,
+                        density="compact",
+                        click_close=ctrl.dismiss_error,
+                        raw_attrs=testid("error"),
+                    )
                 # A fixed height: resizing slice views after a fit would crop the image.
                 with html.Div(style="flex: 0 0 62vh;", raw_attrs=testid("views")):
                     layout_manager.initialize_layout_grid(layout)
@@ -129,7 +130,7 @@ def _downloads_panel(download_trigger: str) -> None:
 
 
 def _lesion_table(ctrl) -> None:
-    with html.Div(style="flex: 1 1 auto; overflow-y: auto;", classes="pa-2"):
+    with html.Div(style="flex: 1 1 auto; min-height: 0; overflow-y: auto;", classes="pa-2"):
         html.Div("{{ summary }}", classes="text-subtitle-2", raw_attrs=testid("summary"))
         with v.VTable(density="compact", v_if=("lesions.length",), raw_attrs=testid("lesions")):
             with html.Thead():
