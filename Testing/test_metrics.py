@@ -103,11 +103,17 @@ def test_lesion_counts_hits_and_false_positives():
     assert lesion_counts(labelled.astype(np.int32), truth) == counts
 
 
-def test_diagonal_voxels_are_separate_lesions():
-    """Face connectivity, as the pipeline's lesions."""
-    truth = np.zeros((3, 3, 3), bool)
-    truth[0, 0, 0] = truth[1, 1, 1] = True
-    assert lesion_counts(np.zeros_like(truth), truth).truth_lesions == 2
+def test_connectivity_and_minimum_truth_size():
+    """Truth: 26-connected (corner-touching voxels are one lesion); predictions: face-connected,
+    as the pipeline labels its lesions. Truth fragments below the minimum size are not counted."""
+    truth = np.zeros((6, 6, 6), bool)
+    truth[0, 0, 0] = truth[1, 1, 1] = True  # one lesion of 2 voxels
+    truth[4, 4, 4] = True  # a 1-voxel fragment
+    counts = lesion_counts(truth.copy(), truth)
+    assert counts.truth_lesions == 2 and counts.predicted_lesions == 3
+    large_only = lesion_counts(truth.copy(), truth, min_truth_voxels=2)
+    assert (large_only.truth_lesions, large_only.truth_lesions_hit) == (1, 1)
+    assert large_only.false_positive_lesions == 0  # touching a small fragment is not a false positive
 
 
 def test_volume_level_auroc():

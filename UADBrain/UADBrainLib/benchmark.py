@@ -293,7 +293,9 @@ def run_bench(args) -> int:
 
 def machine_info() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine()}
+            "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            # other work on the machine inflates every timing: keep the context with the figures
+            "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()]}
     try:
         import torch
 
@@ -306,7 +308,8 @@ def machine_info() -> dict:
 
 def machine_line(info: dict) -> str:
     return (f"Machine: {info['cpu_count']} CPU cores ({info['cpu']}), GPU: {info.get('gpu') or 'none'}, "
-            f"Python {info['python']}, torch {info.get('torch')}.")
+            f"Python {info['python']}, torch {info.get('torch')}; load average at the end "
+            f"{info['load_average_1_5_15_min'][0]:g} (1 min).")
 
 
 def bench_table(rows: list[dict]) -> str:

@@ -8,7 +8,9 @@ the metrics read the pipeline's own median-filtered map, brain mask and segmenta
   thresholds — on the map median-filtered with the run's kernel, exactly what is thresholded;
 * at the run's operating threshold (the model's healthy calibration when it has one, else the
   pipeline's Otsu fallback, or ``--threshold``): Dice of the segmentation the pipeline returns
-  (after its minimum lesion size), lesion-wise recall and false-positive lesions per case;
+  (after its minimum lesion size), lesion-wise recall (share of ground-truth lesions, 26-connected
+  and at least the segmentation's minimum lesion size, touched by a predicted lesion) and
+  false-positive lesions per case (predicted lesions touching no ground truth);
   "Dice at the calibrated threshold" is n/a for a model without calibration;
 * with healthy scans: volume-level AUROC (``Result.volume_score`` of lesion cases vs healthy).
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .brain_extraction import BRAIN_MASK_METHODS
 from .bundle import CONTRASTS, find_bundle, list_bundled
 from .cohort import Scan, find_cases, scans_in_folder
 from .device import DEVICE_CHOICES, resolve_device
@@ -66,12 +69,14 @@ class Settings:
     fpr: float | None = None
     median: int | None = None  # None: each model's default
     min_size_mm3: float | None = None
+    brain_mask_method: str = "auto"  # for scans without a brain mask file
     device: str = "auto"
     central_slices: float | None = None  # fraction of the axial slices kept, centred; None: all
 
     def detect_options(self) -> DetectOptions:
         options = DetectOptions(threshold=self.threshold, median=self.median,
-                                min_size_mm3=self.min_size_mm3, device=self.device)
+                                min_size_mm3=self.min_size_mm3, brain_mask_method=self.brain_mask_method,
+                                device=self.device)
         if self.fpr is not None:
             options.fpr = self.fpr
         return options
@@ -103,13 +108,29 @@ class Group:
 
 
 @dataclass
+class PooledCurve:
+    """What the report keeps of a pooled ranking curve: the PR curve thinned for plotting."""
+
+    recall: np.ndarray
+    precision: np.ndarray
+    average_precision: float
+    prevalence: float
+
+    @classmethod
+    def of(cls, curve: RankingCurve) -> "PooledCurve":
+        recall, precision = curve.pr_points()
+        return cls(recall=recall, precision=precision, average_precision=curve.average_precision(),
+                   prevalence=curve.positives / max(curve.positives + curve.negatives, 1))
+
+
+@dataclass
 class Evaluation:
     settings: Settings
     groups: list[Group]
     healthy_rows: list[dict]
     summary_rows: list[dict]
     overlays: dict[tuple[str, str], tuple[np.ndarray, list[OverlayPanel]]]  # (dataset, case) → truth slice, panels
-    curves: dict[tuple[str, str], RankingCurve]  # (dataset, task label) → pooled curve
+    curves: dict[tuple[str, str], PooledCurve]  # (dataset, task label) → pooled PR curve
     skipped: list[str]
 
     @property
@@ -198,7 +219,9 @@ def score_case(result: Result, truth: np.ndarray, central_slices: float | None) 
     best_dice, best_threshold = curve.best_dice()
     predicted = np.where(region, result.labels_array[postprocessor.crop], 0)
     flagged = predicted > 0
-    counts = lesion_counts(predicted, truth_crop & region)
+    # ground-truth fragments below the segmentation's own minimum lesion size are not lesions to find
+    voxel_mm3 = float(np.prod(result.anomaly_map.GetSpacing()))
+    counts = lesion_counts(predicted, truth_crop & region, int(np.ceil(result.min_size_mm3 / voxel_mm3)))
     operating_dice = dice(flagged, truth_crop & region)
     row = {
         "auprc": curve.average_precision(),
@@ -248,50 +271,60 @@ def run_detect(scan: Scan, task: Task, settings: Settings) -> Result:
         raise type(error)(f"{scan.id} ({task.label}): {error}") from None
 
 
+def evaluate_case(dataset: str, case: Scan, tasks: list[Task], settings: Settings,
+                  groups: dict, overlays: bool, progress=None):
+    """Every task that can take this case: metrics into ``groups``; the overlay panels (or None)."""
+    panels, truth_slice = [], None
+    for task in tasks:
+        if not task.accepts(case):
+            continue
+        started = time.perf_counter()
+        result = run_detect(case, task, settings)
+        truth = read_truth(case.truth, result.anomaly_map)
+        row, scores, labels = score_case(result, truth, settings.central_slices)
+        group = groups[(dataset, task.label)]
+        group.rows.append({"dataset": dataset, "case": case.id, "model": task.model_name,
+                           "contrasts": task.contrast_key, **row,
+                           "seconds": round(time.perf_counter() - started, 2)})
+        group.scores.append(scores)
+        group.labels.append(labels)
+        if overlays:
+            if truth_slice is None:
+                truth_canonical = sitk.GetArrayFromImage(to_canonical(
+                    array_to_image(truth.astype(np.uint8), result.anomaly_map))) > 0
+                index = truth_slice_index(truth_canonical)
+                truth_slice = (index, truth_canonical[index])
+            panels.append(overlay_panel(result, task, truth_slice[0]))
+        if progress:
+            progress(f"{dataset}/{case.id} {task.label}")
+    return (truth_slice[1], panels) if panels else None
+
+
 def evaluate(datasets: dict[str, list[Scan]], tasks: list[Task], settings: Settings,
              healthy: list[Scan] = (), overlays: bool = True, progress=None,
              skipped: list[str] | None = None) -> Evaluation:
     """Run every task on every case (and healthy scan) that has its contrasts; gather metrics."""
-    groups = {(name, task.label): Group(name, task) for name in datasets for task in tasks}
-    overlay_store = {}
+    groups, overlay_store, summary, curves = {}, {}, {}, {}
     for dataset, cases in datasets.items():
+        dataset_groups = {(dataset, task.label): Group(dataset, task) for task in tasks}
+        groups.update(dataset_groups)
         for case in cases:
-            panels, truth_slice = [], None
-            for task in tasks:
-                if not task.accepts(case):
-                    continue
-                started = time.perf_counter()
-                result = run_detect(case, task, settings)
-                truth = read_truth(case.truth, result.anomaly_map)
-                row, scores, labels = score_case(result, truth, settings.central_slices)
-                row = {"dataset": dataset, "case": case.id, "model": task.model_name,
-                       "contrasts": task.contrast_key, **row,
-                       "seconds": round(time.perf_counter() - started, 2)}
-                group = groups[(dataset, task.label)]
-                group.rows.append(row)
-                group.scores.append(scores)
-                group.labels.append(labels)
-                if overlays:
-                    if truth_slice is None:
-                        truth_canonical = sitk.GetArrayFromImage(to_canonical(
-                            array_to_image(truth.astype(np.uint8), result.anomaly_map))) > 0
-                        index = truth_slice_index(truth_canonical)
-                        truth_slice = (index, truth_canonical[index])
-                    panels.append(overlay_panel(result, task, truth_slice[0]))
-                del result
-                if progress:
-                    progress(f"{dataset}/{case.id} {task.label}")
+            panels = evaluate_case(dataset, case, tasks, settings, groups, overlays, progress)
             if panels:
-                overlay_store[(dataset, case.id)] = (truth_slice[1], panels)
+                overlay_store[(dataset, case.id)] = panels
+        for key, group in dataset_groups.items():  # pool this data set's voxels, then free them
+            if group.rows:
+                curve = group.curve()
+                summary[key] = summary_row(group, curve)
+                curves[key] = PooledCurve.of(curve)
+                group.scores.clear()
+                group.labels.clear()
     healthy_rows = score_healthy(healthy, tasks, settings, progress)
-    kept = [group for group in groups.values() if group.rows]
-    curves = {(g.dataset, g.task.label): g.curve() for g in kept}
-    summary = [summary_row(g, curves[(g.dataset, g.task.label)], healthy_rows) for g in kept]
-    for group in kept:  # the voxels are summarised in the curves now
-        group.scores.clear()
-        group.labels.clear()
-    return Evaluation(settings=settings, groups=kept, healthy_rows=healthy_rows, summary_rows=summary,
-                      overlays=overlay_store, curves=curves, skipped=list(skipped or []))
+    for key, row in summary.items():
+        add_volume_auroc(row, groups[key], healthy_rows)
+    return Evaluation(settings=settings, groups=[g for g in groups.values() if g.rows],
+                      healthy_rows=healthy_rows, summary_rows=list(summary.values()), overlays=overlay_store,
+                      curves=curves, skipped=list(skipped or []))
 
 
 def score_healthy(healthy: list[Scan], tasks: list[Task], settings: Settings, progress=None) -> list[dict]:
@@ -313,7 +346,7 @@ def score_healthy(healthy: list[Scan], tasks: list[Task], settings: Settings, pr
     return rows
 
 
-def summary_row(group: Group, curve: RankingCurve, healthy_rows: list[dict]) -> dict:
+def summary_row(group: Group, curve: RankingCurve) -> dict:
     """Pooled metrics of one task on one data set."""
     rows = group.rows
     best_dice, _ = curve.best_dice()
@@ -323,8 +356,6 @@ def summary_row(group: Group, curve: RankingCurve, healthy_rows: list[dict]) -> 
     pooled_dice = 2 * true_positives / (flagged + truth) if flagged + truth else 1.0
     methods = sorted({r["threshold_method"] for r in rows})
     lesions = sum(r["lesions_truth"] for r in rows)
-    healthy_scores = [h["volume_score"] for h in healthy_rows
-                      if h["model"] == group.task.model_name and h["contrasts"] == group.task.contrast_key]
     return {
         "dataset": group.dataset,
         "contrasts": group.task.contrast_key,
@@ -338,11 +369,19 @@ def summary_row(group: Group, curve: RankingCurve, healthy_rows: list[dict]) -> 
         "dice_operating": pooled_dice,
         "lesion_recall": sum(r["lesions_hit"] for r in rows) / lesions if lesions else None,
         "fp_lesions_per_case": float(np.mean([r["fp_lesions"] for r in rows])),
-        "volume_auroc": (roc_auc([r["volume_score"] for r in rows], healthy_scores)
-                         if healthy_scores else None),
-        "healthy_scans": len(healthy_scores),
+        "volume_auroc": None,
+        "healthy_scans": 0,
         "median": "/".join(str(m) for m in sorted({r["median"] for r in rows})),
     }
+
+
+def add_volume_auroc(row: dict, group: Group, healthy_rows: list[dict]) -> None:
+    """Volume-level AUROC of this data set's cases against the healthy scans of the same task."""
+    healthy_scores = [h["volume_score"] for h in healthy_rows
+                      if h["model"] == group.task.model_name and h["contrasts"] == group.task.contrast_key]
+    if healthy_scores:
+        row["volume_auroc"] = roc_auc([r["volume_score"] for r in group.rows], healthy_scores)
+        row["healthy_scans"] = len(healthy_scores)
 
 
 # --------------------------------------------------------------------------- command line
@@ -379,6 +418,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--central-slices", type=float, default=None, metavar="FRACTION",
                         help="score only the central FRACTION of axial slices (e.g. 0.6, as the "
                              "earlier probes did); default: the whole brain")
+    parser.add_argument("--brain-mask-method", default="auto", choices=BRAIN_MASK_METHODS,
+                        help="for scans without brainmask.nii.gz (auto: the nonzero region of a "
+                             "skull-stripped scan, else brain extraction)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
     parser.add_argument("--no-overlays", action="store_true", help="skip the per-case overlay images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -403,7 +445,8 @@ def run_evaluate(args) -> int:
         if unusable:
             raise InputError(f"healthy scan {unusable[0]}.")
     settings = Settings(threshold=args.threshold, fpr=args.fpr, median=args.median,
-                        min_size_mm3=args.min_size_mm3, device=args.device,
+                        min_size_mm3=args.min_size_mm3, brain_mask_method=args.brain_mask_method,
+                        device=args.device,
                         central_slices=args.central_slices)
     device = resolve_device(args.device)
     tasks, skipped = build_tasks(args.model, parse_contrast_sets(args.contrast or []), datasets, device)

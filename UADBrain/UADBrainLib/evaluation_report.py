@@ -84,9 +84,8 @@ def plot_pr_curves(evaluation: Evaluation, dataset: str, path: Path) -> None:
     for axis, key in zip(axes[0], contrast_keys):
         for group in (g for g in groups if g.task.contrast_key == key):
             curve = evaluation.curves[(dataset, group.task.label)]
-            recall, precision = curve.pr_points()
-            axis.plot(recall, precision, label=f"{group.task.model_name} (AP {curve.average_precision():.2f})")
-            prevalence = curve.positives / max(curve.positives + curve.negatives, 1)
+            axis.plot(curve.recall, curve.precision, label=f"{group.task.model_name} (AP {curve.average_precision:.2f})")
+            prevalence = curve.prevalence
         axis.axhline(prevalence, color="0.6", linestyle=":", linewidth=1, label=f"chance ({prevalence:.3f})")
         axis.set(title=f"{dataset} {key} (pooled)", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         axis.legend(fontsize=8, loc="upper right")

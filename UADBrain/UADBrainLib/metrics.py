@@ -5,8 +5,9 @@ once, and true/false positives are counted at every distinct score, so AUPRC (av
 AUROC and the best Dice over all thresholds are exact (no binning) and cost one sort, even for
 tens of millions of voxels. Pooled metrics over several cases use the concatenated voxels.
 
-Lesion-wise counts use connected components with the same face connectivity as the pipeline's
-lesions (``postprocessing.PostProcessor.segment``).
+Lesion-wise counts: predicted lesions are the pipeline's (face-connected components,
+``postprocessing.PostProcessor.segment``); ground-truth lesions are 26-connected components, so a
+lesion whose voxels touch only at edges or corners is one lesion, not a spray of fragments.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-FACE_CONNECTIVITY = ndimage.generate_binary_structure(3, 1)
+FACE_CONNECTIVITY = ndimage.generate_binary_structure(3, 1)  # the pipeline's lesions
+FULL_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # ground-truth lesions
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def dice_at_threshold(scores, labels, threshold: float) -> float:
 
 @dataclass(frozen=True)
 class LesionCounts:
-    truth_lesions: int  # connected components of the ground truth
+    truth_lesions: int  # connected components of the ground truth (of at least the minimum size)
     truth_lesions_hit: int  # ... that at least one predicted voxel touches
     predicted_lesions: int
     false_positive_lesions: int  # predicted components touching no ground-truth voxel
@@ -130,26 +132,31 @@ class LesionCounts:
         return self.truth_lesions_hit / self.truth_lesions if self.truth_lesions else float("nan")
 
 
-def lesion_counts(prediction, truth, structure=FACE_CONNECTIVITY) -> LesionCounts:
+def lesion_counts(prediction, truth, min_truth_voxels: int = 1) -> LesionCounts:
     """Lesion-wise hits and false positives.
 
-    ``prediction``: a boolean mask, or an integer label array whose nonzero labels are the
-    predicted lesions (the pipeline's ``Result.labels_array``, so counts match its lesion table).
+    ``prediction``: a boolean mask (face-connected components, as the pipeline labels them), or
+    an integer label array whose nonzero labels are the predicted lesions (the pipeline's
+    ``Result.labels_array``, so counts match its lesion table). Ground-truth components smaller
+    than ``min_truth_voxels`` are not counted as lesions to find; a predicted lesion touching one
+    is still not a false positive.
     """
     prediction = np.asarray(prediction)
     truth = np.asarray(truth, dtype=bool)
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction and truth differ in shape ({prediction.shape} vs {truth.shape})")
     if prediction.dtype == bool:
-        predicted_labels, predicted_count = ndimage.label(prediction, structure=structure)
+        predicted_labels, predicted_count = ndimage.label(prediction, structure=FACE_CONNECTIVITY)
     else:
         predicted_labels = prediction
         predicted_count = np.unique(prediction[prediction > 0]).size
-    truth_labels, truth_count = ndimage.label(truth, structure=structure)
+    truth_labels, truth_count = ndimage.label(truth, structure=FULL_CONNECTIVITY)
+    counted = np.bincount(truth_labels.ravel(), minlength=truth_count + 1) >= max(min_truth_voxels, 1)
+    counted[0] = False
     flagged = predicted_labels > 0
-    hit = np.unique(truth_labels[flagged & truth]).size
+    hit = np.unique(truth_labels[flagged & truth])
     touching = np.unique(predicted_labels[flagged & truth]).size
-    return LesionCounts(truth_lesions=int(truth_count), truth_lesions_hit=int(hit),
+    return LesionCounts(truth_lesions=int(counted.sum()), truth_lesions_hit=int(counted[hit].sum()),
                         predicted_lesions=int(predicted_count),
                         false_positive_lesions=int(predicted_count - touching))
 
