@@ -15,16 +15,15 @@ event-loop thread (the one that renders the views):
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.errors import Cancelled
-
-from UADBrainLib.device import DEVICE_CHOICES as DEVICES
 from UADBrainLib.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
+DEVICES = DEVICE_CHOICES
 MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else str(kernel), "value": kernel} for kernel in MEDIAN_KERNELS]
 DOWNLOAD_FILE_NAMES = {
     "segmentation_nrrd": "segmentation.seg.nrrd",
@@ -32,8 +31,6 @@ DOWNLOAD_FILE_NAMES = {
     "anomaly_map": "anomaly_map.nii.gz",
     "lesions_csv": "lesions.csv",
 }
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,16 +41,8 @@ class PostProcessing:
 
 
 def create_logic(scene):
-    """The real module Logic; until it exists, the temporary threshold stand-in."""
-    try:
-        from UADBrainMRML.logic import UADBrainMRMLLogic
-    except ModuleNotFoundError as error:
-        if error.name not in ("UADBrainMRML", "UADBrainMRML.logic"):
-            raise
-        from ._temporary_logic import TemporaryThresholdLogic
+    from UADBrainMRML.logic import UADBrainMRMLLogic
 
-        logger.warning("UADBrainMRML.logic not found: using the TEMPORARY threshold stand-in")
-        return TemporaryThresholdLogic(scene)
     return UADBrainMRMLLogic(scene)
 
 
@@ -66,15 +55,8 @@ def available_models() -> list[str]:
 
 def write_example_volumes(folder: Path) -> dict[str, Path]:
     """The built-in example case written as files, keyed by contrast."""
-    try:
-        from UADBrainLib.example import make_example
-    except ModuleNotFoundError as error:
-        if error.name != "UADBrainLib.example":
-            raise
-        from ._temporary_logic import write_synthetic_example
-
-        return write_synthetic_example(folder)
     import SimpleITK as sitk
+    from UADBrainLib.example import make_example
 
     paths = {}
     for contrast, image in make_example().items():
@@ -127,31 +109,16 @@ def lesion_rows(outputs) -> list[dict]:
     """Lesions as plain rows for the page, in the engine's order (1 = most anomalous)."""
     return [
         {
-            "volume_ml": round(float(_field(lesion, "volume_ml")), 3),
-            "max_score": round(float(_field(lesion, "max_score")), 3),
-            "centroid_ras": [round(float(c), 1) for c in _field(lesion, "centroid_ras")],
+            "volume_ml": round(float(lesion.volume_ml), 3),
+            "max_score": round(float(lesion.max_score), 3),
+            "centroid_ras": [round(float(c), 1) for c in lesion.centroid_ras],
             "index": index,
         }
         for index, lesion in enumerate(outputs.result.lesions)
     ]
 
 
-def _field(lesion, name):
-    """Engine lesions are dataclasses; the agreed contract also allows plain dicts."""
-    return lesion[name] if isinstance(lesion, dict) else getattr(lesion, name)
-
-
 def export(logic, outputs, folder: Path) -> dict[str, Path]:
-    """Write every result file and name each by its download kind."""
-    return {_download_kind(Path(path)): Path(path) for path in logic.exportResults(outputs, folder)}
-
-
-def _download_kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".seg.nrrd"):
-        return "segmentation_nrrd"
-    if name.endswith(".csv"):
-        return "lesions_csv"
-    if "anomaly" in name or "map" in name:
-        return "anomaly_map"
-    return "segmentation_nifti"
+    """Write every result file; returns them by download kind."""
+    by_name = {Path(path).name: Path(path) for path in logic.exportResults(outputs, folder)}
+    return {kind: by_name[name] for kind, name in DOWNLOAD_FILE_NAMES.items() if name in by_name}
