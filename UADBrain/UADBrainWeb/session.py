@@ -153,11 +153,14 @@ class Session:
 
     def _read_volume(self, path: Path):
         loaded = self.io.load_volumes([str(path)])
-        if not loaded or loaded[0].GetImageData() is None:
+        image = loaded[0].GetImageData() if loaded else None
+        if image is None or image.GetNumberOfScalarComponents() != 1:
+            for node in loaded:
+                self.scene.RemoveNode(node)
+        if image is None:
             raise UserError(f"Could not read '{path.name}' as an image volume — upload a NIfTI "
                             "(.nii, .nii.gz), NRRD (.nrrd) or MetaImage (.mha) file.")
-        if loaded[0].GetImageData().GetNumberOfScalarComponents() != 1:
-            self.scene.RemoveNode(loaded[0])
+        if image.GetNumberOfScalarComponents() != 1:
             raise UserError(f"'{path.name}' is not a single-channel (grey-scale) volume — upload one MRI contrast per file.")
         return loaded[0]
 
@@ -196,7 +199,7 @@ class Session:
         volumes = self.state.volumes
         if not volumes:
             raise UserError("No input volume — upload a volume or load the example first.")
-        by_contrast: dict[str, str] = {}
+        by_contrast: dict[str, object] = {}
         for volume in volumes:
             if volume["contrast"] not in adapter.CONTRASTS:
                 raise UserError(f"Unsupported contrast '{volume['contrast']}' for {volume['name']} — "
