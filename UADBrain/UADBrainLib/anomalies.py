@@ -48,6 +48,7 @@ _WHITE_MATTER = (Tissue.CEREBRAL_WM, Tissue.PERIVENTRICULAR_WM)
 _FLUID = (Tissue.VENTRICLE, Tissue.CSF)
 # tumour compartments, intensity relative to the brain median: (flair, t1, t2, t1c)
 _TUMOUR_RIM = {"flair": (1.2, 1.6), "t1": (0.7, 0.9), "t2": (1.2, 1.6), "t1c": (1.6, 2.6)}
+_PLACEMENT_ATTEMPTS = 5  # redraws when a shape falls outside the allowed tissue
 _TUMOUR_CORE = {"flair": (0.4, 1.0), "t1": (0.25, 0.5), "t2": (2.0, 3.0), "t1c": (0.3, 0.5)}
 
 
@@ -101,6 +102,7 @@ class LesionShapes:
         if not self.outlines:
             raise InputError("no lesion outlines given — pass non-empty lesion masks")
         self.spacing = float(spacing)
+        self.volumes_mm3 = np.array([o.sum() for o in self.outlines]) * self.spacing ** 3
 
     @classmethod
     def from_masks(cls, masks: Sequence[sitk.Image], min_voxels: int = 5) -> "LesionShapes":
@@ -126,9 +128,16 @@ class LesionShapes:
     def __len__(self) -> int:
         return len(self.outlines)
 
-    def sample(self, rng: np.random.Generator, spacing: float, scale: float) -> np.ndarray:
-        """One outline, randomly flipped, rescaled by ``scale`` and resampled to ``spacing``."""
-        outline = self.outlines[int(rng.integers(len(self.outlines)))]
+    def sample(self, rng: np.random.Generator, spacing: float, scale: float,
+               min_voxels: int = 4) -> np.ndarray:
+        """One outline, randomly flipped, rescaled by ``scale`` and resampled to ``spacing``.
+
+        Only outlines that still cover ``min_voxels`` at that spacing are drawn (most MS lesions
+        vanish at 2 mm otherwise), unless none does.
+        """
+        large = np.flatnonzero(self.volumes_mm3 * scale ** 3 >= min_voxels * spacing ** 3)
+        choices = large if large.size else np.arange(len(self.outlines))
+        outline = self.outlines[int(choices[rng.integers(len(choices))])]
         for axis in range(3):
             if rng.random() < 0.5:
                 outline = np.flip(outline, axis)
@@ -190,23 +199,19 @@ def _blob(rng, diameter_mm: float, spacing: float) -> np.ndarray:
     return components == components[centre]
 
 
-def _periventricular(rng, labels: np.ndarray, spacing: float, centre) -> np.ndarray:
-    """Confluent band of white matter along the ventricles near ``centre`` (a full-size mask)."""
+def _periventricular(rng, labels: np.ndarray, spacing: float, centre):
+    """Confluent band of white matter along the ventricles near ``centre``: (slices, mask)."""
     reach_mm = rng.uniform(8.0, 25.0)
     half = int(np.ceil(reach_mm / spacing)) + 2
-    box = tuple(slice(max(c - half, 0), c + half + 1) for c in centre)
+    box = tuple(slice(max(c - half, 0), min(c + half + 1, n)) for c, n in zip(centre, labels.shape))
     local = labels[box]
     distance = ndimage.distance_transform_edt(local != Tissue.VENTRICLE, sampling=spacing)
-    grid = np.stack(np.meshgrid(*[np.arange(s.start, s.start + n) for s, n in
-                                  zip(box, local.shape)], indexing="ij"), axis=-1)
+    grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij"), -1)
     near_centre = np.sqrt((((grid - np.array(centre)) * spacing) ** 2).sum(-1)) <= reach_mm
     noise = ndimage.gaussian_filter(rng.standard_normal(local.shape), 2.0 / spacing + 0.5)
     noise /= max(noise.std(), 1e-6)
     thickness = rng.uniform(2.0, 8.0) * (1.0 + 0.4 * noise)
-    band = near_centre & (distance <= thickness) & np.isin(local, _WHITE_MATTER)
-    mask = np.zeros(labels.shape, bool)
-    mask[box] = band
-    return mask
+    return box, near_centre & (distance <= thickness) & np.isin(local, _WHITE_MATTER)
 
 
 def _paste(volume_shape, box_shape, centre):
@@ -328,13 +333,6 @@ def _tumour(local, shape, stats: _ImageStats, spacing, rng) -> dict[str, np.ndar
 # Insertion
 # --------------------------------------------------------------------------------------------
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    index = np.argwhere(mask)
-    lo = np.maximum(index.min(axis=0) - margin, 0)
-    hi = np.minimum(index.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-
 def _draw_diameter(rng: np.random.Generator, bounds) -> float:
     lo, hi = bounds
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -346,22 +344,31 @@ class _Placement:
 
     def __init__(self, allowed: np.ndarray, labels: np.ndarray | None, spacing: float):
         self.allowed, self.labels, self.spacing = allowed, labels, spacing
+        self.step = 2 if spacing < 1.5 else 1  # depth on a coarser grid: approximate is enough
 
     @functools.cached_property
     def white_matter_depth_mm(self) -> np.ndarray | None:
         if self.labels is None:
             return None
-        white = self.allowed & np.isin(self.labels, _WHITE_MATTER)
+        coarse = (slice(None, None, self.step),) * 3
+        white = self.allowed[coarse] & np.isin(self.labels[coarse], _WHITE_MATTER)
         if not white.any():
             return None
-        return ndimage.distance_transform_edt(white, sampling=self.spacing)
+        return ndimage.distance_transform_edt(white, sampling=self.spacing * self.step)
+
+    @functools.cached_property
+    def ventricle_wall(self) -> np.ndarray:
+        """White matter within about 3 mm of the ventricles (seeds of periventricular bands)."""
+        ventricles = self.labels == Tissue.VENTRICLE
+        near = ndimage.binary_dilation(ventricles, iterations=max(1, int(round(3.0 / self.spacing))))
+        return np.argwhere(near & self.allowed & np.isin(self.labels, _WHITE_MATTER))
 
     def centre(self, rng: np.random.Generator, white_matter: bool,
                radius_mm: float) -> tuple[int, ...]:
         depth = self.white_matter_depth_mm if white_matter else None
         if depth is not None:
             wanted = min(0.5 * radius_mm, 0.7 * float(depth.max()))
-            candidates = np.argwhere(depth >= max(wanted, 1e-3))
+            candidates = np.argwhere(depth >= max(wanted, 1e-3)) * self.step
         else:
             candidates = np.argwhere(self.allowed)
         return tuple(int(c) for c in candidates[rng.integers(len(candidates))])
@@ -369,14 +376,13 @@ class _Placement:
 
 def _draw_shape(shape_kind: str, volume_shape, placement: _Placement, rng, config,
                 lesion_shapes):
-    """Full-size boolean mask of one anomaly shape and its centre voxel."""
-    labels, spacing, allowed = placement.labels, placement.spacing, placement.allowed
-    if shape_kind == "periventricular" and labels is not None:
-        near = allowed & np.isin(labels, _WHITE_MATTER) & ndimage.binary_dilation(
-            labels == Tissue.VENTRICLE, iterations=max(1, int(round(3.0 / spacing))))
-        if near.any():
-            centre = tuple(int(c) for c in np.argwhere(near)[rng.integers(int(near.sum()))])
-            return _periventricular(rng, labels, spacing, centre), centre
+    """One anomaly shape: (volume slices, boolean mask over those slices, centre voxel)."""
+    labels, spacing = placement.labels, placement.spacing
+    if shape_kind == "periventricular" and labels is not None and len(placement.ventricle_wall):
+        wall = placement.ventricle_wall
+        centre = tuple(int(c) for c in wall[rng.integers(len(wall))])
+        box, band = _periventricular(rng, labels, spacing, centre)
+        return box, band, centre
     white_matter = (shape_kind in ("ms_lesion", "periventricular")
                     or rng.random() < config.white_matter_probability)
     if shape_kind == "ms_lesion" and lesion_shapes is not None:
@@ -388,10 +394,16 @@ def _draw_shape(shape_kind: str, volume_shape, placement: _Placement, rng, confi
     else:  # lesion-like stand-in when no outlines or labels are available
         box = _blob(rng, _draw_diameter(rng, (config.diameter_mm[0], 12.0)), spacing)
     centre = placement.centre(rng, white_matter, radius_mm=min(box.shape) * spacing / 2.0)
-    mask = np.zeros(volume_shape, bool)
     volume_slices, box_slices = _paste(volume_shape, box.shape, centre)
-    mask[volume_slices] = box[box_slices]
-    return mask, centre
+    return volume_slices, box[box_slices], centre
+
+
+def _with_margin(box, local: np.ndarray, margin: int, volume_shape):
+    """Grow a box by ``margin`` voxels (clipped to the volume), zero-padding its local array."""
+    grown = tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n))
+                  for b, n in zip(box, volume_shape))
+    pad = [(b.start - g.start, g.stop - b.stop) for b, g in zip(box, grown)]
+    return grown, np.pad(local, pad)
 
 
 def insert_anomalies(images: dict[str, np.ndarray], brain_mask: np.ndarray, spacing: float,
@@ -419,19 +431,22 @@ def insert_anomalies(images: dict[str, np.ndarray], brain_mask: np.ndarray, spac
     for _ in range(int(rng.integers(config.count[0], config.count[1] + 1))):
         shape_kind = str(rng.choice(config.shapes))
         appearance = str(rng.choice(config.appearances))
-        shape, centre = _draw_shape(shape_kind, brain.shape, placement, rng, config,
-                                    lesion_shapes)
-        shape &= allowed
-        if not shape.any():
-            continue
-        blur = rng.uniform(*config.edge_blur_voxels)
-        box = _bounding_box(shape, margin=int(np.ceil(3 * blur)) + 1)
-        local_shape = shape[box]
-        weight = (ndimage.gaussian_filter(local_shape.astype(np.float32), blur) if blur > 0.05
-                  else local_shape.astype(np.float32)) * brain[box]
-        changed = weight >= 0.5
-        if not changed.any():
-            continue
+        for _attempt in range(_PLACEMENT_ATTEMPTS):
+            box, local_shape, centre = _draw_shape(shape_kind, brain.shape, placement, rng,
+                                                   config, lesion_shapes)
+            local_shape = local_shape & allowed[box]
+            if not local_shape.any():
+                continue
+            blur = rng.uniform(*config.edge_blur_voxels)
+            box, local_shape = _with_margin(box, local_shape, int(np.ceil(3 * blur)) + 1,
+                                            brain.shape)
+            weight = (ndimage.gaussian_filter(local_shape.astype(np.float32), blur)
+                      if blur > 0.05 else local_shape.astype(np.float32)) * brain[box]
+            changed = weight >= 0.5
+            if changed.any():
+                break
+        else:
+            continue  # nothing fits (tiny or empty brain): fewer anomalies than drawn
         # thin fragments that never reach half weight would change the image outside the mask
         weight *= ndimage.binary_dilation(changed, iterations=int(np.ceil(2 * blur)) + 1)
         targets = _appearance(appearance, images, box, local_shape, stats, spacing, rng, config)
