@@ -165,7 +165,14 @@ class PostProcessor:
         return self.filtered(median)[self.brain(erosion_mm)]
 
     def otsu(self, median: int, erosion_mm: float = 0.0) -> float:
-        return otsu_threshold(self.brain_scores(median, erosion_mm))
+        """Otsu's threshold over the upper half of the brain's scores.
+
+        Anomalies are the high tail: over all scores Otsu would split dark from bright tissue
+        (e.g. CSF from white matter on FLAIR) and flag half the brain.
+        """
+        scores = self.brain_scores(median, erosion_mm)
+        upper = scores[scores > np.median(scores)]
+        return otsu_threshold(upper if upper.size else scores)
 
     def volume_score(self, median: int) -> float:
         return volume_score(self.brain_scores(median), self.voxel_ml)
