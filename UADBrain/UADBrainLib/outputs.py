@@ -70,8 +70,8 @@ def _display_planes(volume: np.ndarray, index_kji) -> list[np.ndarray]:
 
 
 def render_overview(result: Result, path) -> None:
-    """Three orthogonal slices through the most anomalous lesion with the map overlaid, and a
-    histogram of brain scores with the threshold marked."""
+    """Three orthogonal slices through the most anomalous lesion's peak with the map overlaid, and
+    a histogram of brain scores with the threshold marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,10 +82,9 @@ def render_overview(result: Result, path) -> None:
     brain = sitk.GetArrayFromImage(to_canonical(result.brain_mask)) > 0
     scores = sitk.GetArrayFromImage(anomaly)
     image = sitk.GetArrayFromImage(to_canonical(next(iter(result.inputs.values()))))
-    if result.lesions:
-        centre = np.argwhere(labels == 1).mean(axis=0).round().astype(int)
-    else:
-        centre = np.unravel_index(np.argmax(np.where(brain, scores, -np.inf)), scores.shape)
+    # the peak of the most anomalous lesion (its centroid can fall outside an irregular lesion)
+    region = labels == 1 if result.lesions else brain
+    centre = np.unravel_index(np.argmax(np.where(region, scores, -np.inf)), scores.shape)
     spacing_lps = anomaly.GetSpacing()  # canonical: (L, P, S)
     aspects = [spacing_lps[1] / spacing_lps[0], spacing_lps[2] / spacing_lps[0], spacing_lps[2] / spacing_lps[1]]
 
