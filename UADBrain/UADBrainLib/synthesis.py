@@ -156,30 +156,30 @@ _PRIORS = {
     #                         flair  t1    t2    t1c
     T.BACKGROUND:           (0.0,  0.0,  0.0,  0.0),
     T.CEREBRAL_WM:          (1.0,  1.0,  1.0,  1.0),
-    T.CORTEX:               (1.20, 0.62, 1.60, 0.70),
-    T.VENTRICLE:            (0.22, 0.09, 3.70, 0.12),
-    T.CSF:                  (0.30, 0.10, 3.60, 0.15),
+    T.CORTEX:               (1.28, 0.62, 1.45, 0.76),
+    T.VENTRICLE:            (0.22, 0.09, 4.00, 0.12),
+    T.CSF:                  (0.30, 0.10, 4.00, 0.15),
     T.CEREBELLAR_WM:        (0.98, 0.96, 1.02, 0.96),
-    T.CEREBELLAR_CORTEX:    (1.12, 0.66, 1.45, 0.72),
+    T.CEREBELLAR_CORTEX:    (1.15, 0.66, 1.38, 0.74),
     T.THALAMUS:             (1.06, 0.84, 1.22, 0.86),
-    T.CAUDATE:              (1.14, 0.72, 1.45, 0.76),
+    T.CAUDATE:              (1.14, 0.72, 1.35, 0.76),
     T.PUTAMEN:              (1.08, 0.78, 1.28, 0.80),
     T.PALLIDUM:             (0.96, 0.90, 0.98, 0.90),
     T.BRAINSTEM:            (1.04, 0.90, 1.15, 0.90),
-    T.HIPPOCAMPUS_AMYGDALA: (1.20, 0.64, 1.62, 0.70),
-    T.ACCUMBENS:            (1.12, 0.72, 1.45, 0.76),
+    T.HIPPOCAMPUS_AMYGDALA: (1.22, 0.64, 1.50, 0.72),
+    T.ACCUMBENS:            (1.12, 0.72, 1.35, 0.76),
     T.VENTRAL_DC:           (1.02, 0.88, 1.10, 0.88),
     T.CHOROID_PLEXUS:       (0.90, 0.62, 1.80, 1.40),
     T.BRAIN_VESSEL:         (0.50, 0.40, 0.45, 1.30),
     T.PERIVENTRICULAR_WM:   (1.25, 0.94, 1.30, 0.94),
-    T.OUTER_CSF:            (0.30, 0.10, 3.60, 0.15),
-    T.SPINAL_CSF:           (0.30, 0.10, 3.60, 0.15),
+    T.OUTER_CSF:            (0.30, 0.10, 4.00, 0.15),
+    T.SPINAL_CSF:           (0.30, 0.10, 4.00, 0.15),
     T.SPINAL_CORD:          (1.00, 0.90, 1.10, 0.90),
     T.SKULL:                (0.08, 0.06, 0.08, 0.06),
     T.MARROW:               (1.05, 1.15, 1.20, 1.15),
     T.SOFT_TISSUE:          (0.80, 0.80, 0.95, 0.90),
     T.SKIN:                 (1.10, 1.20, 1.30, 1.25),
-    T.EYE:                  (0.25, 0.10, 3.40, 0.12),
+    T.EYE:                  (0.25, 0.10, 3.80, 0.12),
     T.EYE_MUSCLE:           (0.70, 0.60, 0.70, 0.90),
     T.OPTIC_NERVE:          (0.95, 0.90, 1.10, 0.90),
     T.MUCOSA:               (1.30, 0.50, 2.30, 1.10),
@@ -217,16 +217,16 @@ class SynthesisConfig:
     ventricle_growth_mm: tuple[float, float] = (0.0, 5.0)  # drawn as lo + (hi-lo) * u**1.5
     # CSF eating into the cortex (> 0, atrophy) or cortex filling part of the sulcal CSF (< 0,
     # younger brains: the SynthSeg maps carry more sulcal CSF than the evaluation scans)
-    cortical_atrophy_mm: tuple[float, float] = (-0.9, 0.3)
-    white_matter_growth_mm: tuple[float, float] = (0.0, 0.8)
+    cortical_atrophy_mm: tuple[float, float] = (-1.0, 0.2)
+    white_matter_growth_mm: tuple[float, float] = (0.2, 1.2)
     contrast_strength_sd: float = 0.12  # log-sd of the overall tissue contrast
     tissue_jitter_sd: float = 0.03  # log-sd per brain tissue
     fluid_jitter_sd: float = 0.12
     extra_cerebral_jitter_sd: float = 0.2
     texture_amplitude: tuple[float, float] = (0.02, 0.06)  # brain tissue, relative sd
     extra_cerebral_texture: float = 0.15
-    rim_amplitude: tuple[float, float] = (0.05, 0.35)  # thin rim along all ventricles
-    cap_amplitude: tuple[float, float] = (0.0, 0.45)  # caps at frontal and occipital horns
+    rim_amplitude: tuple[float, float] = (0.05, 0.4)  # thin rim along all ventricles
+    cap_amplitude: tuple[float, float] = (0.0, 0.5)  # caps at frontal and occipital horns
     thick_slice_probability: float = 0.25
     slice_thickness_mm: tuple[float, float] = (2.5, 6.0)
     blur_voxels: tuple[float, float] = (0.0, 0.4)  # Gaussian sd, always applied
@@ -579,8 +579,8 @@ def _periventricular_field(label_map: LabelMap, labels: np.ndarray, ventricle_mm
                            rim: float, cap: float, rng: np.random.Generator) -> np.ndarray:
     """Relative signal change in white matter near the ventricles (thin rim + horn caps).
 
-    The rim decays over ~1 mm from every ventricle wall; caps over 2-5 mm and only towards the
-    anterior and posterior ends of the ventricular system (frontal and occipital horns).
+    The rim decays over 1-2.5 mm from every ventricle wall; caps over 3-8 mm and only towards
+    the anterior and posterior ends of the ventricular system (frontal and occipital horns).
     """
     field = np.zeros(labels.shape, np.float32)
     region = label_map.region
@@ -588,9 +588,11 @@ def _periventricular_field(label_map: LabelMap, labels: np.ndarray, ventricle_mm
     near = np.isin(labels[region], list(WHITE_MATTER_TISSUES)) & (distance_steps < 200)
     if not near.any():
         return field
-    distance = np.maximum(distance_steps[near] * _DISTANCE_STEP_MM - ventricle_mm, 0.0)
-    rim_width = rng.uniform(0.7, 1.5)
-    cap_width = rng.uniform(2.0, 5.0)
+    # distance from the (grown) ventricle wall, the wall being half a voxel from voxel centres
+    wall = ventricle_mm + 0.5 * label_map.spacing
+    distance = np.maximum(distance_steps[near] * _DISTANCE_STEP_MM - wall, 0.0)
+    rim_width = rng.uniform(1.0, 2.5)
+    cap_width = rng.uniform(3.0, 8.0)
 
     ventricle_rows = np.flatnonzero((labels == Tissue.VENTRICLE).any(axis=(0, 2)))
     rows = np.argwhere(near)[:, 1] + region[1].start
