@@ -114,6 +114,17 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every true voxel, or None when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(present[0], present[-1] + 1))
+    return tuple(box)
+
+
 def volume_score(brain_scores: np.ndarray, voxel_ml: float, top_ml: float = 1.0) -> float:
     """Volume-level anomaly score: mean score of the most anomalous ``top_ml`` mL of brain."""
     count = int(np.clip(round(top_ml / voxel_ml), 1, brain_scores.size))
@@ -138,15 +149,11 @@ class PostProcessor:
         self._eroded: dict[float, np.ndarray] = {}
 
     def _brain_box(self, mask: np.ndarray) -> tuple[slice, ...]:
-        if not mask.any():
+        box = _bounding_box(mask)
+        if box is None:
             return tuple(slice(0, n) for n in mask.shape)
-        box = []
-        for axis in range(3):
-            other = tuple(a for a in range(3) if a != axis)
-            present = np.flatnonzero(mask.any(axis=other))
-            box.append(slice(max(present[0] - CROP_MARGIN, 0),
-                             min(present[-1] + 1 + CROP_MARGIN, mask.shape[axis])))
-        return tuple(box)
+        return tuple(slice(max(b.start - CROP_MARGIN, 0), min(b.stop + CROP_MARGIN, n))
+                     for b, n in zip(box, mask.shape))
 
     def filtered(self, median: int) -> np.ndarray:
         """The map median-filtered with a cubic kernel."""
@@ -184,16 +191,19 @@ class PostProcessor:
             above = self._filtered[median] > threshold
         else:
             above = median_above(self.map, threshold, median)
-        labels, count = ndimage.label(above & self.brain(erosion_mm))
-        lesions: list[Lesion] = []
-        crop_labels = np.zeros(labels.shape, np.int32)
-        if count:
-            lesions, crop_labels = self._measure(labels, count, self.map, min_size_mm3)
+        flagged = above & self.brain(erosion_mm)
         full = np.zeros(self.shape, np.int32)
-        full[self.crop] = crop_labels
+        box = _bounding_box(flagged)
+        if box is None:
+            return Segmentation(labels=full, lesions=[])
+        # label only the box around flagged voxels: a few lesions need not cost a whole-brain pass
+        labels, count = ndimage.label(flagged[box])
+        offset = tuple(c.start + b.start for c, b in zip(self.crop, box))
+        lesions, box_labels = self._measure(labels, count, self.map[box], min_size_mm3, offset)
+        full[tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))] = box_labels
         return Segmentation(labels=full, lesions=lesions)
 
-    def _measure(self, labels, count, scores, min_size_mm3):
+    def _measure(self, labels, count, scores, min_size_mm3, offset):
         flat_index = np.flatnonzero(labels)
         component = labels.ravel()[flat_index]
         values = scores.ravel()[flat_index]
@@ -211,7 +221,7 @@ class PostProcessor:
         new_component = relabel[component]
         selected = new_component > 0
         coords = np.column_stack(np.unravel_index(flat_index[selected], labels.shape))
-        coords += np.array([s.start for s in self.crop])
+        coords += np.array(offset)
         new_labels = new_component[selected]
         total = kept.size + 1
         centroids = np.column_stack([np.bincount(new_labels, weights=coords[:, axis], minlength=total)
