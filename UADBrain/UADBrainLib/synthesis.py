@@ -200,6 +200,7 @@ _VENTRICLE_GROWS_INTO = np.isin(np.arange(N_TISSUES), [
 _CORTICES = np.isin(np.arange(N_TISSUES), [Tissue.CORTEX, Tissue.CEREBELLAR_CORTEX])
 _SULCAL_CSF = np.arange(N_TISSUES) == Tissue.CSF
 _CEREBRAL_CORTEX = np.arange(N_TISSUES) == Tissue.CORTEX
+_THICK_SLICE_AXIS_PROBABILITY = (0.6, 0.2, 0.2)  # 2D acquisitions are mostly axial (S, P, L)
 _DISTANCE_STEP_MM = 0.1  # distance maps are cached as uint8 in these steps, capped at 25.5 mm
 
 
@@ -214,7 +215,7 @@ class SynthesisConfig:
     shift_mm: float = 8.0
     elastic_mm: tuple[float, float] = (0.0, 3.0)  # displacement sd at the control points
     elastic_spacing_mm: float = 40.0
-    ventricle_growth_mm: tuple[float, float] = (0.0, 5.0)  # drawn as lo + (hi-lo) * u**1.5
+    ventricle_growth_mm: tuple[float, float] = (0.0, 3.0)  # drawn as lo + (hi-lo) * u**1.5
     # CSF eating into the cortex (> 0, atrophy) or cortex filling part of the sulcal CSF (< 0,
     # younger brains: the SynthSeg maps carry more sulcal CSF than the evaluation scans)
     cortical_atrophy_mm: tuple[float, float] = (-1.0, 0.2)
@@ -690,7 +691,7 @@ def _acquire(image: np.ndarray, brain: np.ndarray, spacing: float, rng: np.rando
     """Resolution loss, bias field and Rician noise for one contrast."""
     params = {}
     if rng.random() < config.thick_slice_probability:
-        axis = int(rng.integers(3))
+        axis = int(rng.choice(3, p=_THICK_SLICE_AXIS_PROBABILITY))
         thickness = _uniform(rng, config.slice_thickness_mm) / spacing
         if thickness > 1.3:
             image = _thick_slices(image, axis, thickness)
