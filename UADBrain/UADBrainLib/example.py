@@ -55,10 +55,9 @@ def make_example(seed: int = 0, contrasts: Sequence[str] = ("flair", "t1", "t2")
     brain = synthesize(load_example_labels(), contrasts, spacing, skull_strip, rng)
     lesion = insert_anomalies(brain.images, brain.brain_mask, brain.spacing, rng,
                               labels=brain.labels, config=EXAMPLE_LESION)
-    lesioned = type(brain)(**{**brain.__dict__, "images": lesion.images})
-    example = {contrast: lesioned.image(contrast) for contrast in contrasts}
-    example["lesion"] = lesioned._wrap(lesion.mask)
-    example["brain_mask"] = lesioned.mask_image()
+    example = {contrast: brain.as_image(lesion.images[contrast]) for contrast in contrasts}
+    example["lesion"] = brain.as_image(lesion.mask)
+    example["brain_mask"] = brain.mask_image()
     return example
 
 

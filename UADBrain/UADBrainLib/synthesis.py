@@ -11,24 +11,32 @@ Typical use::
     synth = Synthesizer.from_folder("../shared/data/label_maps/synthseg")
     brain = synth.sample(seed=7, contrasts=("flair", "t2"), spacing=2.0, skull_strip=True)
     brain.images["flair"]          # float32 [S, P, L], roughly brain-median 1
-    brain.brain_mask               # uint8, brain tissue + CSF inside the skull
+    brain.brain_mask               # uint8: brain tissue, ventricles, sulcal CSF (see below)
     brain.image("flair")           # the same as a SimpleITK image with geometry
 
 Pipeline of one sample (all randomness from one ``np.random.Generator``, so a seed fixes it):
 
-1. *Atrophy*: ventricles grow into neighbouring tissue and CSF eats into the cortex by random
-   radii (thresholds on cached distance maps), so ventricle size and sulcal CSF vary.
+1. *Anatomy*: ventricles grow into neighbouring tissue (0-3 mm), CSF eats into the cortex or the
+   cortex fills part of the sulcal CSF (-1 to +0.2 mm), white matter takes the inner cortex
+   (0.2-1.2 mm): sub-voxel thresholds on cached distance maps, so ventricle size, sulcal CSF and
+   grey/white proportions vary continuously.
 2. *Intensities*: per-tissue means from contrast priors calibrated on real scans, with a random
    overall contrast strength and per-tissue jitter; smooth multi-scale texture inside tissues;
    periventricular rims and frontal/occipital caps (bright on FLAIR/T2, as in healthy ageing).
-   Partial volume is exact: the fine label image is box-averaged per tissue to the working grid.
+   Partial volume is exact: the fine label image is box-averaged to the working grid.
 3. *Deformation*: random rotation, per-axis scaling, shear, shift and a smooth elastic field, one
    draw shared by all requested contrasts (same anatomy), applied by trilinear resampling.
-4. *Acquisition*: per contrast, an optional thick-slice acquisition along a random axis, a light
-   blur, a smooth multiplicative bias field and Rician noise.
+4. *Acquisition*: per contrast, an optional thick-slice acquisition (mostly axial), a light blur,
+   a smooth multiplicative bias field and Rician noise.
 
-Measured speed (one CPU core, ``torch.set_num_threads(1)``, SynthSeg label maps already cached,
-skull-stripped, default field of view 192 x 224 x 192 mm): see ``SPEED`` below.
+The brain mask is the evaluation masks' convention measured on the real scans: brain tissue,
+ventricles, sulcal and cisternal CSF and a thin (1 mm) CSF layer, cut at the foramen magnum — not
+all CSF inside the skull, whose 30 % share in the SynthSeg maps would lower every brain median.
+
+Speed, one CPU core (``torch.set_num_threads(1)``, OMP_NUM_THREADS=1), label maps cached, default
+field of view 192 x 224 x 192 mm, CPU time per volume measured on a shared machine:
+2 mm FLAIR 0.26 s (~230 volumes/min), 2 mm FLAIR+T1+T2 0.44 s (~135/min), 2 mm whole head
+0.27 s, 1 mm FLAIR 1.9 s (~30/min). Preparing a 256^3 SynthSeg map (once per process) ~5 s.
 
 Label groups of the SynthSeg training maps (found by looking at them; FreeSurfer numbers for the
 brain): 502 extra-cranial vessels (carotid/jugular), 506 eyeballs, 507 head and neck soft tissue
@@ -55,12 +63,6 @@ from scipy import ndimage
 
 from .errors import InputError
 from .geometry import to_canonical
-
-SPEED = {  # volumes per minute on one core, measured by ``_benchmark`` (see module docstring)
-    "2mm_flair": None,
-    "2mm_flair_t1_t2": None,
-    "1mm_flair": None,
-}
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
 RANDOM_CONTRAST = "random"
@@ -258,9 +260,8 @@ class LabelMap:
 
     @property
     def brain_centre(self) -> np.ndarray:
-        """Physical (LPS) centre of the brain mask's bounding box."""
-        index = np.argwhere(np.isin(self.labels, list(BRAIN_TISSUES)))
-        centre_kji = (index.min(axis=0) + index.max(axis=0)) / 2.0
+        """Physical (LPS) centre of the brain's bounding box (``region``)."""
+        centre_kji = np.array([(s.start + s.stop - 1) / 2.0 for s in self.region])
         return self.origin + self.spacing * centre_kji[::-1]
 
     def brain_mask(self) -> np.ndarray:
@@ -494,7 +495,7 @@ def _texture(rng: np.random.Generator, shape, spacing: float) -> torch.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class _Growth:
-    """Fluid growing into tissue: voxels (flat fine-grid indices) and the fraction they take."""
+    """One tissue growing into its neighbours: voxels (flat indices) and the fraction it takes."""
 
     index: np.ndarray
     fraction: np.ndarray
@@ -539,7 +540,7 @@ def _atrophy(label_map: LabelMap, ventricle_mm: float, cortex_mm: float,
 
 
 def _relabel(labels: np.ndarray, growths: Sequence[_Growth]) -> np.ndarray:
-    """Labels after atrophy: a voxel changes when fluid takes at least half of it."""
+    """Labels after the growths: a voxel changes when the growing tissue takes half of it."""
     labels = labels.copy()
     for growth in growths:
         labels.ravel()[growth.index[growth.fraction >= 0.5]] = growth.tissue
@@ -547,7 +548,7 @@ def _relabel(labels: np.ndarray, growths: Sequence[_Growth]) -> np.ndarray:
 
 
 def _intensity(labels: np.ndarray, means: np.ndarray, growths: Sequence[_Growth]) -> np.ndarray:
-    """Fine-grid intensity: tissue means, mixed with fluid where atrophy took part of a voxel."""
+    """Fine-grid intensity: tissue means, mixed where a growth took part of a voxel."""
     image = means[labels]
     flat = image.ravel()
     for growth in growths:
@@ -722,9 +723,9 @@ class SyntheticBrain:
 
     Arrays are canonical ``[S, P, L]`` (identity direction), isotropic ``spacing`` mm, voxel 0 at
     physical ``origin`` (LPS). ``images`` are float32, roughly brain-median 1 before bias and
-    noise; zero outside the brain when ``skull_stripped``. ``brain_mask`` (uint8) is brain tissue
-    plus CSF inside the skull, cut at the foramen magnum. ``labels`` are :class:`Tissue` values
-    after atrophy and deformation. ``parameters`` records the random draws.
+    noise; zero outside the brain when ``skull_stripped``. ``brain_mask`` (uint8) is brain tissue,
+    ventricles, sulcal CSF and a thin CSF layer, cut at the foramen magnum. ``labels`` are
+    :class:`Tissue` values after atrophy and deformation. ``parameters`` records the draws.
     """
 
     images: dict[str, np.ndarray]
@@ -742,19 +743,20 @@ class SyntheticBrain:
         image.SetOrigin([float(o) for o in self.origin])
         return image
 
-    def _wrap(self, array: np.ndarray) -> sitk.Image:
+    def as_image(self, array: np.ndarray) -> sitk.Image:
+        """An array on this scan's grid (e.g. an anomaly mask) as a SimpleITK image."""
         image = sitk.GetImageFromArray(array)
         image.CopyInformation(self.reference())
         return image
 
     def image(self, contrast: str) -> sitk.Image:
-        return self._wrap(self.images[contrast])
+        return self.as_image(self.images[contrast])
 
     def mask_image(self) -> sitk.Image:
-        return self._wrap(self.brain_mask)
+        return self.as_image(self.brain_mask)
 
     def labels_image(self) -> sitk.Image:
-        return self._wrap(self.labels)
+        return self.as_image(self.labels)
 
     def skull_strip(self) -> "SyntheticBrain":
         """The same scan with every image zeroed outside the brain mask."""
@@ -824,7 +826,8 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
         means = sample_tissue_intensities(contrast, rng, config)
         clean = torch.from_numpy(_box_average(_intensity(label_map.labels, means, growths), factor))
         textured = clean * (1.0 + texture_amplitude * _texture(rng, work_shape, work_spacing))
-        rim_sign = _RIM_SIGN.get(contrast, float(rng.uniform(-0.5, 1.0)))
+        rim_sign = (_RIM_SIGN[contrast] if contrast in _RIM_SIGN
+                    else float(rng.uniform(-0.5, 1.0)))
         textured += torch.from_numpy(periventricular) * rim_sign
         channels.append(textured.clamp_min(0.0))
         intensity_params[contrast] = {t.name.lower(): round(float(means[t]), 3)
