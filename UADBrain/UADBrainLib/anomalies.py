@@ -48,8 +48,8 @@ _WHITE_MATTER = (Tissue.CEREBRAL_WM, Tissue.PERIVENTRICULAR_WM)
 _FLUID = (Tissue.VENTRICLE, Tissue.CSF)
 # tumour compartments, intensity relative to the brain median: (flair, t1, t2, t1c)
 _TUMOUR_RIM = {"flair": (1.2, 1.6), "t1": (0.7, 0.9), "t2": (1.2, 1.6), "t1c": (1.6, 2.6)}
-_PLACEMENT_ATTEMPTS = 5  # redraws when a shape falls outside the allowed tissue
 _TUMOUR_CORE = {"flair": (0.4, 1.0), "t1": (0.25, 0.5), "t2": (2.0, 3.0), "t1c": (0.3, 0.5)}
+_PLACEMENT_ATTEMPTS = 5  # redraws when a shape falls outside the allowed tissue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,10 +269,13 @@ def _appearance(appearance: str, images: dict[str, np.ndarray], box, shape: np.n
     if appearance in ("brighter", "darker", "subtle", "lesion"):
         bounds = config.subtle_contrast if appearance == "subtle" else config.contrast
         strength = rng.uniform(*bounds)
-        sign = {"brighter": 1.0, "darker": -1.0}.get(appearance)
-        if appearance == "subtle":
-            sign = float(rng.choice([-1.0, 1.0]))
-        return {c: a * np.float32(max(1.0 + (sign or _polarity(c, rng)) * strength, 0.05))
+        if appearance == "lesion":
+            directions = {c: _polarity(c, rng) for c in local}
+        else:
+            sign = {"brighter": 1.0, "darker": -1.0}.get(appearance) or float(
+                rng.choice([-1.0, 1.0]))
+            directions = dict.fromkeys(local, sign)
+        return {c: a * np.float32(max(1.0 + directions[c] * strength, 0.05))
                 for c, a in local.items()}
     if appearance == "texture":
         targets = {}
