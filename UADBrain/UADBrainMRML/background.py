@@ -6,13 +6,20 @@ main thread must never wait for it. The process gets the inputs as files in a pr
 folder, reports progress through a small JSON file that :meth:`BackgroundDetection.poll` reads
 (the panel polls it from a QTimer), and hands the engine ``Result`` back as a pickle that this
 process wrote into that folder itself. Nothing here touches MRML or Qt.
+
+In Slicer the child is ``PythonSlicer``, a launcher that starts the real interpreter as its own
+child: stopping the launcher alone would leave the engine running. The child therefore gets a
+process group of its own, and cancelling stops the whole group (and writes a cancel file the
+worker checks, in case a platform keeps the interpreter out of the group).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,9 +31,11 @@ import SimpleITK as sitk
 from UADBrainLib import errors
 
 from . import worker
+from .dependencies import MissingPackage
 from .request import EngineRequest
 
 WORKER_SCRIPT = Path(worker.__file__).resolve()
+STOP_TIMEOUT_S = 5.0  # how long cleanup waits for a stopped process group to exit
 
 
 @dataclass
@@ -39,9 +48,11 @@ class Status:
 class BackgroundDetection:
     """One engine run in a child process: ``start()``, then ``poll()`` until finished, ``result()``."""
 
-    def __init__(self, request: EngineRequest, python_executable: str | None = None):
+    def __init__(self, request: EngineRequest, python_executable: str | None = None,
+                 environment: dict | None = None):
         self.request = request
         self.python = python_executable or sys.executable
+        self.environment = environment  # None: this process's environment
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
         self.cancelled = False
@@ -61,7 +72,8 @@ class BackgroundDetection:
         }))
         log = open(self.folder / "worker.log", "w")
         self.process = subprocess.Popen([self.python, str(WORKER_SCRIPT), str(self.folder)],
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=self.environment, **_own_process_group())
         log.close()
 
     def poll(self) -> Status:
@@ -88,13 +100,21 @@ class BackgroundDetection:
         raise self._error()
 
     def cancel(self) -> None:
-        """Stop the run; the child stops at its next checkpoint and its folder is removed."""
+        """Stop the run: the child's whole process group, launcher and interpreter alike."""
         self.cancelled = True
         if self.process is not None and self.process.poll() is None:
             (self.folder / worker.CANCEL_FILE).touch()
-            self.process.terminate()  # with a launcher (PythonSlicer) the cancel file reaches the real child
+            _stop_process_group(self.process)
 
     def cleanup(self) -> None:
+        """Remove the run's folder; a run still going is cancelled first."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.cancel()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                return  # the worker removes its folder itself once it sees the cancel file
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -106,7 +126,27 @@ class BackgroundDetection:
             tail = " | ".join(log[-3:]) or "no output"
             return RuntimeError(f"the analysis process stopped unexpectedly (exit code "
                                 f"{self.process.returncode}): {tail}")
+        if details.get("missing_module"):
+            return MissingPackage(details["missing_module"])
         error_class = getattr(errors, details["type"], None)
         if isinstance(error_class, type) and issubclass(error_class, errors.UADBrainError):
             return error_class(details["message"])
         return RuntimeError(f"the analysis failed: {details['message']}\n{details['traceback']}")
+
+
+def _own_process_group() -> dict:
+    """Popen arguments: the child leads a process group of its own, with no console window."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True,
+                       creationflags=subprocess.CREATE_NO_WINDOW)
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:  # the group has already exited
+        pass

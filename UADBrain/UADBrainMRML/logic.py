@@ -83,9 +83,13 @@ class UADBrainMRMLLogic:
                       progress=progressCallback, cancel=cancelEvent)
 
     @staticmethod
-    def startBackground(request: EngineRequest, pythonExecutable: str | None = None) -> BackgroundDetection:
-        """Stage 2 in a child process; poll the returned job, then pass ``job.result()`` to stage 3."""
-        job = BackgroundDetection(request, pythonExecutable)
+    def startBackground(request: EngineRequest, pythonExecutable: str | None = None,
+                        environment: dict | None = None) -> BackgroundDetection:
+        """Stage 2 in a child process; poll the returned job, then pass ``job.result()`` to stage 3.
+
+        ``environment``: the child's environment variables (None: this process's).
+        """
+        job = BackgroundDetection(request, pythonExecutable, environment)
         job.start()
         return job
 

@@ -3,7 +3,8 @@
 Usage: ``python worker.py FOLDER``. FOLDER holds ``request.json`` and the input images (written
 by :mod:`UADBrainMRML.background`). The worker writes ``progress.json`` while it runs (replaced
 atomically), then ``result.pickle`` on success or ``error.json`` on failure, and stops at the
-next checkpoint once a file named ``cancel`` appears in FOLDER.
+next checkpoint once a file named ``cancel`` appears in FOLDER; a cancelled worker removes FOLDER
+itself, since the panel may no longer be waiting for it.
 
 It imports the engine only: no MRML, no Qt. Running it as a script (not ``-m``) lets it start
 from Slicer's ``PythonSlicer`` without any PYTHONPATH set up.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import sys
 import time
 import traceback
@@ -78,19 +80,29 @@ def run(folder: Path) -> None:
     os.replace(temporary, folder / RESULT_FILE)
 
 
+def error_details(error: BaseException) -> dict:
+    from UADBrainLib.errors import UADBrainError
+
+    known = isinstance(error, UADBrainError)
+    details = {
+        "type": type(error).__name__ if known else "UnexpectedError",
+        "message": str(error) if known else f"{type(error).__name__}: {error}",
+        "traceback": "" if known else traceback.format_exc(),
+    }
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        details["missing_module"] = error.name.split(".")[0]  # the panel offers to install it
+    return details
+
+
 def main(argv: list[str]) -> int:
     folder = Path(argv[1])
     try:
         run(folder)
     except BaseException as error:  # noqa: BLE001 — every failure must reach the panel
-        from UADBrainLib.errors import UADBrainError
-
-        known = isinstance(error, UADBrainError)
-        write_json_atomically(folder / ERROR_FILE, {
-            "type": type(error).__name__ if known else "UnexpectedError",
-            "message": str(error) if known else f"{type(error).__name__}: {error}",
-            "traceback": "" if known else traceback.format_exc(),
-        })
+        if CancelFile(folder / CANCEL_FILE).is_set():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            write_json_atomically(folder / ERROR_FILE, error_details(error))
         return 1
     return 0
 
