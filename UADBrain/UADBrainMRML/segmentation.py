@@ -7,18 +7,28 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from UADBrainLib.resources import RESOURCES_DIR
+
 from .volumes import array_view, ijk_to_ras, array_to_matrix
 
 SEGMENT_ID = "anomaly"
 SEGMENT_COLOR = (0.0, 0.9, 1.0)  # cyan outline, distinct from the red-yellow anomaly map
-# DICOM/SNOMED CT codes: category "Morphologically altered structure", type "Lesion", region "Brain"
-TERMINOLOGY_ENTRY = ("Segmentation category and type - DICOM master list"
-                     "~SCT^49755003^Morphologically Altered Structure"
-                     "~SCT^52988006^Lesion"
-                     "~^^"
-                     "~Anatomic codes - DICOM master list"
-                     "~SCT^12738006^Brain"
-                     "~^^")
+# Slicer's own contexts lack SNOMED CT "Lesion" under "Morphologically altered structure", so the
+# module ships a one-entry context; Slicer loads it at startup (UADBrain.py) for the terminology
+# selector. The codes themselves are standard DICOM/SNOMED CT and go into DICOM SEG as they are.
+TERMINOLOGY_FILE = RESOURCES_DIR / "Terminologies" / "SegmentationCategoryTypeModifier-UADBrain.term.json"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - UADBrain"
+REGION_CONTEXT = "Anatomic codes - DICOM master list"  # shipped with Slicer
+# Slicer's serialized terminology entry: 7 '~'-separated fields, codes as scheme^value^meaning
+TERMINOLOGY_ENTRY = "~".join((
+    TERMINOLOGY_CONTEXT,
+    "SCT^49755003^Morphologically Altered Structure",  # category
+    "SCT^52988006^Lesion",  # type
+    "^^",  # type modifier
+    REGION_CONTEXT,
+    "SCT^12738006^Brain",  # region
+    "^^",  # region modifier
+))
 
 
 def ensure_converter_rules() -> None:
