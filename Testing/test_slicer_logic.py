@@ -11,10 +11,14 @@ Everything else (volume, segmentation, table and storage nodes, the segmentation
 subject hierarchy node) is the real MRML library.
 """
 
+import ast
 import csv
+import importlib.util
+import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +29,12 @@ import vtk  # noqa: E402
 
 from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
 from UADBrainLib.models.thresholding import ThresholdingModel  # noqa: E402
+from UADBrainMRML import dependencies  # noqa: E402
 from UADBrainMRML import outputs as outputs_module  # noqa: E402
 from UADBrainMRML.logic import UADBrainMRMLLogic  # noqa: E402
-from UADBrainMRML.segmentation import SEGMENT_ID, TERMINOLOGY_ENTRY, segment_mask  # noqa: E402
+from UADBrainMRML.dependencies import MissingPackage, required_modules  # noqa: E402
+from UADBrainMRML.segmentation import (REGION_CONTEXT, SEGMENT_ID, TERMINOLOGY_CONTEXT, TERMINOLOGY_ENTRY,  # noqa: E402
+                                       TERMINOLOGY_FILE, segment_mask)
 from UADBrainMRML.volumes import (add_volume_from_image, array_view, image_from_volume_node,  # noqa: E402
                                   ijk_to_ras, matrix_to_array)
 
@@ -503,3 +510,160 @@ def test_synthetic_example_loads_as_volumes_and_runs(scene, logic):
     assert out.result.lesion_count > 0
     truth = scene.GetFirstNodeByName("Example true lesions")
     assert segment_mask(truth, volumes["flair"], SEGMENT_ID).any()
+
+
+# ---------------------------------------------------------------------------- terminology
+
+
+def test_segment_terminology_resolves_in_the_context_the_module_ships():
+    """Slicer's terminology logic reads the entry; its category and type are in the shipped context
+    (Slicer's own contexts lack SNOMED CT 'Lesion' under 'Morphologically altered structure')."""
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic()
+    assert terminologies.LoadTerminologyFromFile(str(TERMINOLOGY_FILE)) == TERMINOLOGY_CONTEXT
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert terminologies.DeserializeTerminologyEntry(TERMINOLOGY_ENTRY, entry)
+    assert terminologies.SerializeTerminologyEntry(entry) == TERMINOLOGY_ENTRY  # Slicer's exact format
+    category, kind = slicer.vtkSlicerTerminologyCategory(), slicer.vtkSlicerTerminologyType()
+    assert terminologies.GetNthCategoryInTerminology(TERMINOLOGY_CONTEXT, 0, category)
+    assert terminologies.GetNthTypeInTerminologyCategory(TERMINOLOGY_CONTEXT, category, 0, kind)
+    assert (category.GetCodingSchemeDesignator(), category.GetCodeValue()) == (
+        entry.GetCategoryObject().GetCodingSchemeDesignator(), entry.GetCategoryObject().GetCodeValue())
+    assert (kind.GetCodingSchemeDesignator(), kind.GetCodeValue()) == (
+        entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue())
+    assert entry.GetRegionContextName() == REGION_CONTEXT
+
+
+def test_segment_region_is_in_slicers_anatomic_context():
+    spec = importlib.util.find_spec("trame_slicer")  # ships copies of Slicer's terminology files
+    if spec is None:
+        pytest.skip("needs Slicer's anatomic context file (installed with the web extra, trame-slicer)")
+    region_file = Path(spec.origin).parent / "resources" / "terminologies" / "AnatomicRegionAndModifier-DICOM-Master.term.json"
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic()
+    assert terminologies.LoadRegionContextFromFile(str(region_file))
+    entry = slicer.vtkSlicerTerminologyEntry()
+    terminologies.DeserializeTerminologyEntry(TERMINOLOGY_ENTRY, entry)
+    region = slicer.vtkSlicerTerminologyType()
+    codes = set()
+    for index in range(terminologies.GetNumberOfRegionsInRegionContext(REGION_CONTEXT)):
+        terminologies.GetNthRegionInRegionContext(REGION_CONTEXT, index, region)
+        codes.add((region.GetCodingSchemeDesignator(), region.GetCodeValue()))
+    assert (entry.GetRegionObject().GetCodingSchemeDesignator(), entry.GetRegionObject().GetCodeValue()) in codes
+
+
+# ---------------------------------------------------------------------------- Slicer's Python
+
+
+class FakeBundle:
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+
+def test_networks_need_pytorch_and_monai_the_baseline_nothing():
+    assert required_modules(FakeBundle({"family": "threshold", "weights": None})) == []
+    assert required_modules(FakeBundle({"family": "dae", "weights": {"file": "w.pt", "sha256": "0"}})) == ["torch", "monai"]
+
+
+def test_pytorch_is_installed_before_what_depends_on_it(monkeypatch):
+    """pip would pull a PyPI torch wheel in for MONAI; the PyTorch extension must install it first."""
+    installed = {"numpy"}
+    monkeypatch.setattr(dependencies.importlib.util, "find_spec",
+                        lambda name: object() if name in installed else None)
+    assert dependencies.missing_modules(["monai"]) == ["torch", "monai"]
+    assert dependencies.missing_modules(["nilearn", "monai", "torch"]) == ["torch", "nilearn", "monai"]
+    installed.add("torch")
+    assert dependencies.missing_modules(["monai", "numpy"]) == ["monai"]
+
+
+def python_wrapper(tmp_path, blocked=()) -> str:
+    """An executable standing in for PythonSlicer: this Python with ``blocked`` packages missing."""
+    code = (f"import runpy, sys; [sys.modules.__setitem__(name, None) for name in {tuple(blocked)!r}]; "
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    script = tmp_path / "python-wrapper"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "{code}" "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def slow_launcher(tmp_path) -> str:
+    """Like PythonSlicer (a CTK launcher): starts an interpreter as its child and waits for it. The
+    child here ignores the cancel file, as an engine busy in a long filter would."""
+    script = tmp_path / "launcher"
+    script.write_text(f'#!/bin/sh\n"{sys.executable}" -c "import time; time.sleep(120)" &\nwait $!\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell wrapper")
+def test_background_run_needs_only_what_slicer_ships(scene, flair, logic, tmp_path):
+    from test_slicer_ui import NOT_IN_SLICER
+
+    request = logic.makeRequest({"flair": flair}, device="cpu")
+    job = logic.startBackground(request, python_wrapper(tmp_path, NOT_IN_SLICER))
+    try:
+        wait_for(job)
+        result = job.result()
+    finally:
+        job.cleanup()
+    np.testing.assert_array_equal(result.labels_array, logic.process({"flair": flair}).result.labels_array)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell wrapper")
+def test_a_missing_package_in_the_background_arrives_as_missing_package(scene, flair, logic, tmp_path):
+    job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), python_wrapper(tmp_path, ["scipy"]))
+    try:
+        wait_for(job)
+        with pytest.raises(MissingPackage) as raised:
+            job.result()
+    finally:
+        job.cleanup()
+    assert raised.value.module == "scipy"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has stopped running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_stops_the_interpreter_behind_a_launcher(scene, flair, logic, tmp_path):
+    """PythonSlicer is a launcher: stopping it alone would leave the engine running (and its folder)."""
+    job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), slow_launcher(tmp_path))
+    children_file = Path(f"/proc/{job.process.pid}/task/{job.process.pid}/children")
+    deadline = time.monotonic() + 30
+    while not children_file.read_text().split():
+        assert time.monotonic() < deadline, "the launcher started no interpreter"
+        time.sleep(0.01)
+    interpreter = int(children_file.read_text().split()[0])
+    job.cancel()
+    job.cleanup()
+    deadline = time.monotonic() + 10
+    while process_alive(interpreter) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not process_alive(interpreter), "the interpreter behind the launcher is still running"
+    finally:
+        if process_alive(interpreter):
+            os.kill(interpreter, 9)  # the one process this test started, by its id
+    assert not job.folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
+# ---------------------------------------------------------------------------- UADBrainTest's phantom
+
+
+def test_the_phantom_of_uadbraintest_has_lesions_the_default_model_finds(scene, logic):
+    """UADBrainTest (desktop Slicer only) runs on this NumPy phantom; here it runs on real MRML."""
+    module = ast.parse((Path(__file__).resolve().parent.parent / "UADBrain" / "UADBrain.py").read_text())
+    function = next(node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == "makePhantomFlair")
+    namespace = {}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "UADBrain.py", "exec"), namespace)
+    flair = namespace["makePhantomFlair"](scene)
+    out = logic.process({"flair": flair}, device="cpu")
+    assert out.result.lesion_count > 0
+    assert out.result.lesion_count < 5
+    logic.rethreshold(out, threshold=out.result.threshold * 1.3)
+    assert out.result.threshold_method == "manual"

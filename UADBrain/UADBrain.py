@@ -7,8 +7,8 @@ result into nodes. Everything the panel does can be scripted from the Python con
 """
 
 import enum
-import importlib.util
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -27,7 +27,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from UADBrainLib.errors import Cancelled, UADBrainError
+from UADBrainMRML.dependencies import (TORCH, DependencyError, MissingPackage, missing_modules, pip_requirement,
+                                       required_modules)
 from UADBrainMRML.logic import UADBrainMRMLLogic
+from UADBrainMRML.segmentation import TERMINOLOGY_FILE
 
 CONTRAST_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t2": "t2Volume", "t1c": "t1cVolume"}
 POLL_INTERVAL_MS = 200
@@ -83,6 +86,13 @@ class UADBrain(ScriptedLoadableModule):
         self.parent.helpText = HELP_TEXT
         self.parent.acknowledgementText = ACKNOWLEDGEMENT_TEXT
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", registerTerminology)
+
+
+def registerTerminology():
+    """The anomaly segment's terminology context, so Slicer's terminology selector knows its code."""
+    if not slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(TERMINOLOGY_FILE)):
+        logging.error(f"UADBrain: could not load the terminology context {TERMINOLOGY_FILE}")
 
 
 def registerSampleData():
@@ -100,10 +110,35 @@ def registerSampleData():
 
 
 def loadSyntheticExampleSample(source=None) -> dict:
-    """Sample Data button: generate the example and show its first volume."""
-    volumes = UADBrainLogic().loadSyntheticExample()
+    """Sample Data button (called with its data source): the example, errors in a message box."""
+    try:
+        return loadSyntheticExample()
+    except Exception as error:  # nothing may escape into Qt's signal handling unseen
+        showError("Could not create the synthetic example.", error)
+        return {}
+
+
+def loadSyntheticExample() -> dict:
+    """Generate the example and show its first volume; {} if the user declined to install PyTorch."""
+    # the generator draws its random deformations with PyTorch
+    if not ensurePythonPackages([TORCH], "The synthetic example"):
+        return {}
+    slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+    try:
+        volumes = UADBrainLogic().loadSyntheticExample()
+    finally:
+        slicer.app.restoreOverrideCursor()
     slicer.util.setSliceViewerLayers(background=next(iter(volumes.values())), fit=True)
     return volumes
+
+
+def showError(what: str, error: Exception) -> None:
+    """A user's error as its one-line message; a bug with its traceback for the report."""
+    if isinstance(error, UADBrainError):
+        slicer.util.errorDisplay(f"{what}\n\n{error}")
+    else:
+        logging.exception(what)
+        slicer.util.errorDisplay(f"{what}\n\n{error}", detailedText=traceback.format_exc())
 
 
 #
@@ -137,7 +172,8 @@ class UADBrainParameterNode:
     t1Volume: vtkMRMLScalarVolumeNode
     t2Volume: vtkMRMLScalarVolumeNode
     t1cVolume: vtkMRMLScalarVolumeNode
-    brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
+    # a Union of node types must include None, or the wrapper cannot write its default (no node)
+    brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     modelName: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     replaceExisting: bool = False
@@ -300,12 +336,19 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showDevices(self) -> None:
         from UADBrainLib.device import available_devices
 
-        self.ui.deviceAvailabilityLabel.text = f"Available here: {', '.join(available_devices())}"
+        try:
+            devices = available_devices()
+        except Exception as error:  # a broken PyTorch install (e.g. a DLL that fails to load) must not break the panel
+            self.ui.deviceAvailabilityLabel.text = f"PyTorch could not be loaded ({error}); models run on the CPU."
+            return
+        self.ui.deviceAvailabilityLabel.text = f"Available here: {', '.join(devices)}"
 
     # ------------------------------------------------------------------ run
     def onLoadExample(self) -> None:
         with self._userErrors("Could not create the synthetic example."):
-            volumes = loadSyntheticExampleSample()
+            volumes = loadSyntheticExample()
+            if not volumes:
+                return
             with slicer.util.NodeModify(self._parameterNode.parameterNode):
                 for contrast, name in CONTRAST_PARAMETERS.items():
                     setattr(self._parameterNode, name, volumes.get(contrast))
@@ -316,14 +359,19 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.stageLabel.text = "Cancelled; the scene is unchanged."
             return
         with self._userErrors("Could not start the analysis."):
+            from UADBrainLib.bundle import find_bundle
+
             modelName = self._parameterNode.modelName or None
-            if not ensureModelDependencies(modelName, list(self._inputVolumes())):
+            bundle = find_bundle(modelName, None if modelName else list(self._inputVolumes()))
+            if not ensurePythonPackages(required_modules(bundle), f"The model '{bundle.name}'"):
                 return
             # the model's own post-processing defaults; the Tune section adjusts them afterwards
             request = self.logic.makeRequest(self._inputVolumes(), modelName=modelName,
                                              device=self._parameterNode.device,
                                              maskNode=self._parameterNode.brainMask)
-            self._job = self.logic.startBackground(request, pythonSlicerExecutable())
+            # the startup environment, as slicer.util.launchConsoleProcess uses: PythonSlicer sets up its own
+            self._job = self.logic.startBackground(request, pythonSlicerExecutable(),
+                                                   slicer.util.startupEnvironment())
             self._request = request
             self._setRunning(True)
             self._pollTimer.start()
@@ -341,7 +389,12 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.app.setOverrideCursor(qt.Qt.WaitCursor)  # reading the result and creating nodes
         try:
             with self._userErrors("The analysis failed."):
-                result = job.result()
+                try:
+                    result = job.result()
+                except MissingPackage as missing:  # e.g. what brain extraction of a raw head needs
+                    if ensurePythonPackages([missing.module], "The analysis"):
+                        self.ui.stageLabel.text = f"Installed '{missing.module}'; press Apply to run again."
+                    return
                 replaceExisting = self.logic.getParameterNode().replaceExisting
                 outputs = self.logic.createOutputs(request, result, replaceExisting)
                 self._setOutputs(outputs)
@@ -390,9 +443,12 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.anomalyMap = outputs.anomalyMapNode
                 parameters.segmentation = outputs.segmentationNode
                 parameters.lesionTable = outputs.tableNode
+            step = (high - low) / 200.0
             self.ui.thresholdSlider.blockSignals(True)
+            # the spin box rounds to its decimals: keep enough for one step (scores may span < 1)
+            self.ui.thresholdSlider.decimals = max(2, math.ceil(-math.log10(step)) + 1) if step > 0 else 2
             self.ui.thresholdSlider.minimum, self.ui.thresholdSlider.maximum = low, high
-            self.ui.thresholdSlider.singleStep = (high - low) / 200.0
+            self.ui.thresholdSlider.singleStep = step
             self.ui.thresholdSlider.blockSignals(False)
         finally:
             self._updatingTune = False
@@ -472,33 +528,44 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             yield
         except Cancelled:
             self.ui.stageLabel.text = "Cancelled; the scene is unchanged."
-        except UADBrainError as error:
-            slicer.util.errorDisplay(f"{what}\n\n{error}")
-        except Exception as error:  # a bug: show it, with the traceback for the report
-            logging.exception(what)
-            slicer.util.errorDisplay(f"{what}\n\n{error}", detailedText=traceback.format_exc())
+        except Exception as error:
+            showError(what, error)
 
 
 def pythonSlicerExecutable() -> str:
-    """Slicer's own Python interpreter, which runs the engine in the background."""
+    """Slicer's own Python interpreter (a launcher on Slicer's PATH), which runs the engine in the background."""
     executable = shutil.which("PythonSlicer")
     if not executable:
-        raise RuntimeError("PythonSlicer was not found on the PATH of this Slicer — reinstall Slicer.")
+        raise DependencyError("PythonSlicer was not found on the PATH of this Slicer — reinstall Slicer.")
     return executable
 
 
-def ensureModelDependencies(modelName, contrasts) -> bool:
-    """PyTorch for the neural models, installed through the PyTorch extension if the user agrees."""
-    from UADBrainLib.bundle import find_bundle
-
-    if find_bundle(modelName, None if modelName else contrasts).family == "threshold":
+def ensurePythonPackages(modules, purpose: str) -> bool:
+    """Install what is missing of ``modules`` into Slicer's Python if the user agrees; False if not."""
+    missing = missing_modules(modules)
+    if not missing:
         return True
-    if importlib.util.find_spec("torch") is not None:
-        return True
-    import PyTorchUtils
+    if not slicer.util.confirmOkCancelDisplay(
+            f"{purpose} needs the Python packages {', '.join(missing)}, which this Slicer does not have yet.\n\n"
+            "Download and install them now? This can take several minutes.", "UADBrain: install Python packages"):
+        return False
+    # PyTorch (listed first) through the PyTorch extension, which picks the build for this GPU driver
+    if TORCH in missing:
+        installTorch()
+    for module in missing:
+        if module != TORCH:
+            slicer.util.pip_install(pip_requirement(module))
+    return True
 
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
-    return torch is not None
+
+def installTorch() -> None:
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError:
+        raise DependencyError("PyTorch is installed through Slicer's PyTorch extension, which is missing — install "
+                              "'PyTorch' in View > Extensions Manager, restart Slicer and try again.") from None
+    if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+        raise DependencyError("PyTorch was not installed — install it from the PyTorch Utils module and try again.")
 
 
 #
@@ -536,8 +603,31 @@ class UADBrainLogic(ScriptedLoadableModuleLogic, UADBrainMRMLLogic):
 #
 
 
+def makePhantomFlair(scene, name="Phantom FLAIR"):
+    """A skull-stripped 'FLAIR' made with NumPy alone (no PyTorch): a noisy ellipsoidal brain with two
+    bright lesions, on an oblique, anisotropic grid with a non-zero origin."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from UADBrainMRML.volumes import add_volume_from_image
+
+    shape = (36, 44, 40)  # k, j, i
+    k, j, i = np.mgrid[:shape[0], :shape[1], :shape[2]].astype(np.float32)
+    brain = ((i - 20) / 17) ** 2 + ((j - 22) / 19) ** 2 + ((k - 18) / 15) ** 2 < 1
+    array = np.where(brain, 100 + np.random.default_rng(0).normal(0, 3, shape), 0)
+    for (ci, cj, ck), radius in (((12, 15, 18), 3.5), ((27, 30, 13), 3.0)):
+        array += 60 * brain * (((i - ci) ** 2 + (j - cj) ** 2 + (k - ck) ** 2) < radius ** 2)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing((2.0, 2.5, 3.0))
+    image.SetOrigin((-31.5, 12.25, 40.0))
+    a, b = np.cos(0.3), np.sin(0.3)
+    image.SetDirection((a, -b, 0.0, b, a, 0.0, 0.0, 0.0, 1.0))
+    return add_volume_from_image(scene, image, name)
+
+
 class UADBrainTest(ScriptedLoadableModuleTest):
-    """The full flow inside desktop Slicer on the synthetic example (Developer mode: Reload and Test)."""
+    """The full flow inside desktop Slicer (Developer mode: Reload and Test), on a NumPy phantom so that
+    it needs no PyTorch; the synthetic example (which does) is tested when PyTorch is installed."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -547,14 +637,18 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         self.test_ScriptedFlow()
         self.setUp()
         self.test_PanelRunTuneExportAndCancel()
+        self.setUp()
+        if missing_modules([TORCH]):
+            self.delayDisplay("Synthetic example not tested: it needs PyTorch, which is not installed.")
+        else:
+            self.test_SyntheticExample()
 
     def test_ScriptedFlow(self):
         """process → rethreshold → export → reload, through the Logic as a console user would."""
-        self.delayDisplay("Scripted flow on the synthetic example")
+        self.delayDisplay("Scripted flow on a phantom")
         logic = UADBrainLogic()
-        volumes = logic.loadSyntheticExample()
-        flair = volumes["flair"]
-        outputs = logic.process(volumes, device="cpu")
+        flair = makePhantomFlair(slicer.mrmlScene)
+        outputs = logic.process({"flair": flair}, device="cpu")
         result = outputs.result
         self.assertGreater(result.lesion_count, 0)
         self.assertEqual(outputs.anomalyMapNode.GetImageData().GetDimensions(), flair.GetImageData().GetDimensions())
@@ -563,6 +657,14 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         self.assertEqual(hierarchy.GetItemParent(hierarchy.GetItemByDataNode(outputs.segmentationNode)),
                          hierarchy.GetItemParent(hierarchy.GetItemByDataNode(flair)))
+        # the segment's terminology resolves in the context loaded at startup
+        entry = slicer.vtkSlicerTerminologyEntry()
+        terminologies = slicer.modules.terminologies.logic()
+        segment = outputs.segmentationNode.GetSegmentation().GetSegment("anomaly")
+        self.assertTrue(terminologies.DeserializeTerminologyEntry(segment.GetTerminology(), entry))
+        loaded = vtk.vtkStringArray()
+        terminologies.GetLoadedTerminologyNames(loaded)
+        self.assertIn(entry.GetTerminologyContextName(), [loaded.GetValue(i) for i in range(loaded.GetNumberOfValues())])
 
         logic.showOutputs(outputs)
         red = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
@@ -588,9 +690,8 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Panel flow")
         slicer.util.selectModule("UADBrain")
         widget = slicer.util.getModuleWidget("UADBrain")
-        widget.onLoadExample()
         parameters = widget._parameterNode
-        self.assertIsNotNone(parameters.flairVolume)
+        parameters.flairVolume = makePhantomFlair(slicer.mrmlScene)
         parameters.device = "cpu"
         self.assertTrue(widget.ui.applyButton.enabled, widget.ui.inputProblemsLabel.text)
 
@@ -619,7 +720,7 @@ class UADBrainTest(ScriptedLoadableModuleTest):
             row = next(r for r in range(model.rowCount()) if str(model.index(r, 0).data()) == "1")
             widget.onLesionClicked(model.index(row, 0))
             red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-            centre = [red.GetSliceToRAS().GetElement(row, 3) for row in range(3)]
+            centre = [red.GetSliceToRAS().GetElement(axis, 3) for axis in range(3)]
             for value, expected in zip(centre, outputs.result.lesions[0].centroid_ras):
                 self.assertAlmostEqual(value, expected, places=3)
 
@@ -627,6 +728,20 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         widget.onExport()
         self.assertTrue((parameters.exportFolder / "lesions.csv").is_file())
         self.delayDisplay("Panel flow passed")
+
+    def test_SyntheticExample(self):
+        """The panel's example button (the Sample Data entry runs the same code); needs PyTorch."""
+        if missing_modules([TORCH]):
+            self.skipTest("the synthetic example needs PyTorch")
+        self.delayDisplay("Synthetic example")
+        slicer.util.selectModule("UADBrain")
+        widget = slicer.util.getModuleWidget("UADBrain")
+        widget.onLoadExample()
+        self.assertIsNotNone(widget._parameterNode.flairVolume)
+        self.assertTrue(widget.ui.applyButton.enabled, widget.ui.inputProblemsLabel.text)
+        outputs = widget.logic.process({"flair": widget._parameterNode.flairVolume}, device="cpu")
+        self.assertGreater(outputs.result.lesion_count, 0)
+        self.delayDisplay("Synthetic example passed")
 
     def _waitUntil(self, condition, timeoutSeconds):
         import time
