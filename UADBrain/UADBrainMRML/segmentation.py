@@ -56,7 +56,8 @@ def create_segmentation_node(scene, name: str, reference_node, segment_name: str
     node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
     segmentation = node.GetSegmentation()
     segmentation.AddEmptySegment(SEGMENT_ID, segment_name, list(SEGMENT_COLOR))
-    segmentation.GetSegment(SEGMENT_ID).SetTerminology(TERMINOLOGY_ENTRY)
+    segment = segmentation.GetSegment(SEGMENT_ID)
+    segment.SetTag(segment.GetTerminologyEntryTagName(), TERMINOLOGY_ENTRY)  # every Slicer 5 has the tag API
     display = node.GetDisplayNode()
     display.SetOpacity2DFill(0.15)
     display.SetOpacity2DOutline(1.0)
