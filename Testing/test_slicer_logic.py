@@ -569,7 +569,7 @@ def test_pytorch_is_installed_before_what_depends_on_it(monkeypatch):
     monkeypatch.setattr(dependencies.importlib.util, "find_spec",
                         lambda name: object() if name in installed else None)
     assert dependencies.missing_modules(["monai"]) == ["torch", "monai"]
-    assert dependencies.missing_modules(["nilearn", "monai", "torch"]) == ["torch", "nilearn", "monai"]
+    assert dependencies.missing_modules(["nibabel", "monai", "torch"]) == ["torch", "nibabel", "monai"]
     installed.add("torch")
     assert dependencies.missing_modules(["monai", "numpy"]) == ["monai"]
 

@@ -6,17 +6,17 @@ which grid (see ``pipeline.py``) and which steps a model expects (its ``metadata
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import InputError
+from .resources import RESOURCES_DIR
 
 # A skull-stripped scan has a constant background; plausible adult brain volumes in mL.
 BRAIN_VOLUME_RANGE_ML = (100.0, 2500.0)
 NORMALISATIONS = ("robust_z", "histeq", "none")
+ATLAS_T1_BRAIN = RESOURCES_DIR / "Atlas" / "icbm152_2009a_t1_brain_2mm.nii.gz"
 
 
 # --------------------------------------------------------------------------- brain masks
@@ -72,26 +72,13 @@ def looks_skull_stripped(image: sitk.Image) -> bool:
     return BRAIN_VOLUME_RANGE_ML[0] <= volume_ml <= BRAIN_VOLUME_RANGE_ML[1]
 
 
-def _template_paths() -> tuple[Path, Path]:
-    try:
-        import nilearn
-    except ImportError:
-        raise InputError("this scan is not skull-stripped and no brain mask was given; atlas "
-                         "brain extraction needs the 'nilearn' package (pip install nilearn) — or "
-                         "give a brain mask.") from None
-    data = Path(nilearn.__file__).parent / "datasets" / "data"
-    return (data / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-            data / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")
-
-
 def atlas_brain_mask(image: sitk.Image) -> sitk.Image:
-    """Brain mask of a raw head by affine registration of the ICBM152 2009a template (nilearn).
+    """Brain mask of a raw head by affine registration of the ICBM152 2009a template.
 
-    A coarse fallback: it registers a skull-stripped template to the head with mutual
-    information, so its boundary is only as good as an affine fit allows.
+    A coarse fallback: it registers a skull-stripped template (``Resources/Atlas``, 2 mm) to the
+    head with mutual information, so its boundary is only as good as an affine fit allows.
     """
-    template_path, _ = _template_paths()
-    template = sitk.Cast(sitk.ReadImage(str(template_path)), sitk.sitkFloat32)
+    template = sitk.ReadImage(str(ATLAS_T1_BRAIN), sitk.sitkFloat32)
     fixed = sitk.Cast(image, sitk.sitkFloat32)
     initial = sitk.CenteredTransformInitializer(
         fixed, template, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)

@@ -13,7 +13,7 @@ from UADBrainLib.errors import UADBrainError
 
 TORCH = "torch"
 # import name → pip requirement, with the minimum versions of pyproject.toml
-PIP_REQUIREMENTS = {"monai": "monai>=1.3", "nibabel": "nibabel>=5.0", "nilearn": "nilearn>=0.10"}
+PIP_REQUIREMENTS = {"monai": "monai>=1.3", "nibabel": "nibabel>=5.0"}
 # packages for which pip would install PyTorch from PyPI, not the build the PyTorch extension picks
 NEEDS_TORCH = {"monai"}
 
