@@ -119,10 +119,7 @@ def loadSyntheticExampleSample(source=None) -> dict:
 
 
 def loadSyntheticExample() -> dict:
-    """Generate the example and show its first volume; {} if the user declined to install PyTorch."""
-    # the generator draws its random deformations with PyTorch
-    if not ensurePythonPackages([TORCH], "The synthetic example"):
-        return {}
+    """Load the stored synthetic example and show its first volume."""
     slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
     try:
         volumes = UADBrainLogic().loadSyntheticExample()
@@ -626,8 +623,8 @@ def makePhantomFlair(scene, name="Phantom FLAIR"):
 
 
 class UADBrainTest(ScriptedLoadableModuleTest):
-    """The full flow inside desktop Slicer (Developer mode: Reload and Test), on a NumPy phantom so that
-    it needs no PyTorch; the synthetic example (which does) is tested when PyTorch is installed."""
+    """The full flow inside desktop Slicer (Developer mode: Reload and Test), on a NumPy phantom and on
+    the stored synthetic example; the learned default model is run when PyTorch is installed."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -638,10 +635,7 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_PanelRunTuneExportAndCancel()
         self.setUp()
-        if missing_modules([TORCH]):
-            self.delayDisplay("Synthetic example not tested: it needs PyTorch, which is not installed.")
-        else:
-            self.test_SyntheticExample()
+        self.test_SyntheticExample()
 
     def test_ScriptedFlow(self):
         """process → rethreshold → export → reload, through the Logic as a console user would."""
@@ -732,16 +726,16 @@ class UADBrainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Panel flow passed")
 
     def test_SyntheticExample(self):
-        """The panel's example button (the Sample Data entry runs the same code); needs PyTorch."""
-        if missing_modules([TORCH]):
-            self.skipTest("the synthetic example needs PyTorch")
+        """The panel's example button (the Sample Data entry runs the same code)."""
         self.delayDisplay("Synthetic example")
         slicer.util.selectModule("UADBrain")
         widget = slicer.util.getModuleWidget("UADBrain")
         widget.onLoadExample()
         self.assertIsNotNone(widget._parameterNode.flairVolume)
         self.assertTrue(widget.ui.applyButton.enabled, widget.ui.inputProblemsLabel.text)
-        outputs = widget.logic.process({"flair": widget._parameterNode.flairVolume}, device="cpu")
+        # the learned default model needs PyTorch; without it, the baseline
+        model = "threshold" if missing_modules([TORCH]) else None
+        outputs = widget.logic.process({"flair": widget._parameterNode.flairVolume}, modelName=model, device="cpu")
         self.assertGreater(outputs.result.lesion_count, 0)
         self.delayDisplay("Synthetic example passed")
 

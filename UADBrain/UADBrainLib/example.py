@@ -4,7 +4,8 @@
 NOTICE beside it) reduced to the compact :class:`~UADBrainLib.synthesis.Tissue` labels at 1.5 mm.
 From it :func:`make_example` draws a realistic head-sized synthetic scan in a few contrasts, inserts
 one white-matter lesion (bright on FLAIR and T2, dark on T1) and returns SimpleITK images, so the
-CLI (``uadbrain detect --example``), the web app and the tests work on a fresh clone.
+tests work on a fresh clone. Its default draw is also stored as volumes (``bundled_example.py``),
+which the CLI, the Slicer module and the web app load without PyTorch.
 """
 
 from __future__ import annotations

@@ -148,9 +148,9 @@ class UADBrainMRMLLogic:
 
         Its true lesions are added as a segmentation named "... true lesions" for comparison.
         """
-        from UADBrainLib.example import make_example
+        from UADBrainLib.bundled_example import load_example
 
-        example = make_example()
+        example = load_example()
         volumes = {contrast: add_volume_from_image(self.scene, image, f"Example {contrast.upper()}")
                    for contrast, image in example.items() if contrast in CONTRASTS}
         truth = example.get("lesion")

@@ -56,10 +56,10 @@ def available_models() -> list[str]:
 def write_example_volumes(folder: Path) -> dict[str, Path]:
     """The built-in example case written as files, keyed by contrast."""
     import SimpleITK as sitk
-    from UADBrainLib.example import make_example
+    from UADBrainLib.bundled_example import load_example
 
     paths = {}
-    for contrast, image in make_example().items():
+    for contrast, image in load_example().items():
         if contrast in CONTRASTS:
             paths[contrast] = Path(folder) / f"example_{contrast}.nii.gz"
             sitk.WriteImage(image, str(paths[contrast]))
