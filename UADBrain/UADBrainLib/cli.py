@@ -18,7 +18,7 @@ from .errors import UADBrainError
 from .postprocessing import MEDIAN_KERNELS
 
 # modules adding subcommands besides detect and models (imported lazily: some need extras)
-COMMAND_MODULES = ("training", "calibrate", "evaluation", "benchmark")
+COMMAND_MODULES = ("training", "calibrate", "evaluation", "benchmark", "serve_command")
 
 
 class StageProgress:
@@ -115,9 +115,9 @@ def run_detect(args) -> int:
     if args.example:
         if images:
             raise UADBrainError("--example runs on the bundled example; leave out the contrast files.")
-        from .example import make_example
+        from .bundled_example import load_example
 
-        example = make_example()
+        example = load_example()
         images = {"flair": example["flair"]}
         extra = {"example": {"inputs": ["example_flair.nii.gz"], "ground_truth": "example_lesion.nii.gz"}}
     if not images:
