@@ -1,4 +1,10 @@
-"""Choosing and computing the brain mask the models score inside."""
+"""Choosing and computing the brain mask the models score inside.
+
+``auto``: the given mask; else the nonzero region when the scan is already skull-stripped; else the
+learned brain extractor (``brainmask_net``), which handles raw heads of any contrast (or, when its
+bundle is not installed, the atlas). ``learned``, ``nonzero`` and ``atlas`` (affine ICBM152
+registration, coarse) force one path.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,14 @@ from .errors import InputError
 from .geometry import resample_like
 from .preprocessing import atlas_brain_mask, looks_skull_stripped, nonzero_brain_mask
 
-# auto: the given mask, else the nonzero region of a skull-stripped scan, else brain extraction
-BRAIN_MASK_METHODS = ("auto", "nonzero", "atlas")
+BRAIN_MASK_METHODS = ("auto", "learned", "nonzero", "atlas")
+NONZERO_PATH = "nonzero (skull-stripped input)"
+ATLAS_PATH = "atlas registration (ICBM152)"
+ATLAS_FALLBACK_PATH = "atlas registration (ICBM152; the learned brain extractor is not installed)"
+
+
+def learned_path_name(version: str | None) -> str:
+    return f"learned (brainmask model {version or '?'})"
 
 
 def brain_mask_for(reference: sitk.Image, given_mask: sitk.Image | None, method: str = "auto",
@@ -20,5 +32,12 @@ def brain_mask_for(reference: sitk.Image, given_mask: sitk.Image | None, method:
     if method not in BRAIN_MASK_METHODS:
         raise InputError(f"unknown brain-mask method '{method}' — use one of {', '.join(BRAIN_MASK_METHODS)}.")
     if method == "nonzero" or (method == "auto" and looks_skull_stripped(reference)):
-        return nonzero_brain_mask(reference), "nonzero (skull-stripped input)"
-    return atlas_brain_mask(reference), "atlas registration (ICBM152)"
+        return nonzero_brain_mask(reference), NONZERO_PATH
+    if method == "atlas":
+        return atlas_brain_mask(reference), ATLAS_PATH
+    from .brainmask_net import learned_extractor_installed, load_brainmask_model
+
+    if method == "auto" and not learned_extractor_installed():
+        return atlas_brain_mask(reference), ATLAS_FALLBACK_PATH
+    model = load_brainmask_model(device=device)
+    return model.mask(reference), learned_path_name(model.bundle.metadata.get("version"))

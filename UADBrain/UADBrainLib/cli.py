@@ -18,7 +18,8 @@ from .errors import UADBrainError
 from .postprocessing import MEDIAN_KERNELS
 
 # modules adding subcommands besides detect and models (imported lazily: some need extras)
-COMMAND_MODULES = ("training", "calibrate", "evaluation", "benchmark", "serve_command")
+COMMAND_MODULES = ("training", "calibrate", "evaluation", "benchmark", "serve_command",
+                   "brainmask_command")
 
 
 class StageProgress:

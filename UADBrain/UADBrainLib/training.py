@@ -301,8 +301,9 @@ def add_parser(subparsers) -> None:
         description="Train a learned anomaly model on synthetic healthy brains (from anatomical label "
                     "maps) or on a folder of real healthy scans, calibrate it on held-out healthy "
                     "volumes and write a bundle (weights, metadata.json, README.md) to --out.")
-    parser.add_argument("--model", required=True, choices=sorted(TASKS), help="model family")
-    parser.add_argument("--contrast", action="append", dest="contrasts", required=True,
+    parser.add_argument("--model", required=True, choices=sorted([*TASKS, "brainmask"]),
+                        help="model family (brainmask: the brain extractor, brainmask_training.py)")
+    parser.add_argument("--contrast", action="append", dest="contrasts",
                         choices=CONTRASTS, help="contrast to train on (repeat for several)")
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a folder of healthy scans")
     parser.add_argument("--out", required=True, type=Path, help="bundle folder to write")
@@ -343,6 +344,12 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args) -> int:
+    if args.model == "brainmask":
+        from .brainmask_training import run_train_brainmask
+
+        return run_train_brainmask(args)
+    if not args.contrasts:
+        raise InputError("--contrast is required: the contrast(s) to train on (repeat for several).")
     try:
         channels = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
