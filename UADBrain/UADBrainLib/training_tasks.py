@@ -95,10 +95,13 @@ class TrainingTask:
 
     # ---- validation
     def validation_anomalies(self):
-        """The anomaly kinds validation brains get (``anomalies.AnomalyConfig``)."""
+        """The anomalies validation brains get (``anomalies.AnomalyConfig``): one or two tumour-like
+        masses of the held-out appearances, 10-40 mm, the same for every family so that their
+        validation scores compare."""
         from .anomalies import AnomalyConfig
 
-        return AnomalyConfig()
+        return AnomalyConfig(appearances=tuple(self.config.heldout_appearances), shapes=("blob", "ellipsoid"),
+                             count=(1, 2), diameter_mm=(10.0, 40.0))
 
     def validation_set(self, source, count: int) -> list[ValidationCase]:
         """Held-out brains with anomalies, normalised as at inference; made once before training."""
@@ -220,18 +223,11 @@ class SegmenterTask(TrainingTask):
     def references(self):
         return [BAUGH_2023, SYNTHSEG, LESJAK_2018]
 
-    def heldout(self) -> tuple[str, ...]:
-        return tuple(self.config.heldout_appearances)
-
     def training_anomalies(self):
         from .anomalies import APPEARANCES, AnomalyConfig
 
-        return AnomalyConfig(appearances=tuple(a for a in APPEARANCES if a not in self.heldout()), count=(1, 3))
-
-    def validation_anomalies(self):
-        from .anomalies import AnomalyConfig
-
-        return AnomalyConfig(appearances=self.heldout()) if self.heldout() else AnomalyConfig()
+        heldout = self.config.heldout_appearances
+        return AnomalyConfig(appearances=tuple(a for a in APPEARANCES if a not in heldout), count=(1, 3))
 
     def scoring(self):
         return {"training_appearances": list(self.training_anomalies().appearances),
