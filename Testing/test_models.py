@@ -177,3 +177,39 @@ def test_detect_can_be_cancelled_inside_the_model(tmp_path):
     with pytest.raises(Cancelled):
         detect({"flair": image}, model=bundle, mask=mask, progress=progress, cancel=cancel,
                options=DetectOptions(device="cpu", calibrated=False, threshold="otsu"))
+
+
+def _calibrate_by_hand(bundle, contrasts):
+    table = {"exceedance": [1.0, 0.1, 0.01, 0.001], "score": [-20.0, 1.0, 2.0, 3.0]}
+    bundle.metadata["calibration"] = {"channels": {c: table for c in contrasts}, "fused": {}}
+    (bundle.path / "metadata.json").write_text(json.dumps(bundle.metadata))
+
+
+def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_path):
+    from UADBrainLib.calibration import surprise
+
+    member_folder = tmp_path / "members" / "seg"
+    member_folder.mkdir(parents=True)
+    segmenter = tiny_bundle(member_folder, "segmenter", ["flair", "t1"])
+    _calibrate_by_hand(segmenter, ["flair", "t1"])
+    threshold = tmp_path / "members" / "thr"
+    threshold.mkdir()
+    (threshold / "metadata.json").write_text(json.dumps({
+        "name": "thr", "family": "threshold", "contrasts": ["flair", "t1"],
+        "preprocessing": {"spacing_mm": None, "normalisation": "robust_z"}}))
+    _calibrate_by_hand(read_bundle(threshold), ["flair", "t1"])
+    ensemble_folder = tmp_path / "ensemble"
+    ensemble_folder.mkdir()
+    (ensemble_folder / "metadata.json").write_text(json.dumps({
+        "name": "ens", "family": "ensemble", "contrasts": ["flair", "t1"],
+        "members": {"segmenter": "../members/seg", "threshold": "../members/thr"},
+        "preprocessing": {"spacing_mm": [1.5, 1.5, 1.5], "normalisation": "robust_z"},
+        "scoring": {"members_per_contrast": {"flair": ["threshold", "segmenter"], "t1": ["segmenter"]}}}))
+    model = load_model(read_bundle(ensemble_folder))
+    image, mask = canonical_case(shape=(30, 40, 36))
+    output = model.predict({"flair": image, "t1": image}, mask, (1.5, 1.5, 1.5))
+    flair_threshold = surprise(image, read_bundle(threshold).calibration["channels"]["flair"])
+    assert output.contrast_maps["flair"].shape == image.shape
+    assert np.all(output.contrast_maps["flair"][mask] >= flair_threshold[mask] - 1e-5)
+    assert not np.allclose(output.contrast_maps["flair"][mask], flair_threshold[mask])  # the segmenter adds
+    assert np.all(output.contrast_maps["t1"][~mask] == 0)

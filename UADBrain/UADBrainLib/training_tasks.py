@@ -265,9 +265,10 @@ class SegmenterTask(TrainingTask):
 
     def score_volume(self, networks, case, device):
         from .models.networks import predict_volume, prepare
-        from .models.segmenter import HEAD
+        from .models.segmenter import HEAD, anomaly_score
 
-        return predict_volume(networks[HEAD], prepare(case.image, case.mask), case.mask, self.config.context, device)
+        logits = predict_volume(networks[HEAD], prepare(case.image, case.mask), case.mask, self.config.context, device)
+        return anomaly_score(logits)
 
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "segmenter": SegmenterTask}
