@@ -13,7 +13,8 @@ from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
 from UADBrainLib.bundle import read_bundle, sha256_of
 from UADBrainLib.errors import Cancelled, ModelError
 from UADBrainLib.models import family_class, load_model
-from UADBrainLib.models.dae import DenoisingAutoencoder, anomaly_score, coarse_noise, ssim_dissimilarity
+from UADBrainLib.models.dae import (SHARED_HEAD, DenoisingAutoencoder, anomaly_score, coarse_noise,
+                                    ssim_dissimilarity)
 from UADBrainLib.models.networks import (PAD_MULTIPLE, brain_box, build_networks, context_indices,
                                          network_spec, predict_volume, prepare)
 from UADBrainLib.models.segmenter import HEAD, SyntheticAnomalySegmenter
@@ -22,8 +23,8 @@ from UADBrainLib.pipeline import DetectOptions, detect
 TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
 
 
-def tiny_bundle(folder, family, contrasts, context=1, score="residual"):
-    heads = list(contrasts) if family == "dae" else [HEAD]
+def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=False):
+    heads = [SHARED_HEAD] if shared else list(contrasts) if family == "dae" else [HEAD]
     spec = network_spec(heads, context, TINY_UNET, output_bias=-3.0 if family == "segmenter" else 0.0)
     torch.manual_seed(0)
     torch.save(build_networks(spec).state_dict(), folder / "weights.pt")
@@ -134,6 +135,15 @@ def test_model_scores_each_contrast_inside_the_brain(tmp_path, family):
         assert np.all(score[~mask] == 0) and np.isfinite(score).all() and score[mask].std() > 0
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert set(output.reconstructions) == ({"flair", "t1"} if family == "dae" else set())
+
+
+def test_dae_with_one_shared_network_restores_every_contrast(tmp_path):
+    model = load_model(tiny_bundle(tmp_path, "dae", ["flair", "t2"], shared=True))
+    assert list(model.networks) == [SHARED_HEAD]
+    image, mask = canonical_case()
+    output = model.predict({"flair": image, "t2": -image}, mask, (3.0, 3.0, 3.0))
+    assert set(output.reconstructions) == {"flair", "t2"}
+    assert not np.allclose(output.reconstructions["flair"], output.reconstructions["t2"])
 
 
 def test_dae_ssim_score_runs(tmp_path):

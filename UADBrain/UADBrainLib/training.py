@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -49,6 +50,7 @@ class TrainConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     patch: int | None = None  # in-plane size of training slices (default ~192 mm)
     score: str = "residual"
+    shared_network: bool = True  # dae: one network for all contrasts (else one per contrast)
     pool_size: int = 16
     refresh_every: int = 25
     validate_every: int = 500
@@ -192,8 +194,6 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
 
 def _machine() -> str:
-    import os
-
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), {platform.system()}"
 
 
@@ -324,6 +324,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--patch", type=int, help="in-plane training window, pixels (default ~192 mm)")
     parser.add_argument("--score", choices=("residual", "ssim"), default="residual",
                         help="denoising autoencoder score")
+    parser.add_argument("--network-per-contrast", action="store_true",
+                        help="dae: train one network per contrast instead of one shared by all")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
                         "synthetic anomalies borrow (default: ellipsoids and blobs only)")
     parser.add_argument("--heldout-appearance", action="append", dest="heldout_appearances",
@@ -364,7 +366,7 @@ def run_train(args) -> int:
         validation_volumes=args.validation_volumes, calibration_volumes=args.calibration_volumes,
         calibration_spacing=args.calibration_spacing,
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
-        lesion_masks=args.lesion_masks,
+        lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)

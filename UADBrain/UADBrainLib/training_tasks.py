@@ -155,14 +155,22 @@ class DenoisingTask(TrainingTask):
     family = "dae"
 
     def heads(self):
-        return list(self.config.contrasts)
+        from .models.dae import SHARED_HEAD
+
+        return [SHARED_HEAD] if self.config.shared_network else list(self.config.contrasts)
+
+    def head(self, contrast: str) -> str:
+        from .models.dae import SHARED_HEAD
+
+        return SHARED_HEAD if self.config.shared_network else contrast
 
     def title(self):
         return f"Denoising autoencoder ({', '.join(c.upper() for c in self.config.contrasts)})"
 
     def description(self):
-        return ("A 2.5D U-Net per contrast, trained on synthetic healthy brains to remove coarse noise; "
-                "anomalies are what it cannot restore (the residual in the lesion direction).")
+        networks = "one 2.5D U-Net for all contrasts" if self.config.shared_network else "a 2.5D U-Net per contrast"
+        return (f"A denoising autoencoder ({networks}) trained on synthetic healthy brains to remove coarse "
+                "noise; anomalies are what it cannot restore (the residual in the lesion direction).")
 
     def scoring(self):
         return {"score": self.config.score}
@@ -183,9 +191,10 @@ class DenoisingTask(TrainingTask):
         inputs = torch.cat([noisy, masks[:, centre:centre + 1]], dim=1).to(device)
         targets, weights = images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device)
         losses = []
-        for contrast in dict.fromkeys(batch.contrasts):
-            chosen = [i for i, c in enumerate(batch.contrasts) if c == contrast]
-            error = (networks[contrast](inputs[chosen]) - targets[chosen]) ** 2 * weights[chosen]
+        heads = [self.head(c) for c in batch.contrasts]
+        for head in dict.fromkeys(heads):
+            chosen = [i for i, h in enumerate(heads) if h == head]
+            error = (networks[head](inputs[chosen]) - targets[chosen]) ** 2 * weights[chosen]
             losses.append(error.sum() / weights[chosen].sum().clamp_min(1.0))
         return sum(losses) / len(losses)
 
@@ -195,7 +204,8 @@ class DenoisingTask(TrainingTask):
         from .models.thresholding import DEFAULT_DIRECTIONS
 
         prepared = prepare(case.image, case.mask)
-        reconstruction = predict_volume(networks[case.contrast], prepared, case.mask, self.config.context, device)
+        reconstruction = predict_volume(networks[self.head(case.contrast)], prepared, case.mask,
+                                        self.config.context, device)
         return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
 
 

@@ -4,8 +4,8 @@ Trained on healthy brains only, the network restores healthy tissue; what it can
 a lesion it never saw — remains in the residual ``image − reconstruction``. The score is that
 residual in the direction lesions take on the contrast (bright on FLAIR/T2, dark on T1, either
 on T1c), or a structural-dissimilarity score over several window sizes (Behrendt et al. 2024),
-as the bundle's ``scoring`` says. One U-Net per contrast; each contrast is a channel that the
-pipeline calibrates and fuses.
+as the bundle's ``scoring`` says. One U-Net per contrast, or one shared by all contrasts (the
+head :data:`SHARED_HEAD`); each contrast is a channel that the pipeline calibrates and fuses.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .networks import SliceNetworkModel
 from .thresholding import DEFAULT_DIRECTIONS, directional_score
 
 SCORES = ("residual", "ssim")
+SHARED_HEAD = "dae"  # the network's name when one network restores every contrast
 DEFAULT_SSIM_WINDOWS = (3, 5, 7, 11)
 SSIM_RANGE = 10.0  # normalised units; sets SSIM's stabilising constants
 
@@ -77,7 +78,8 @@ class DenoisingAutoencoder(SliceNetworkModel, AnomalyModel):
         directions = {**DEFAULT_DIRECTIONS, **scoring.get("direction", {})}
         score = scoring.get("score", "residual")
         windows = scoring.get("ssim_windows", DEFAULT_SSIM_WINDOWS)
-        results = self._run_per_contrast(lambda contrast: contrast, images, brain_mask, "reconstructing",
+        head_for = lambda contrast: contrast if contrast in self.networks else SHARED_HEAD  # noqa: E731
+        results = self._run_per_contrast(head_for, images, brain_mask, "reconstructing",
                                          progress, is_cancelled)
         maps, reconstructions = {}, {}
         for contrast, (prepared, reconstruction) in results.items():
