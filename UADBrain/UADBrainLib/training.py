@@ -51,6 +51,7 @@ class TrainConfig:
     patch: int | None = None  # in-plane size of training slices (default ~192 mm)
     score: str = "residual"
     shared_network: bool = True  # dae: one network for all contrasts (else one per contrast)
+    noise_std: tuple[float, float] = (1.0, 3.0)  # dae: range of the coarse noise's sd, normalised units
     pool_size: int = 16
     refresh_every: int = 25
     validate_every: int = 500
@@ -324,6 +325,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--patch", type=int, help="in-plane training window, pixels (default ~192 mm)")
     parser.add_argument("--score", choices=("residual", "ssim"), default="residual",
                         help="denoising autoencoder score")
+    parser.add_argument("--noise-std", default=",".join(f"{v:g}" for v in TrainConfig.noise_std),
+                        help="dae: range LOW,HIGH of the coarse noise's standard deviation (normalised units)")
     parser.add_argument("--network-per-contrast", action="store_true",
                         help="dae: train one network per contrast instead of one shared by all")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
@@ -356,6 +359,10 @@ def run_train(args) -> int:
         channels = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
         raise InputError(f"--channels '{args.channels}' is not a comma-separated list of integers.") from None
+    try:
+        low, high = (float(v) for v in args.noise_std.split(","))
+    except ValueError:
+        raise InputError(f"--noise-std '{args.noise_std}' is not LOW,HIGH (two numbers).") from None
     contrasts = list(dict.fromkeys(args.contrasts))
     config = TrainConfig(
         model=args.model, contrasts=contrasts, data=args.data, out=args.out, steps=args.steps,
@@ -366,7 +373,7 @@ def run_train(args) -> int:
         validation_volumes=args.validation_volumes, calibration_volumes=args.calibration_volumes,
         calibration_spacing=args.calibration_spacing,
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
-        lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast,
+        lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)

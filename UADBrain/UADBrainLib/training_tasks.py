@@ -186,7 +186,8 @@ class DenoisingTask(TrainingTask):
         batch = self.slabs(volumes, rng)
         images = torch.from_numpy(batch.prepared())
         masks = torch.from_numpy(batch.masks.astype(np.float32))
-        noisy = (images + coarse_noise((images.shape[0], 1, *images.shape[2:]))) * masks
+        noise = coarse_noise((images.shape[0], 1, *images.shape[2:]), std_range=self.config.noise_std)
+        noisy = (images + noise) * masks
         centre = self.config.context
         inputs = torch.cat([noisy, masks[:, centre:centre + 1]], dim=1).to(device)
         targets, weights = images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device)
