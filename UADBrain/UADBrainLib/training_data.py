@@ -16,6 +16,7 @@ a background process, because making a volume costs more than a training step.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -135,8 +136,16 @@ class SyntheticSource:
 
     @property
     def key(self) -> str:
-        """Names the kind of volume this source makes (for caching volumes on disk)."""
-        return f"synth-{self.split}-{'-'.join(self.contrasts)}-{self.spacing:g}mm-{self.normalisation}"
+        """Names the kind of volume this source makes (for caching volumes on disk), including a
+        digest of the generator's code and the label maps, so that a changed generator is not
+        served stale volumes."""
+        from . import synthesis
+
+        digest = hashlib.sha1(Path(synthesis.__file__).read_bytes())
+        for path in self.label_maps:
+            digest.update(path.encode())
+        return (f"synth-{self.split}-{'-'.join(self.contrasts)}-{self.spacing:g}mm-{self.normalisation}-"
+                f"{digest.hexdigest()[:10]}")
 
     def describe(self) -> str:
         names = [Path(self.label_maps[i]).name for i in self.indices]
