@@ -118,12 +118,12 @@ def test_checkpoint_round_trip_restores_weights_optimiser_and_random_state(tmp_p
     optimizer = torch.optim.AdamW(networks.parameters())
     rng = np.random.default_rng(3)
     best = {"score": 0.5, "step": 4, "state": networks.state_dict()}
-    _save_checkpoint(tmp_path / "checkpoint.pt", networks, optimizer, 7, best, [{"step": 4}], rng)
+    _save_checkpoint(tmp_path / "checkpoint.pt", networks, optimizer, 7, best, [{"step": 4}], rng, 12.5)
     expected_draw = rng.random()
     restored_rng = np.random.default_rng(99)
-    step, restored_best, history = _load_checkpoint(tmp_path / "checkpoint.pt", build_networks(spec),
-                                                    torch.optim.AdamW(networks.parameters()), restored_rng)
-    assert (step, restored_best["score"], history) == (7, 0.5, [{"step": 4}])
+    step, restored_best, history, minutes = _load_checkpoint(
+        tmp_path / "checkpoint.pt", build_networks(spec), torch.optim.AdamW(networks.parameters()), restored_rng)
+    assert (step, restored_best["score"], history, minutes) == (7, 0.5, [{"step": 4}], 12.5)
     assert restored_rng.random() == expected_draw
 
 

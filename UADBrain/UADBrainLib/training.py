@@ -98,18 +98,22 @@ def make_sources(config: TrainConfig, preprocessing: dict):
     return make("train"), make("validation"), make("calibration")
 
 
-def _save_checkpoint(path: Path, networks, optimizer, step: int, best: dict, history: list, rng) -> None:
+def _save_checkpoint(path: Path, networks, optimizer, step: int, best: dict, history: list, rng,
+                     minutes: float = 0.0) -> None:
     import torch
 
     temporary = path.with_suffix(".tmp")
-    torch.save({"step": step, "networks": networks.state_dict(), "optimizer": optimizer.state_dict(),
+    torch.save({"step": step, "minutes": float(minutes), "networks": networks.state_dict(),
+                "optimizer": optimizer.state_dict(),
                 "best_state": best.get("state"), "best": json.dumps({k: v for k, v in best.items() if k != "state"}),
                 "history": json.dumps(history), "numpy_rng": json.dumps(rng.bit_generator.state),
                 "torch_rng": torch.get_rng_state()}, temporary)
     temporary.replace(path)
 
 
-def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, list]:
+def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, list, float]:
+    """Restore a checkpoint; returns the step, the best validation so far, the history and the
+    minutes of training it holds."""
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -120,7 +124,7 @@ def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, l
     best = json.loads(state["best"])
     if state["best_state"] is not None:
         best["state"] = state["best_state"]
-    return int(state["step"]), best, json.loads(state["history"])
+    return int(state["step"]), best, json.loads(state["history"]), float(state.get("minutes", 0.0))
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:
@@ -144,16 +148,16 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     networks = build_networks(task.network_spec()).to(device)
     optimizer = torch.optim.AdamW(networks.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     checkpoint = out / CHECKPOINT_FILE
-    step, best, history = 0, {"score": -math.inf}, []
+    step, best, history, minutes_before = 0, {"score": -math.inf}, [], 0.0
     if config.resume and checkpoint.is_file():
-        step, best, history = _load_checkpoint(checkpoint, networks, optimizer, rng)
+        step, best, history, minutes_before = _load_checkpoint(checkpoint, networks, optimizer, rng)
     elif config.resume:
         print(f"no checkpoint in {out}; starting from scratch", file=sys.stderr)
 
     validation = task.validation_set(validation_source, config.validation_volumes)
     pool = VolumePool(train_source, config.pool_size, first_seed=config.seed * 1_000_000 + step,
                       cache_dir=config.cache_dir, background=config.steps - step > config.refresh_every)
-    started = time.time()
+    started = time.time() - 60.0 * minutes_before  # training time accumulates over resumed runs
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.model}", disable=not progress)
     running = None
     try:
@@ -183,7 +187,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                             "state": {k: v.detach().cpu().clone() for k, v in networks.state_dict().items()}}
                 bar.write(f"step {step}: loss {running:.4f}, validation {json.dumps(scores)}")
             if step % config.checkpoint_every == 0 or step == config.steps:
-                _save_checkpoint(checkpoint, networks, optimizer, step, best, history, rng)
+                _save_checkpoint(checkpoint, networks, optimizer, step, best, history, rng,
+                                 (time.time() - started) / 60.0)
     finally:
         bar.close()
         pool.close()
@@ -344,6 +349,8 @@ def add_parser(subparsers) -> None:
                         help="training volumes held in memory")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="CPU threads for torch")
     parser.add_argument("--cache-dir", help="keep generated training volumes here, to reuse across runs")
+    parser.add_argument("--anatomies", type=int, default=1000,
+                        help="input-check: synthetic anatomies to make training samples from")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_train)
 
