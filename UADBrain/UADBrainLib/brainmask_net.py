@@ -121,7 +121,7 @@ class BrainMaskModel:
 
     def mask(self, image: sitk.Image) -> sitk.Image:
         """Binary brain mask (uint8) on ``image``'s exact native grid, one component, no holes."""
-        probability = sitk.GetArrayViewFromImage(self.probability(image))
+        probability = sitk.GetArrayFromImage(self.probability(image))
         mask = probability >= self.threshold
         if mask.any():
             mask = fill_holes(largest_component(mask))

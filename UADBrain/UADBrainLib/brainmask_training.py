@@ -28,7 +28,8 @@ from . import __version__
 from .brainmask_net import BRAINMASK_BUNDLE, TASK, build_network, normalise_head, pad_to_multiple
 from .bundle import sha256_of, write_metadata
 from .device import resolve_device
-from .head_augmentation import AugmentationConfig, HeadSample, augment, network_input
+from .head_augmentation import (AugmentationConfig, HeadSample, augment, crop_around_brain,
+                                network_input, skull_strip)
 
 SPACING_MM = 2.0
 CONTRAST_MIX = {"t1": 0.18, "t2": 0.15, "flair": 0.18, "t1c": 0.09, "random": 0.40}
@@ -36,6 +37,7 @@ FIELD_OF_VIEW_VOXELS = (96, 112, 128)  # per axis, at 2 mm: 192 to 256 mm
 NETWORK = {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 1, "out_channels": 1,
                                     "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
                                     "num_res_units": 1}}
+VALIDATION_KINDS = ("raw", "augmented", "stripped")
 WEIGHTS_FILE = "weights.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -48,7 +50,7 @@ class BrainmaskTrainingOptions:
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     validate_every: int = 250
-    validation_heads: int = 10
+    validation_heads: int = 12
     held_out_maps: int = 2  # the last label maps (sorted by name) are never trained on
     seed: int = 0
     threads: int = 1
@@ -102,13 +104,15 @@ def draw_head(synthesizer, rng: np.random.Generator,
     return HeadSample(head.images[contrast], mask, np.ones(mask.shape, bool)), contrast
 
 
+# raw heads: any tilt, no bias correction, often thick slices
+SYNTHESIS_OVERRIDES = {"rotation_deg": 20.0, "thick_slice_probability": 0.4,
+                       "blur_voxels": (0.0, 0.5), "bias_sd": (0.0, 0.3)}
+
+
 def _synthesizer(paths: list[Path]):
     from .synthesis import SynthesisConfig, Synthesizer
 
-    # raw heads: any tilt, no bias correction, often thick slices
-    config = SynthesisConfig(rotation_deg=20.0, thick_slice_probability=0.4,
-                             blur_voxels=(0.0, 0.5), bias_sd=(0.0, 0.3))
-    return Synthesizer(paths, config)
+    return Synthesizer(paths, SynthesisConfig(**SYNTHESIS_OVERRIDES))
 
 
 def head_stream(paths: list[Path], seed: int, reuse: int = 2,
@@ -127,13 +131,22 @@ def head_stream(paths: list[Path], seed: int, reuse: int = 2,
 
 def validation_heads(paths: list[Path], count: int, seed: int = 12345,
                      field_of_view_voxels=FIELD_OF_VIEW_VOXELS):
-    """Fixed unaugmented heads (input, mask, contrast) from held-out label maps."""
+    """Fixed heads (input, mask, contrast, kind) from held-out label maps, in turn of each kind:
+    raw, augmented (field of view, flips, gamma) and skull-stripped in a tight field of view."""
     synthesizer = _synthesizer(paths)
     rng = np.random.default_rng(seed)
+    config = AugmentationConfig()
     heads = []
-    for _ in range(count):
+    for index in range(count):
         head, contrast = draw_head(synthesizer, rng, field_of_view_voxels)
-        heads.append((normalise_head(head.image, head.valid), head.mask, contrast))
+        kind = VALIDATION_KINDS[index % len(VALIDATION_KINDS)]
+        if kind == "augmented":
+            head = augment(head, rng, dataclasses.replace(config, skull_strip_probability=0.0))
+        elif kind == "stripped":
+            head = crop_around_brain(skull_strip(head, rng, config), rng, config.tight_margin_voxels)
+        image = network_input(head, rng, config) if kind == "augmented" else normalise_head(
+            head.image, head.valid)
+        heads.append((image, head.mask, contrast, kind))
     return heads
 
 
@@ -165,12 +178,15 @@ def predict_grid(network, array: np.ndarray, device: str = "cpu") -> np.ndarray:
 def validate(network, heads, device: str = "cpu") -> dict:
     network.eval()
     scores = {}
-    for image, mask, contrast in heads:
-        scores.setdefault(contrast, []).append(dice(predict_grid(network, image, device) >= 0.5, mask))
+    for image, mask, contrast, kind in heads:
+        value = dice(predict_grid(network, image, device) >= 0.5, mask)
+        for key in ("all", contrast, kind):
+            scores.setdefault(key, []).append(value)
     network.train()
-    every = [s for values in scores.values() for s in values]
-    return {"dice_mean": float(np.mean(every)), "dice_min": float(np.min(every)),
-            **{f"dice_{c}": float(np.mean(v)) for c, v in sorted(scores.items())}}
+    summary = {"dice_mean": float(np.mean(scores["all"])), "dice_min": float(np.min(scores["all"]))}
+    summary.update({f"dice_{key}": float(np.mean(values)) for key, values in sorted(scores.items())
+                    if key != "all"})
+    return summary
 
 
 def _learning_rate_factor(step: int, options: BrainmaskTrainingOptions) -> float:
@@ -282,7 +298,8 @@ def write_bundle(network, out: Path, options: BrainmaskTrainingOptions, steps: i
             "steps": steps, "wall_s": round(wall_s), "threads": options.threads,
             "learning_rate": options.learning_rate, "seed": options.seed,
             "contrast_mix": CONTRAST_MIX, "field_of_view_voxels": list(options.field_of_view_voxels),
-            "heads_reused": options.reuse,
+            "heads_reused": options.reuse, "synthesis_overrides": SYNTHESIS_OVERRIDES,
+            "augmentation": dataclasses.asdict(AugmentationConfig()),
             "held_out_label_maps": options.held_out_maps,
             "final_validation": history[-1] if history else None,
         },
