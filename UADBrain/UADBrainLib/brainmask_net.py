@@ -20,7 +20,10 @@ from .preprocessing import fill_holes, largest_component
 BRAINMASK_BUNDLE = "brainmask"
 TASK = "brain_extraction"  # metadata "task" of brain-extraction bundles (not anomaly models)
 SIZE_MULTIPLE = 16  # the U-Net downsamples 4 times
-MAX_WINDOW = 160  # larger canonical grids are processed in overlapping windows of this size
+MAX_WINDOW = 192  # larger canonical grids are processed in overlapping windows of this size
+# empty margin around the head at inference; training pads 0 to 2x this at random, so that the
+# distance to the array border tells the network nothing about where the brain is
+MARGIN_VOXELS = 8
 NORMALISATION_PERCENTILES = (0.5, 99.5)
 
 
@@ -70,10 +73,12 @@ def network_grid(image: sitk.Image, spacing_mm: float) -> tuple[sitk.Image, np.n
     return resampled, normalise_head(array, valid)
 
 
-def pad_to_multiple(array: np.ndarray, multiple: int = SIZE_MULTIPLE) -> tuple[np.ndarray, tuple]:
-    """Zero-pad each axis at the end up to a multiple; returns the padded array and the crop back."""
-    pads = [(0, (-n) % multiple) for n in array.shape]
-    return np.pad(array, pads), tuple(slice(0, n) for n in array.shape)
+def pad_for_network(array: np.ndarray, margin: int = 0,
+                    multiple: int = SIZE_MULTIPLE) -> tuple[np.ndarray, tuple]:
+    """Zero-pad ``margin`` voxels on every side, then each axis at its end up to a multiple;
+    returns the padded array and the crop back to the input."""
+    pads = [(margin, margin + (-(n + 2 * margin)) % multiple) for n in array.shape]
+    return np.pad(array, pads), tuple(slice(margin, margin + n) for n in array.shape)
 
 
 class BrainMaskModel:
@@ -103,7 +108,7 @@ class BrainMaskModel:
         import torch
         from monai.inferers import sliding_window_inference
 
-        padded, crop = pad_to_multiple(array)
+        padded, crop = pad_for_network(array, MARGIN_VOXELS)
         window = tuple(min(n, MAX_WINDOW) for n in padded.shape)
         with torch.inference_mode():
             tensor = torch.from_numpy(padded)[None, None].to(self.device)

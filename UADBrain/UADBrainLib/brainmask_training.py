@@ -25,7 +25,8 @@ import torch
 from scipy import ndimage
 
 from . import __version__
-from .brainmask_net import BRAINMASK_BUNDLE, TASK, build_network, normalise_head, pad_to_multiple
+from .brainmask_net import (BRAINMASK_BUNDLE, MARGIN_VOXELS, TASK, build_network, normalise_head,
+                            pad_for_network)
 from .bundle import sha256_of, write_metadata
 from .device import resolve_device
 from .head_augmentation import (AugmentationConfig, HeadSample, augment, crop_around_brain,
@@ -169,7 +170,7 @@ class HeadDataset(torch.utils.data.IterableDataset):
 
 def predict_grid(network, array: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Probability for one normalised array (network already in eval mode)."""
-    padded, crop = pad_to_multiple(array)
+    padded, crop = pad_for_network(array, MARGIN_VOXELS)
     with torch.inference_mode():
         logits = network(torch.from_numpy(padded)[None, None].to(device))
     return torch.sigmoid(logits)[0, 0].cpu().numpy()[crop]
@@ -244,8 +245,8 @@ def train_brainmask(options: BrainmaskTrainingOptions,
             if step >= options.steps:
                 break
             optimizer.zero_grad(set_to_none=True)
-            padded_image, _ = pad_to_multiple(image[0].numpy())
-            padded_mask, _ = pad_to_multiple(mask[0].numpy())
+            padded_image, _ = pad_for_network(image[0].numpy())
+            padded_mask, _ = pad_for_network(mask[0].numpy())
             logits = network(torch.from_numpy(padded_image)[None, None].to(device))
             loss = loss_function(logits, torch.from_numpy(padded_mask)[None, None].to(device))
             loss.backward()

@@ -3,8 +3,9 @@
 The generator (``synthesis.py``) draws anatomy, contrast, pose, resolution, bias and noise; this
 module adds what a scanner's field of view and a user's earlier processing do to a head: smaller
 and off-centre fields of view, cut-offs inside the brain, skull-stripped inputs (zero or z-score-like
-constant background, often in a field of view hugging the brain), left-right flips and a global
-intensity gamma. Every function takes and returns a :class:`HeadSample` (crops make it smaller).
+constant background, often in a field of view hugging the brain), left-right flips, an empty border
+of random width (so that the network cannot use the distance to the array border as a cue) and a
+global intensity gamma. Every function takes and returns a :class:`HeadSample` (crops make it smaller).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class AugmentationConfig:
     cut_probability: float = 0.3  # field of view ends inside the brain
     cut_depth: tuple[float, float] = (0.05, 0.35)  # share of the brain's extent removed
     flip_probability: float = 0.5  # left-right
+    margin_voxels: int = 16  # empty border of 0 to this many voxels per side (inference uses half)
     gamma_probability: float = 0.5
     gamma_log_sd: float = 0.3
 
@@ -107,6 +109,13 @@ def skull_strip(sample: HeadSample, rng: np.random.Generator, config: Augmentati
     return HeadSample(image, sample.mask, sample.valid)
 
 
+def random_margin(sample: HeadSample, rng: np.random.Generator, most: int) -> HeadSample:
+    """An empty border of random width per side, outside the field of view."""
+    pads = [tuple(int(v) for v in rng.integers(0, most + 1, 2)) for _ in range(3)]
+    return HeadSample(np.pad(sample.image, pads), np.pad(sample.mask, pads),
+                      np.pad(sample.valid, pads))
+
+
 def augment(sample: HeadSample, rng: np.random.Generator,
             config: AugmentationConfig = AugmentationConfig()) -> HeadSample:
     if rng.random() < config.skull_strip_probability:
@@ -120,7 +129,7 @@ def augment(sample: HeadSample, rng: np.random.Generator,
     if rng.random() < config.flip_probability:
         sample = HeadSample(*(np.ascontiguousarray(a[:, :, ::-1]) for a in
                               (sample.image, sample.mask, sample.valid)))
-    return sample
+    return random_margin(sample, rng, config.margin_voxels)
 
 
 def network_input(sample: HeadSample, rng: np.random.Generator,
