@@ -28,9 +28,9 @@ def test_detect_writes_every_output_on_the_input_grid(tmp_path, capsys):
     for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
         written = sitk.ReadImage(str(out / name))
         assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(geometry_of(written), geometry_of(image)))
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["threshold"] == 5.0 and report["median"] == 3 and report["brain_mask_method"] == "given"
-    rows = list(csv.DictReader(open(out / "lesions.csv")))
+    rows = list(csv.DictReader(open(out / "lesions.csv", encoding="utf-8")))
     assert len(rows) == report["lesion_count"] == 1
     assert float(rows[0]["volume_ml"]) == pytest.approx(report["lesions"][0]["volume_ml"])
     assert "1 lesion(s)" in capsys.readouterr().out
@@ -39,7 +39,7 @@ def test_detect_writes_every_output_on_the_input_grid(tmp_path, capsys):
 def test_example_runs_end_to_end(tmp_path):
     out = tmp_path / "example"
     assert main(["detect", "--example", "--out", str(out), "--quiet"]) == 0
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "example_lesion.nii.gz"))) > 0
     found = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nii.gz"))) > 0
     assert report["lesion_count"] >= 1

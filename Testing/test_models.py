@@ -36,7 +36,7 @@ def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=F
         "calibration": None, "network": spec,
         "weights": {"file": "weights.pt", "sha256": sha256_of(folder / "weights.pt")},
     }
-    (folder / "metadata.json").write_text(json.dumps(metadata))
+    (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     return read_bundle(folder)
 
 
@@ -192,7 +192,7 @@ def test_detect_can_be_cancelled_inside_the_model(tmp_path):
 def _calibrate_by_hand(bundle, contrasts):
     table = {"exceedance": [1.0, 0.1, 0.01, 0.001], "score": [-20.0, 1.0, 2.0, 3.0]}
     bundle.metadata["calibration"] = {"channels": {c: table for c in contrasts}, "fused": {}}
-    (bundle.path / "metadata.json").write_text(json.dumps(bundle.metadata))
+    (bundle.path / "metadata.json").write_text(json.dumps(bundle.metadata), encoding="utf-8")
 
 
 def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_path):
@@ -206,7 +206,7 @@ def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_pa
     threshold.mkdir()
     (threshold / "metadata.json").write_text(json.dumps({
         "name": "thr", "family": "threshold", "contrasts": ["flair", "t1"],
-        "preprocessing": {"spacing_mm": None, "normalisation": "robust_z"}}))
+        "preprocessing": {"spacing_mm": None, "normalisation": "robust_z"}}), encoding="utf-8")
     _calibrate_by_hand(read_bundle(threshold), ["flair", "t1"])
     ensemble_folder = tmp_path / "ensemble"
     ensemble_folder.mkdir()
@@ -214,7 +214,7 @@ def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_pa
         "name": "ens", "family": "ensemble", "contrasts": ["flair", "t1"],
         "members": {"segmenter": "../members/seg", "threshold": "../members/thr"},
         "preprocessing": {"spacing_mm": [1.5, 1.5, 1.5], "normalisation": "robust_z"},
-        "scoring": {"members_per_contrast": {"flair": ["threshold", "segmenter"], "t1": ["segmenter"]}}}))
+        "scoring": {"members_per_contrast": {"flair": ["threshold", "segmenter"], "t1": ["segmenter"]}}}), encoding="utf-8")
     model = load_model(read_bundle(ensemble_folder))
     image, mask = canonical_case(shape=(30, 40, 36))
     output = model.predict({"flair": image, "t1": image}, mask, (1.5, 1.5, 1.5))

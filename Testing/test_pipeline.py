@@ -40,9 +40,9 @@ def test_model_grid_spacing_from_bundle(tmp_path):
     bundle = find_bundle("threshold")
     custom = tmp_path / "threshold-2mm"
     shutil.copytree(bundle.path, custom)
-    metadata = json.loads((custom / "metadata.json").read_text())
+    metadata = json.loads((custom / "metadata.json").read_text(encoding="utf-8"))
     metadata["preprocessing"]["spacing_mm"] = [2.0, 2.0, 2.0]
-    (custom / "metadata.json").write_text(json.dumps(metadata))
+    (custom / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     image, _, lesion = phantom_brain(direction=OBLIQUE_DIRECTION)
     result = detect({"flair": image}, model=custom, options=DetectOptions(threshold=5.0))
     assert result.report["model_spacing_mm"] == [2.0, 2.0, 2.0]
@@ -84,9 +84,9 @@ def test_unknown_model_and_unsupported_contrast(tmp_path):
         detect({"flair": image}, model="nope")
     flair_only = tmp_path / "flair-only"
     shutil.copytree(find_bundle("threshold").path, flair_only)
-    metadata = json.loads((flair_only / "metadata.json").read_text())
+    metadata = json.loads((flair_only / "metadata.json").read_text(encoding="utf-8"))
     metadata["contrasts"] = ["flair"]
-    (flair_only / "metadata.json").write_text(json.dumps(metadata))
+    (flair_only / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     with pytest.raises(ModelError, match="does not use t1"):
         detect({"t1": image}, model=flair_only)
     with pytest.raises(InputError, match="unknown contrast 'dwi'"):
@@ -97,9 +97,9 @@ def test_weights_checksum_mismatch(tmp_path):
     bundle = tmp_path / "tampered"
     shutil.copytree(find_bundle("threshold").path, bundle)
     (bundle / "model.pt").write_bytes(b"not the trained weights")
-    metadata = json.loads((bundle / "metadata.json").read_text())
+    metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
     metadata["weights"] = {"file": "model.pt", "sha256": "0" * 64}
-    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    (bundle / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     image, _, _ = phantom_brain()
     with pytest.raises(ModelError, match="checksum mismatch"):
         detect({"flair": image}, model=bundle)
@@ -108,7 +108,7 @@ def test_weights_checksum_mismatch(tmp_path):
 def test_corrupt_metadata(tmp_path):
     bundle = tmp_path / "broken"
     bundle.mkdir()
-    (bundle / "metadata.json").write_text("{not json")
+    (bundle / "metadata.json").write_text("{not json", encoding="utf-8")
     image, _, _ = phantom_brain()
     with pytest.raises(ModelError, match="unreadable"):
         detect({"flair": image}, model=bundle)

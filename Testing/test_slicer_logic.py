@@ -392,7 +392,7 @@ def test_export_files_read_back_with_identical_geometry(flair, flair_image, logi
     start = flair_image.TransformPhysicalPointToContinuousIndex(seg_image.GetOrigin())
     np.testing.assert_allclose(start, np.round(start), atol=1e-4)  # on the input's voxel lattice
 
-    with open(tmp_path / "case" / "lesions.csv") as handle:
+    with open(tmp_path / "case" / "lesions.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == out.result.lesion_count
     assert float(rows[0]["volume_ml"]) == pytest.approx(out.result.lesions[0].volume_ml, abs=1e-4)
@@ -579,7 +579,7 @@ def python_wrapper(tmp_path, blocked=()) -> str:
     code = (f"import runpy, sys; [sys.modules.__setitem__(name, None) for name in {tuple(blocked)!r}]; "
             "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     script = tmp_path / "python-wrapper"
-    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "{code}" "$@"\n')
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "{code}" "$@"\n', encoding="utf-8")
     script.chmod(0o755)
     return str(script)
 
@@ -588,7 +588,7 @@ def slow_launcher(tmp_path) -> str:
     """Like PythonSlicer (a CTK launcher): starts an interpreter as its child and waits for it. The
     child here ignores the cancel file, as an engine busy in a long filter would."""
     script = tmp_path / "launcher"
-    script.write_text(f'#!/bin/sh\n"{sys.executable}" -c "import time; time.sleep(120)" &\nwait $!\n')
+    script.write_text(f'#!/bin/sh\n"{sys.executable}" -c "import time; time.sleep(120)" &\nwait $!\n', encoding="utf-8")
     script.chmod(0o755)
     return str(script)
 
@@ -621,7 +621,7 @@ def test_a_missing_package_in_the_background_arrives_as_missing_package(scene, f
 
 def process_alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(")")[-1].split()[0]
     except OSError:
         return False
     return state != "Z"  # a zombie has stopped running
@@ -633,10 +633,10 @@ def test_cancel_stops_the_interpreter_behind_a_launcher(scene, flair, logic, tmp
     job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), slow_launcher(tmp_path))
     children_file = Path(f"/proc/{job.process.pid}/task/{job.process.pid}/children")
     deadline = time.monotonic() + 30
-    while not children_file.read_text().split():
+    while not children_file.read_text(encoding="utf-8").split():
         assert time.monotonic() < deadline, "the launcher started no interpreter"
         time.sleep(0.01)
-    interpreter = int(children_file.read_text().split()[0])
+    interpreter = int(children_file.read_text(encoding="utf-8").split()[0])
     job.cancel()
     job.cleanup()
     deadline = time.monotonic() + 10
@@ -657,7 +657,7 @@ def test_cancel_stops_the_interpreter_behind_a_launcher(scene, flair, logic, tmp
 
 def test_the_phantom_of_uadbraintest_has_lesions_the_default_model_finds(scene, logic):
     """UADBrainTest (desktop Slicer only) runs on this NumPy phantom; here it runs on real MRML."""
-    module = ast.parse((Path(__file__).resolve().parent.parent / "UADBrain" / "UADBrain.py").read_text())
+    module = ast.parse((Path(__file__).resolve().parent.parent / "UADBrain" / "UADBrain.py").read_text(encoding="utf-8"))
     function = next(node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == "makePhantomFlair")
     namespace = {}
     exec(compile(ast.Module(body=[function], type_ignores=[]), "UADBrain.py", "exec"), namespace)

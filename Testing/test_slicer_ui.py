@@ -132,7 +132,7 @@ def ui_widgets():
 
 @pytest.fixture(scope="module")
 def module_tree():
-    return ast.parse(MODULE_FILE.read_text())
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
 
 
 def parameter_annotations(tree) -> dict[str, str]:
@@ -220,7 +220,7 @@ def test_mrml_widgets_receive_the_scene_and_custom_widgets_are_declared(ui_widge
 
 
 def test_resources_the_module_loads_exist(module_tree):
-    source = MODULE_FILE.read_text()
+    source = MODULE_FILE.read_text(encoding="utf-8")
     assert 'self.resourcePath("UI/UADBrain.ui")' in source and UI_FILE.is_file()
     assert (MODULE_DIR / "Resources" / "Icons" / "UADBrain.png").is_file()  # module and sample-data icon
 
@@ -316,7 +316,7 @@ def test_median_choices_are_the_engines(module_tree):
 def colour_node_literals() -> set[str]:
     literals = set()
     for path in [MODULE_FILE, *MRML_LOGIC_DIR.glob("*.py")]:
-        literals |= {node.value for node in ast.walk(ast.parse(path.read_text()))
+        literals |= {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
                      and re.match(r"vtkMRML\w*Color\w*Node", node.value)}
     return literals

@@ -154,12 +154,12 @@ def test_train_writes_a_complete_calibrated_bundle(tmp_path, family):
     assert set(meta["calibration"]["channels"]) == {"flair", "t1"}
     assert set(meta["calibration"]["fused"]) == {"flair", "t1", "flair+t1"}
     assert meta["training"]["steps"] == 2 and "score" in meta["training"]["validation"]
-    assert "## Training" in (out / "README.md").read_text()
+    assert "## Training" in (out / "README.md").read_text(encoding="utf-8")
     image, mask, _ = phantom_brain()
     result = detect({"t1": image}, model=load_model(bundle), mask=mask, options=DetectOptions(device="cpu", fpr=0.01))
     assert result.threshold_method == "calibrated"
 
     assert main(["train", "--model", family, "--out", str(out), *SMOKE[:4], "--steps", "3", *SMOKE[6:],
                  "--resume"]) == 0
-    history = json.loads((out / "training_history.json").read_text())
+    history = json.loads((out / "training_history.json").read_text(encoding="utf-8"))
     assert [row["step"] for row in history] == [2, 3]

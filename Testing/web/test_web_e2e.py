@@ -54,7 +54,7 @@ def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> N
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the web app exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
+            pytest.fail(f"the web app exited ({process.returncode}):\n{log_path.read_text(encoding='utf-8')[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -70,7 +70,7 @@ def app_url(tmp_path_factory):
     port = free_port()
     log_path = ARTIFACTS / "server.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "UADBrain"), os.environ.get("PYTHONPATH", "")])}
-    with open(log_path, "w") as log:
+    with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "UADBrainWeb", "--host", "127.0.0.1", "--port", str(port)],
             cwd=tmp_path_factory.mktemp("web-cwd"), env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -177,7 +177,7 @@ def test_threshold_slider_updates_lesions_and_overlay(example_result, tmp_path):
     assert summary_text(page) != before_summary
     assert not np.array_equal(view_pixels(page), before_view), "the views did not change"
     csv_path = download(page, "lesions_csv", tmp_path)
-    with open(csv_path) as handle:
+    with open(csv_path, encoding="utf-8") as handle:
         csv_volumes = sorted(round(float(row["volume_ml"]), 3) for row in csv.DictReader(handle))
     assert shown_lesion_volumes(page) == pytest.approx(csv_volumes, abs=1e-3)
 

@@ -59,7 +59,7 @@ def completed_report(scan_dir: Path, settings: dict) -> dict | None:
     if not all((scan_dir / name).is_file() for name in OUTPUT_FILES):
         return None
     try:
-        report = json.loads((scan_dir / "report.json").read_text())
+        report = json.loads((scan_dir / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return report if report.get("batch") == json.loads(json.dumps(settings)) else None
@@ -79,7 +79,7 @@ def summary_row(scan: Scan, status: str, report: dict | None = None, seconds=Non
 def write_summary(rows: list[dict], path: Path) -> None:
     """Write the summary CSV atomically (a reader never sees half a file)."""
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as handle:
+    with open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
         for row in rows:

@@ -100,7 +100,7 @@ def _image(array: np.ndarray, spacing: float):
 
 def _rss_mb() -> float | None:
     try:
-        with open("/proc/self/status") as handle:
+        with open("/proc/self/status", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024.0
@@ -178,7 +178,7 @@ def run_worker(spec: dict) -> dict:
 def run_in_subprocess(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="uadbrain-bench-") as folder:
         spec_path, result_path = Path(folder) / "spec.json", Path(folder) / "result.json"
-        spec_path.write_text(json.dumps(spec))
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
         process = subprocess.run([sys.executable, "-m", "UADBrainLib.benchmark", "--worker", str(spec_path),
                                   str(result_path)], capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
                                  cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": _package_root()})
@@ -186,7 +186,7 @@ def run_in_subprocess(spec: dict) -> dict:
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["no output"]
             return {"model": spec["model"], "case": spec["case"], "device": spec["device"],
                     "error": tail[0]}
-        return json.loads(result_path.read_text())
+        return json.loads(result_path.read_text(encoding="utf-8"))
 
 
 def _package_root() -> str:
@@ -283,9 +283,9 @@ def run_bench(args) -> int:
     document = {"uadbrain_version": __version__, "date": time.strftime("%Y-%m-%d %H:%M"),
                 "machine": machine_info(), "runs": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
+    (args.out / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     table = bench_table(rows)
-    (args.out / "bench.md").write_text(f"{machine_line(document['machine'])}\n\n{table}\n")
+    (args.out / "bench.md").write_text(f"{machine_line(document['machine'])}\n\n{table}\n", encoding="utf-8")
     print(table)
     print(f"wrote bench.json and bench.md to {args.out}")
     return 1 if any("error" in row for row in rows) else 0
@@ -333,8 +333,8 @@ def bench_table(rows: list[dict]) -> str:
 
 def worker_main(argv: list[str]) -> int:
     spec_path, result_path = argv
-    result = run_worker(json.loads(Path(spec_path).read_text()))
-    Path(result_path).write_text(json.dumps(result))
+    result = run_worker(json.loads(Path(spec_path).read_text(encoding="utf-8")))
+    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 

@@ -236,7 +236,7 @@ def train_brainmask(options: BrainmaskTrainingOptions,
     new_log = not (options.resume and log_path.is_file())
     started = time.perf_counter()
     network.train()
-    with open(log_path, "w" if new_log else "a", newline="") as handle:
+    with open(log_path, "w" if new_log else "a", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         if new_log:
             writer.writerow(["step", "loss", "learning_rate", "wall_s"])
@@ -276,7 +276,7 @@ def write_bundle(network, out: Path, options: BrainmaskTrainingOptions, steps: i
                  history: list[dict]) -> Path:
     weights = out / WEIGHTS_FILE
     torch.save({name: tensor.cpu() for name, tensor in network.state_dict().items()}, weights)
-    (out / "validation.json").write_text(json.dumps(history, indent=1) + "\n")
+    (out / "validation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     metadata = {
         "schema_version": 1,
         "name": BRAINMASK_BUNDLE,

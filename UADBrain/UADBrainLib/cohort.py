@@ -139,7 +139,7 @@ def scans_from_csv(path) -> list[Scan]:
     """Scans listed in a CSV with columns among flair, t1, t2, t1c, mask, id (paths relative to the CSV)."""
     path = Path(path)
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             columns = [c.strip().lower() for c in reader.fieldnames or []]

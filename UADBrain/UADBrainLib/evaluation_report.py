@@ -54,7 +54,7 @@ def markdown_table(rows: list[dict], columns) -> str:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames)
         writer.writeheader()
         for row in rows:
@@ -183,7 +183,7 @@ def write_report(evaluation: Evaluation, out_dir) -> list[Path]:
         if rows:
             write_csv(rows, out_dir / name)
             written.append(out_dir / name)
-    (out_dir / "summary.md").write_text(markdown_table(summary, SUMMARY_COLUMNS) + "\n")
+    (out_dir / "summary.md").write_text(markdown_table(summary, SUMMARY_COLUMNS) + "\n", encoding="utf-8")
     written.append(out_dir / "summary.md")
     figures: dict[str, list[str]] = {}
     for dataset in dict.fromkeys(g.dataset for g in evaluation.groups):
@@ -198,11 +198,11 @@ def write_report(evaluation: Evaluation, out_dir) -> list[Path]:
         path = out_dir / "overlays" / f"{_file_name(dataset)}_{_file_name(case)}.png"
         plot_overlay(truth_slice, panels, f"{dataset} / {case}", path)
         written.append(path)
-    (out_dir / "report.md").write_text(report_markdown(evaluation, figures))
+    (out_dir / "report.md").write_text(report_markdown(evaluation, figures), encoding="utf-8")
     document = {"uadbrain_version": __version__, "settings": vars(evaluation.settings),
                 "summary": summary, "cases": evaluation.case_rows, "healthy": evaluation.healthy_rows,
                 "not_evaluated": evaluation.skipped}
-    (out_dir / "evaluation.json").write_text(json.dumps(_finite(document), indent=2, default=_json_value) + "\n")
+    (out_dir / "evaluation.json").write_text(json.dumps(_finite(document), indent=2, default=_json_value) + "\n", encoding="utf-8")
     written += [out_dir / "report.md", out_dir / "evaluation.json"]
     return written
 

@@ -24,7 +24,7 @@ LESION_COLUMNS = ("label", "voxels", "volume_ml", "max_score", "mean_score",
 
 
 def write_lesion_table(result: Result, path) -> None:
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=LESION_COLUMNS)
         writer.writeheader()
         for lesion in result.lesions:
@@ -47,7 +47,7 @@ def write_result(result: Result, out_dir, overview: bool = True,
         write_image(result.segmentation, staging / "segmentation.nii.gz")
         write_lesion_table(result, staging / "lesions.csv")
         report = {**result.summary(), **(extra_report or {})}
-        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if overview:
             render_overview(result, staging / "overview.png")
         written = []

@@ -69,8 +69,8 @@ class BackgroundDetection:
             "mask": "mask.nrrd" if self.request.mask is not None else None,
             "model": self.request.model,
             "options": asdict(self.request.options),
-        }))
-        log = open(self.folder / "worker.log", "w")
+        }), encoding="utf-8")
+        log = open(self.folder / "worker.log", "w", encoding="utf-8")
         self.process = subprocess.Popen([self.python, str(WORKER_SCRIPT), str(self.folder)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=self.environment, **_own_process_group())
@@ -81,7 +81,7 @@ class BackgroundDetection:
         if self.cancelled:
             return Status(1.0, "cancelled", finished=True)
         try:
-            progress = json.loads((self.folder / worker.PROGRESS_FILE).read_text())
+            progress = json.loads((self.folder / worker.PROGRESS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):  # not written yet (or being replaced on Windows)
             progress = {"fraction": 0.0, "stage": "starting"}
         return Status(float(progress["fraction"]), str(progress["stage"]), self.process.poll() is not None)
@@ -120,9 +120,9 @@ class BackgroundDetection:
 
     def _error(self) -> Exception:
         try:
-            details = json.loads((self.folder / worker.ERROR_FILE).read_text())
+            details = json.loads((self.folder / worker.ERROR_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            log = (self.folder / "worker.log").read_text(errors="replace").strip().splitlines()
+            log = (self.folder / "worker.log").read_text(errors="replace", encoding="utf-8").strip().splitlines()
             tail = " | ".join(log[-3:]) or "no output"
             return RuntimeError(f"the analysis process stopped unexpectedly (exit code "
                                 f"{self.process.returncode}): {tail}")

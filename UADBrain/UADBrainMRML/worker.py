@@ -32,7 +32,7 @@ PROGRESS_INTERVAL_S = 0.1
 
 def write_json_atomically(path: Path, value) -> None:
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value))
+    temporary.write_text(json.dumps(value), encoding="utf-8")
     os.replace(temporary, path)
 
 
@@ -66,7 +66,7 @@ def run(folder: Path) -> None:
 
     from UADBrainLib.pipeline import DetectOptions, detect
 
-    request = json.loads((folder / REQUEST_FILE).read_text())
+    request = json.loads((folder / REQUEST_FILE).read_text(encoding="utf-8"))
     images = {contrast: sitk.ReadImage(str(folder / name)) for contrast, name in request["images"].items()}
     mask = sitk.ReadImage(str(folder / request["mask"])) if request["mask"] else None
     known = {field.name for field in fields(DetectOptions)}
