@@ -11,7 +11,7 @@ from UADBrainLib.outputs import OUTPUT_FILES
 
 
 def read_summary(out):
-    with open(out / "summary.csv") as handle:
+    with open(out / "summary.csv", encoding="utf-8") as handle:
         return {row["id"]: row for row in csv.DictReader(handle)}
 
 
@@ -36,8 +36,8 @@ def test_folder_cohort_runs_every_scan_and_records_failures(cohort, tmp_path):
     for scan in ("s1", "s2", "s3"):
         assert all((out / scan / name).is_file() for name in OUTPUT_FILES)
         assert int(summary[scan]["lesion_count"]) >= 1 and float(summary[scan]["flagged_volume_ml"]) > 0
-        assert summary[scan]["volume_score"] and summary[scan]["threshold_method"] == "otsu"
-    assert summary["s1"]["volume_percentile_among_healthy"] == ""  # the baseline has no calibration
+        assert summary[scan]["volume_score"] and summary[scan]["threshold_method"] == "calibrated"
+    assert 0 <= float(summary["s1"]["volume_percentile_among_healthy"]) <= 100  # from the healthy calibration
 
 
 def test_rerun_resumes_and_recomputes_when_settings_change(cohort, tmp_path):
@@ -76,18 +76,18 @@ def test_csv_cohort_with_relative_paths_ids_and_masks(tmp_path):
                        "first,data/a/flair.nii.gz,data/a/brainmask.nii.gz\n"
                        "second,data/b/flair.nii.gz,\n"
                        "first,data/b/flair.nii.gz,\n"
-                       "missing,data/c/flair.nii.gz,\n")
+                       "missing,data/c/flair.nii.gz,\n", encoding="utf-8")
     scans = scans_from_csv(listing)
     assert scans[0].mask == tmp_path / "data" / "a" / "brainmask.nii.gz" and scans[1].mask is None
     out = tmp_path / "out"
     assert main(["detect", "--batch", str(listing), "--out", str(out), "--quiet"]) == 1
-    rows = list(csv.DictReader(open(out / "summary.csv")))
+    rows = list(csv.DictReader(open(out / "summary.csv", encoding="utf-8")))
     assert [(r["id"], r["status"]) for r in rows] == [
         ("first", "done"), ("second", "done"), ("first", "failed"), ("missing", "failed")]
     assert "another scan has the id" in rows[2]["error"] and "does not exist" in rows[3]["error"]
     import json
 
-    report = json.loads((out / "first" / "report.json").read_text())
+    report = json.loads((out / "first" / "report.json").read_text(encoding="utf-8"))
     assert report["brain_mask_method"] == "given" and report["scan_id"] == "first"
 
 

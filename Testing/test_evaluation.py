@@ -56,7 +56,7 @@ def test_metrics_come_from_the_pipeline_outputs(tmp_path):
     assert scores.size == labels.size == brain.sum() == row["voxels_evaluated"]
     segmentation = np.asarray(result.labels_array) > 0
     assert row["dice_operating"] == pytest.approx(dice(segmentation, truth))
-    assert row["dice_calibrated"] is None and row["threshold_method"] == "otsu"
+    assert row["threshold_method"] == "calibrated" and row["dice_calibrated"] == row["dice_operating"]
     assert row["auprc"] > 0.9 and row["lesions_truth"] == 2
     central, central_scores, _ = score_case(result, truth, 0.5)
     assert central_scores.size < scores.size and central["voxels_evaluated"] == central_scores.size
@@ -76,22 +76,23 @@ def test_evaluate_command_writes_tables_and_plots(tmp_path, capsys):
     for name in ("summary.csv", "summary.md", "cases.csv", "healthy.csv", "report.md", "evaluation.json",
                  "pr_curves_cases.png", "per_case_cases.png", "overlays/cases_c1.png", "overlays/cases_c2.png"):
         assert (out / name).is_file(), name
-    with open(out / "summary.csv") as handle:
+    with open(out / "summary.csv", encoding="utf-8") as handle:
         summary = {row["contrasts"]: row for row in csv.DictReader(handle)}
     assert set(summary) == {"flair", "t1"}
     assert float(summary["flair"]["auprc"]) > 0.9 and float(summary["t1"]["auprc"]) > 0.5
     assert summary["flair"]["model"] == "threshold" and summary["flair"]["cases"] == "2"
-    assert summary["flair"]["dice_calibrated"] == ""  # no calibration: n/a
+    assert float(summary["flair"]["dice_calibrated"]) >= 0  # the bundled baseline is calibrated
     assert float(summary["flair"]["volume_auroc"]) == 1.0 and summary["t1"]["volume_auroc"] == ""
-    report = (out / "report.md").read_text()
-    assert "| cases | flair | threshold | 2 |" in report and "n/a" in report
-    document = json.loads((out / "evaluation.json").read_text())
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| cases | flair | threshold | 2 |" in report
+    document = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     assert len(document["cases"]) == 4 and len(document["healthy"]) == 2
     assert "AUPRC" in capsys.readouterr().out
 
 
 def test_calibrated_model_reports_dice_at_its_calibrated_threshold(tmp_path):
-    """A copy of the baseline with a healthy calibration gets the Dice@calibrated column."""
+    """A copy of the baseline with its own healthy calibration gets the Dice@calibrated column; one
+    without calibration reports it as n/a."""
     from UADBrainLib import DetectOptions, detect
     from UADBrainLib.bundle import find_bundle, write_metadata
     from UADBrainLib.calibration import compute_calibration
@@ -104,7 +105,7 @@ def test_calibrated_model_reports_dice_at_its_calibrated_threshold(tmp_path):
     mask = sitk.GetArrayFromImage(raw.brain_mask) > 0
     bundle_dir = tmp_path / "calibrated"
     shutil.copytree(find_bundle("threshold").path, bundle_dir)
-    metadata = json.loads((bundle_dir / "metadata.json").read_text())
+    metadata = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
     metadata["name"] = "threshold-calibrated"
     metadata["calibration"] = compute_calibration([(maps, mask, 0.008)], ["flair"])
     write_metadata(bundle_dir, metadata)
@@ -117,7 +118,13 @@ def test_calibrated_model_reports_dice_at_its_calibrated_threshold(tmp_path):
     rows = {r["model"]: r for r in evaluation.summary_rows}
     assert rows["threshold-calibrated"]["threshold_method"] == "calibrated"
     assert rows["threshold-calibrated"]["dice_calibrated"] == rows["threshold-calibrated"]["dice_operating"]
-    assert rows["threshold"]["dice_calibrated"] is None
+    uncalibrated_dir = tmp_path / "uncalibrated"
+    shutil.copytree(bundle_dir, uncalibrated_dir)
+    metadata.update(name="threshold-uncalibrated", calibration=None)
+    write_metadata(uncalibrated_dir, metadata)
+    tasks, _ = build_tasks([str(uncalibrated_dir)], [("flair",)], datasets, "cpu")
+    row = evaluate(datasets, tasks[:1], Settings(), overlays=False).summary_rows[0]
+    assert row["threshold_method"] == "otsu" and row["dice_calibrated"] is None
 
 
 def test_models_that_cannot_take_a_contrast_are_listed_not_run(tmp_path):
