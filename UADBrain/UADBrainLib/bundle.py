@@ -12,6 +12,8 @@ Modelled on MONAI's bundle format, reduced to what the pipeline needs. ``metadat
   (see ``calibration.py``)
 * ``weights``: ``{"file": ..., "sha256": ...}`` or null; ``network``: architecture and arguments
 * ``expected_runtime_s``, ``training``, ``license``, ``references``
+* ``task``: ``anomaly`` (the default); bundles of other tasks (``brain_extraction``,
+  ``input_check``) live beside the models but are not listed as anomaly models
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .resources import MODELS_DIR as BUNDLED_MODELS_DIR
 METADATA_FILE = "metadata.json"
 DEFAULT_MODEL_ORDER_FILE = "default.txt"  # names the default model(s), one per line, best first
 CONTRASTS = ("flair", "t1", "t2", "t1c")
+ANOMALY_TASK = "anomaly"  # metadata "task" of anomaly models (the default when absent)
 
 
 @dataclass
@@ -105,7 +108,7 @@ def read_bundle(path) -> Bundle:
         raise ModelError(f"'{path}' is not a model bundle (no {METADATA_FILE}) — give a bundled "
                          f"model name ({', '.join(list_bundled()) or 'none installed'}) or a bundle folder.")
     try:
-        metadata = json.loads(metadata_path.read_text())
+        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ModelError(f"model bundle '{path}': {METADATA_FILE} is unreadable ({error}) — "
                          "reinstall or retrain the model.") from None
@@ -117,23 +120,35 @@ def read_bundle(path) -> Bundle:
 
 
 def write_metadata(path, metadata: dict) -> None:
-    Path(path, METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    Path(path, METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 
 def list_bundled(models_dir: Path = BUNDLED_MODELS_DIR) -> list[str]:
     """Names of the bundled models, the default first."""
     if not models_dir.is_dir():
         return []
-    names = sorted(p.name for p in models_dir.iterdir() if (p / METADATA_FILE).is_file())
+    names = sorted(p.name for p in models_dir.iterdir() if is_anomaly_bundle(p))
     preferred = default_model_names(models_dir)
     return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
+
+
+def is_anomaly_bundle(path: Path) -> bool:
+    """A bundle folder holding an anomaly model; bundles of other tasks (``"task"`` in their
+    metadata: brain extraction, input check) sit beside them but are not listed as models."""
+    metadata_path = path / METADATA_FILE
+    if not metadata_path.is_file():
+        return False
+    try:
+        return json.loads(metadata_path.read_text(encoding="utf-8")).get("task", ANOMALY_TASK) == ANOMALY_TASK
+    except (OSError, ValueError):
+        return True  # listed, so that loading it reports the problem
 
 
 def default_model_names(models_dir: Path = BUNDLED_MODELS_DIR) -> list[str]:
     order_file = models_dir / DEFAULT_MODEL_ORDER_FILE
     if not order_file.is_file():
         return []
-    return [line.strip() for line in order_file.read_text().splitlines()
+    return [line.strip() for line in order_file.read_text(encoding="utf-8").splitlines()
             if line.strip() and not line.startswith("#")]
 
 

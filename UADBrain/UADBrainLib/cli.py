@@ -62,6 +62,9 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                         help="N4 bias field correction (default: as the model expects)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="compute device: auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--no-contrast-check", dest="check_contrast", action="store_false",
+                        help="do not refuse inputs that look like another contrast (e.g. a T1 given "
+                             "as --flair, FLAIR and T2 swapped)")
 
 
 def detect_options(args):
@@ -69,7 +72,8 @@ def detect_options(args):
 
     options = DetectOptions(threshold=args.threshold, median=args.median, min_size_mm3=args.min_size_mm3,
                             erosion_mm=args.erosion_mm, brain_mask_method=args.brain_mask_method,
-                            bias_correction=args.bias_correction, device=args.device)
+                            bias_correction=args.bias_correction, device=args.device,
+                            check_contrast=args.check_contrast)
     if args.fpr is not None:
         options.fpr = args.fpr
     return options
@@ -134,6 +138,8 @@ def run_detect(args) -> int:
 
         for name in ("flair", "lesion"):
             write_image(example[name], args.out / f"example_{name}.nii.gz")
+    for warning in result.report.get("warnings", []):
+        print(f"uadbrain: warning: {warning}", file=sys.stderr)
     print(f"{result.lesion_count} lesion(s), {result.flagged_volume_ml:.2f} mL flagged "
           f"(threshold {result.threshold:.3g}, {result.threshold_method}; model {result.model_name}; "
           f"brain mask: {result.report['brain_mask_method']})")

@@ -25,6 +25,7 @@ from .bundle import CONTRASTS, Bundle, find_bundle
 from .device import resolve_device
 from .errors import Cancelled, InputError, ModelError
 from .geometry import array_to_image, overlap_fraction, resample_like, to_canonical
+from .input_check import check_inputs
 from .io import read_image, read_mask, validate_image
 from .models import AnomalyModel, load_model
 from .postprocessing import Lesion, PostProcessor
@@ -49,6 +50,7 @@ class DetectOptions:
     bias_correction: bool | None = None  # None: as the model expects
     device: str = "auto"
     keep_preprocessed: bool = False  # keep the normalised model-grid images in the result
+    check_contrast: bool = True  # refuse an input that looks like another contrast (input_check.py)
     calibrated: bool = True  # False: fuse raw channel scores (used to compute a calibration)
 
 
@@ -289,6 +291,8 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     method = preprocessing.get("normalisation", "robust_z")
     arrays = {name: normalise(sitk.GetArrayFromImage(image), model_mask, method)
               for name, image in model_images.items()}
+    input_check = check_inputs({name: sitk.GetArrayViewFromImage(image) for name, image in model_images.items()},
+                               model_mask, grid.GetSpacing(), options.check_contrast, device)
 
     run.stage("model")
     output = anomaly_model.predict(arrays, model_mask, grid.GetSpacing(),
@@ -332,6 +336,8 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
         "bias_correction": bool(bias),
         "device": device,
         "timings_s": run.timings,
+        "input_check": input_check.report,
+        "warnings": input_check.warnings,
     }
     return Result(
         anomaly_map=anomaly_map, brain_mask=native_mask, labels_array=segmentation.labels,

@@ -193,7 +193,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         bar.close()
         pool.close()
     training_minutes = (time.time() - started) / 60
-    (out / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
+    (out / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     state = best.get("state") or networks.state_dict()
     return write_bundle(config, task, state, best, history, training_minutes,
                         train_source.describe(), calibration_source, device)
@@ -259,7 +259,7 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
     metadata["calibration"] = calibration
     metadata["expected_runtime_s"]["cuda" if device.startswith("cuda") else "cpu"] = round(measured["seconds_per_case"], 1)
     write_metadata(out, metadata)
-    (out / "README.md").write_text(model_card(metadata, history))
+    (out / "README.md").write_text(model_card(metadata, history), encoding="utf-8")
     return out
 
 
@@ -307,8 +307,9 @@ def add_parser(subparsers) -> None:
         description="Train a learned anomaly model on synthetic healthy brains (from anatomical label "
                     "maps) or on a folder of real healthy scans, calibrate it on held-out healthy "
                     "volumes and write a bundle (weights, metadata.json, README.md) to --out.")
-    parser.add_argument("--model", required=True, choices=sorted([*TASKS, "brainmask"]),
-                        help="model family (brainmask: the brain extractor, brainmask_training.py)")
+    parser.add_argument("--model", required=True, choices=sorted([*TASKS, "brainmask", "input-check"]),
+                        help="model family (brainmask: the brain extractor, brainmask_training.py; "
+                             "input-check: the contrast check, input_check_training.py)")
     parser.add_argument("--contrast", action="append", dest="contrasts",
                         choices=CONTRASTS, help="contrast to train on (repeat for several)")
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a folder of healthy scans")
@@ -360,6 +361,10 @@ def run_train(args) -> int:
         from .brainmask_training import run_train_brainmask
 
         return run_train_brainmask(args)
+    if args.model == "input-check":
+        from .input_check_training import run_train_input_check
+
+        return run_train_input_check(args)
     if not args.contrasts:
         raise InputError("--contrast is required: the contrast(s) to train on (repeat for several).")
     try:
