@@ -149,3 +149,19 @@ def test_report_and_volume_score():
     json.dumps(summary)
     assert summary["brain_mask_method"].startswith("nonzero")
     assert set(summary["timings_s"]) >= {"load", "brain mask", "model", "post-process"}
+
+
+def test_a_calibration_that_flags_most_of_the_brain_falls_back_to_otsu(monkeypatch):
+    """A synthetic-brain calibration can miss a real scanner so widely that its threshold flags
+    nearly the whole brain; detect then uses Otsu and says why."""
+    from UADBrainLib import calibration
+
+    image, brain, _ = phantom_brain()
+    fitting = detect({"flair": image}, mask=brain)
+    assert fitting.threshold_method == "calibrated"
+    assert not any("calibration" in w for w in fitting.report["warnings"])
+    monkeypatch.setattr(calibration, "calibrated_threshold", lambda *args, **kwargs: -1e9)
+    result = detect({"flair": image}, mask=brain)
+    assert result.threshold_method == "otsu"
+    assert any("calibration would flag more than 30%" in w for w in result.report["warnings"])
+    assert detect({"flair": image}, mask=brain, options=DetectOptions(threshold="calibrated")).threshold == -1e9

@@ -39,6 +39,9 @@ STAGES = {"load": 0.05, "resample": 0.10, "brain mask": 0.15, "bias correction":
           "normalise": 0.02, "model": 0.45, "resample back": 0.08, "post-process": 0.05}
 
 
+MAX_CALIBRATED_FLAGGED_FRACTION = 0.3  # of the brain; beyond it the automatic threshold is Otsu's
+
+
 @dataclass
 class DetectOptions:
     threshold: float | str | None = None  # number, "calibrated", "otsu"; None: calibrated if possible
@@ -139,10 +142,18 @@ class Result:
 
 def resolve_threshold(spec, postprocessor: PostProcessor, calibration: dict | None, channels,
                       median: int, erosion_mm: float, fpr: float) -> tuple[float, str]:
-    """A threshold value and how it was chosen: ``manual``, ``calibrated`` or ``otsu``."""
+    """A threshold value and how it was chosen: ``manual``, ``calibrated`` or ``otsu``.
+
+    ``spec`` None is automatic: the calibrated threshold when the model has one for these
+    channels and it flags a plausible part of the brain, else Otsu.
+    """
     if spec is None:
         key = calib.channel_set_key(channels)
-        spec = "calibrated" if key in (calibration or {}).get("fused", {}) else "otsu"
+        if key in (calibration or {}).get("fused", {}):
+            value = calib.calibrated_threshold(calibration, channels, median, fpr)
+            if calibration_fits(postprocessor, value, median, erosion_mm):
+                return value, "calibrated"
+        spec = "otsu"
     if isinstance(spec, str):
         method = spec.lower()
         if method in ("calibrated", "auto"):
@@ -158,6 +169,14 @@ def resolve_threshold(spec, postprocessor: PostProcessor, calibration: dict | No
     if not np.isfinite(value):
         raise InputError("the threshold must be a finite number.")
     return value, "manual"
+
+
+def calibration_fits(postprocessor: PostProcessor, threshold: float, median: int, erosion_mm: float) -> bool:
+    """Whether a calibrated threshold flags at most :data:`MAX_CALIBRATED_FLAGGED_FRACTION` of the
+    brain. A healthy calibration (made on synthetic brains) can miss a real scanner's appearance
+    so widely that its threshold flags nearly the whole brain; no lesion load looks like that."""
+    scores = postprocessor.brain_scores(median, erosion_mm)
+    return scores.size == 0 or float(np.mean(scores > threshold)) <= MAX_CALIBRATED_FLAGGED_FRACTION
 
 
 class _Run:
@@ -323,6 +342,11 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     segmentation = postprocessor.segment(threshold, median, min_size, erosion)
     volume_score = postprocessor.volume_score(calib.VOLUME_SCORE_MEDIAN)
     run.finish()
+    warnings = list(input_check.warnings)
+    if options.threshold is None and threshold_method == "otsu" and calibration:
+        warnings.append(f"the model's healthy calibration would flag more than "
+                        f"{MAX_CALIBRATED_FLAGGED_FRACTION:.0%} of the brain on this scan (it does not fit "
+                        "this scanner's images); Otsu's threshold is used instead — tune it with the slider.")
 
     report = {
         "uadbrain_version": __version__,
@@ -337,7 +361,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
         "device": device,
         "timings_s": run.timings,
         "input_check": input_check.report,
-        "warnings": input_check.warnings,
+        "warnings": warnings,
     }
     return Result(
         anomaly_map=anomaly_map, brain_mask=native_mask, labels_array=segmentation.labels,
