@@ -76,3 +76,16 @@ def test_volume_percentile():
 def test_channel_sets_respect_required():
     assert channel_sets(["t1", "flair"], []) == [["flair"], ["t1"], ["flair", "t1"]]
     assert channel_sets(["t1", "flair"], ["flair"]) == [["flair"], ["flair", "t1"]]
+
+
+@pytest.mark.parametrize("kernel", [0, 3, 5, 7])
+def test_median_filtering_on_the_brain_box_gives_the_whole_volume_numbers(kernel):
+    from UADBrainLib.calibration import _median_filtered_in_mask
+    from UADBrainLib.postprocessing import median_filter
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(40, 46, 36)).astype(np.float32)
+    mask = np.zeros(values.shape, bool)
+    mask[8:30, 0:25, 4:35] = rng.random((22, 25, 31)) > 0.2  # touches one border of the volume
+    whole = median_filter(np.where(mask, values, 0.0).astype(np.float32), kernel)[mask]
+    assert np.array_equal(_median_filtered_in_mask(values, mask, kernel), whole)

@@ -22,7 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ModelError
-from .postprocessing import MEDIAN_KERNELS, median_filter, volume_score
+from .postprocessing import MEDIAN_KERNELS, bounding_box, median_filter, volume_score
 
 EXCEEDANCE_LEVELS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1e-3,
                      5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6)
@@ -117,6 +117,15 @@ def channel_sets(channels: list[str], required: list[str]) -> list[list[str]]:
     return subsets
 
 
+def _median_filtered_in_mask(values: np.ndarray, mask: np.ndarray, median: int) -> np.ndarray:
+    """``median_filter(where(mask, values, 0), median)[mask]``, computed on the mask's bounding box
+    plus the kernel's reach only (the same numbers, several times faster on a whole head)."""
+    reach = int(median) // 2
+    box = tuple(slice(max(axis.start - reach, 0), axis.stop + reach) for axis in bounding_box(mask))
+    inside = mask[box]
+    return median_filter(np.where(inside, values[box], 0.0).astype(np.float32), median)[inside]
+
+
 def compute_calibration(cases: list[tuple[dict[str, np.ndarray], np.ndarray, float]],
                         channels: list[str], required: list[str] = (),
                         medians=MEDIAN_KERNELS, description: str = "") -> dict:
@@ -143,7 +152,7 @@ def compute_calibration(cases: list[tuple[dict[str, np.ndarray], np.ndarray, flo
                 if not set(subset) <= set(maps):
                     continue
                 fused = fuse({c: maps[c] for c in subset}, calibration)
-                scores = median_filter(np.where(mask, fused, 0.0).astype(np.float32), median)[mask]
+                scores = _median_filtered_in_mask(fused, mask, median)
                 pooled.append(scores)
                 if median == VOLUME_SCORE_MEDIAN:
                     volume_scores.append(volume_score(scores, voxel_ml))

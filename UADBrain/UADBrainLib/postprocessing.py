@@ -114,7 +114,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box holding every true voxel, or None when there is none."""
     box = []
     for axis in range(mask.ndim):
@@ -149,7 +149,7 @@ class PostProcessor:
         self._eroded: dict[float, np.ndarray] = {}
 
     def _brain_box(self, mask: np.ndarray) -> tuple[slice, ...]:
-        box = _bounding_box(mask)
+        box = bounding_box(mask)
         if box is None:
             return tuple(slice(0, n) for n in mask.shape)
         return tuple(slice(max(b.start - CROP_MARGIN, 0), min(b.stop + CROP_MARGIN, n))
@@ -193,7 +193,7 @@ class PostProcessor:
             above = median_above(self.map, threshold, median)
         flagged = above & self.brain(erosion_mm)
         full = np.zeros(self.shape, np.int32)
-        box = _bounding_box(flagged)
+        box = bounding_box(flagged)
         if box is None:
             return Segmentation(labels=full, lesions=[])
         # label only the box around flagged voxels: a few lesions need not cost a whole-brain pass
