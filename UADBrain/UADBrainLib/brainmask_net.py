@@ -94,6 +94,8 @@ class BrainMaskModel:
         self.device = device
         self.spacing_mm = float(bundle.preprocessing.get("spacing_mm", 2.0))
         self.threshold = float(bundle.metadata.get("postprocessing", {}).get("threshold", 0.5))
+        # the empty border the network was trained to expect (bundles trained before margins: 0)
+        self.margin = int(bundle.preprocessing.get("margin_voxels", MARGIN_VOXELS))
         network = build_network(bundle.metadata["network"])
         state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
         try:
@@ -108,7 +110,7 @@ class BrainMaskModel:
         import torch
         from monai.inferers import sliding_window_inference
 
-        padded, crop = pad_for_network(array, MARGIN_VOXELS)
+        padded, crop = pad_for_network(array, self.margin)
         window = tuple(min(n, MAX_WINDOW) for n in padded.shape)
         with torch.inference_mode():
             tensor = torch.from_numpy(padded)[None, None].to(self.device)

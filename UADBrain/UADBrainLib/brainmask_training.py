@@ -289,7 +289,7 @@ def write_bundle(network, out: Path, options: BrainmaskTrainingOptions, steps: i
         "task": TASK,
         "contrasts": [],
         "input": "one MRI volume of any contrast (T1, T2, FLAIR, T1c, ...), raw or skull-stripped",
-        "preprocessing": {"spacing_mm": SPACING_MM, "normalisation": "head percentiles 0.5-99.5"},
+        "preprocessing": {"spacing_mm": SPACING_MM, "margin_voxels": MARGIN_VOXELS, "normalisation": "head percentiles 0.5-99.5"},
         "network": NETWORK,
         "postprocessing": {"threshold": 0.5, "largest_component": True, "fill_holes": True},
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)},
