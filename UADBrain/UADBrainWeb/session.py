@@ -220,8 +220,9 @@ class Session:
         try:
             with self.state:
                 self._forget_result()
-                request = adapter.start_run(self.logic, self._input_volumes(), self.state.model,
-                                            self.state.device, self._post_processing(threshold=None))
+                # the model's own threshold and minimum lesion size; the page shows them afterwards
+                request = adapter.start_run(self.logic, self._input_volumes(), self.state.model, self.state.device,
+                                            adapter.PostProcessing(None, int(self.state.median), None))
                 self.state.update({"running": True, "error_message": "", "stage": "starting"})
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(None, adapter.run_engine, self.logic, request,
@@ -258,6 +259,7 @@ class Session:
         bottom, top = min(low, threshold), max(high, threshold)
         self.state.update({"has_result": True, "threshold_min": bottom, "threshold_max": top,
                            "threshold_step": max(top - bottom, 1e-6) / 200, "threshold": threshold,
+                           "min_size_mm3": self.outputs.result.min_size_mm3,
                            "progress": 100, "stage": "done"})
         self.applied = self._post_processing()
         self._show_lesions()
