@@ -43,24 +43,30 @@ def _on_spacing(array: np.ndarray, spacing, target_spacing, is_label: bool = Fal
 class EnsembleModel(AnomalyModel):
     def __init__(self, bundle, device: str = "cpu"):
         super().__init__(bundle, device)
-        from . import load_model
-
         self.routes: dict[str, list[str]] = bundle.metadata["scoring"]["members_per_contrast"]
-        self.members = {}
+        self.member_bundles = {}
         for name, reference in bundle.metadata["members"].items():
-            member = load_model(member_bundle(reference, bundle.path), device)
-            if not (member.bundle.calibration or {}).get("channels"):
+            found = member_bundle(reference, bundle.path)
+            if not (found.calibration or {}).get("channels"):
                 raise ModelError(f"ensemble '{bundle.name}': member '{name}' has no healthy calibration — "
                                  "calibrate it first (uadbrain calibrate).")
-            self.members[name] = member
+            self.member_bundles[name] = found
+        self.members = {}  # loaded on first use: a FLAIR-only run of a mixed ensemble needs no torch
+
+    def member(self, name: str) -> AnomalyModel:
+        if name not in self.members:
+            from . import load_model
+
+            self.members[name] = load_model(self.member_bundles[name], self.device)
+        return self.members[name]
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
         """``spacing`` is the grid's (L, P, S) spacing as the pipeline passes it (SimpleITK order)."""
         surprises: dict[str, list[np.ndarray]] = {}
         reconstructions = {}
-        names = [n for n in self.members if any(n in self.routes.get(c, []) for c in images)]
+        names = [n for n in self.member_bundles if any(n in self.routes.get(c, []) for c in images)]
         for index, name in enumerate(names):
-            member = self.members[name]
+            member = self.member(name)
             wanted = {c: image for c, image in images.items() if name in self.routes.get(c, [])}
             report = (lambda f, m, i=index: progress((i + f) / len(names), m)) if progress else None
             output = self._run_member(member, wanted, brain_mask, spacing, report, is_cancelled)
