@@ -71,7 +71,8 @@ def test_evaluate_command_writes_tables_and_plots(tmp_path, capsys):
     write_image(healthy / "h1_flair.nii.gz", "flair", lesions=(), seed=3)
     write_image(healthy / "h2_flair.nii.gz", "flair", lesions=(), seed=4)
     out = tmp_path / "out"
-    code = main(["evaluate", "--cases", str(cases), "--out", str(out), "--healthy", str(healthy), "--quiet"])
+    code = main(["evaluate", "--cases", str(cases), "--model", "threshold", "--out", str(out),
+                 "--healthy", str(healthy), "--quiet"])
     assert code == 0
     for name in ("summary.csv", "summary.md", "cases.csv", "healthy.csv", "report.md", "evaluation.json",
                  "pr_curves_cases.png", "per_case_cases.png", "overlays/cases_c1.png", "overlays/cases_c2.png"):
