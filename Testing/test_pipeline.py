@@ -165,3 +165,12 @@ def test_a_calibration_that_flags_most_of_the_brain_falls_back_to_otsu(monkeypat
     assert result.threshold_method == "otsu"
     assert any("calibration would flag more than 30%" in w for w in result.report["warnings"])
     assert detect({"flair": image}, mask=brain, options=DetectOptions(threshold="calibrated")).threshold == -1e9
+
+
+def test_auto_hands_a_contrast_routed_to_one_member_to_that_member():
+    image, brain, _ = phantom_brain()
+    alone = detect({"flair": image}, model="threshold", mask=brain)
+    routed = detect({"flair": image}, model="auto", mask=brain)
+    assert routed.model_name == "auto" and routed.report["scored_by"].startswith("threshold ")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(routed.anomaly_map), sitk.GetArrayFromImage(alone.anomaly_map))
+    assert routed.threshold == alone.threshold and routed.threshold_method == alone.threshold_method

@@ -28,6 +28,7 @@ from .geometry import array_to_image, overlap_fraction, resample_like, to_canoni
 from .input_check import check_inputs
 from .io import read_image, read_mask, validate_image
 from .models import AnomalyModel, load_model
+from .models.ensemble import routed_bundles
 from .postprocessing import Lesion, PostProcessor
 from .preprocessing import check_mask_volume, n4_bias_correction, normalise
 
@@ -285,9 +286,13 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     bundle = model.bundle if isinstance(model, AnomalyModel) else (
         model if isinstance(model, Bundle) else find_bundle(model, list(inputs)))
     # models without a network run on the CPU; only they skip importing torch to probe for CUDA
-    needs_device = bool(bundle.metadata.get("weights")) or options.device != "auto"
+    scoring_bundles = [bundle, *(routed_bundles(bundle, inputs) if bundle.family == "ensemble" else [])]
+    needs_device = options.device != "auto" or any(b.metadata.get("weights") for b in scoring_bundles)
     device = resolve_device(options.device) if needs_device else "cpu"
     anomaly_model = resolve_model(model if isinstance(model, AnomalyModel) else bundle, list(inputs), device)
+    # an ensemble may hand all given contrasts to one member: its settings and calibration then apply
+    scorer = anomaly_model.for_contrasts(list(inputs))
+    settings = scorer.bundle
     reference_name, reference = next(iter(inputs.items()))
 
     run.stage("brain mask")
@@ -295,7 +300,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     brain_volume_ml = check_mask_volume(native_mask)
 
     run.stage("resample")
-    preprocessing = bundle.preprocessing
+    preprocessing = settings.preprocessing
     grid = to_canonical(reference, preprocessing.get("spacing_mm"))
     model_images = {name: resample_like(to_canonical(image), grid) for name, image in inputs.items()}
     model_mask_image = resample_like(native_mask, grid, is_label=True)
@@ -314,7 +319,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
                                model_mask, grid.GetSpacing(), options.check_contrast, device)
 
     run.stage("model")
-    output = anomaly_model.predict(arrays, model_mask, grid.GetSpacing(),
+    output = scorer.predict(arrays, model_mask, grid.GetSpacing(),
                                    progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled)
 
     run.stage("resample back")
@@ -324,14 +329,14 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
         channel = np.where(model_mask, channel, 0.0).astype(np.float32)
         native = sitk.GetArrayFromImage(resample_like(array_to_image(channel, grid), reference))
         channel_maps[name] = np.where(native_brain, native, 0.0).astype(np.float32)
-    calibration = bundle.calibration if options.calibrated else None
+    calibration = settings.calibration if options.calibrated else None
     fused = np.where(native_brain, calib.fuse(channel_maps, calibration), 0.0).astype(np.float32)
     anomaly_map = array_to_image(fused, reference)
     reconstructions = {name: resample_like(array_to_image(array.astype(np.float32), grid), reference)
                        for name, array in output.reconstructions.items()}
 
     run.stage("post-process")
-    post_defaults = bundle.postprocessing
+    post_defaults = settings.postprocessing
     median = int(post_defaults.get("median", 5) if options.median is None else options.median)
     min_size = float(post_defaults.get("min_size_mm3", 0.0) if options.min_size_mm3 is None else options.min_size_mm3)
     erosion = float(post_defaults.get("erosion_mm", 0.0) if options.erosion_mm is None else options.erosion_mm)
@@ -355,6 +360,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
         "brain_mask_method": mask_method,
         "brain_volume_ml": round(brain_volume_ml, 1),
         "model_version": bundle.metadata.get("version"),
+        "scored_by": f"{settings.name} {settings.metadata.get('version')}",
         "model_spacing_mm": list(grid.GetSpacing()),
         "normalisation": method,
         "bias_correction": bool(bias),

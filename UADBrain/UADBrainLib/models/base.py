@@ -39,6 +39,10 @@ class AnomalyModel(ABC):
         self.bundle = bundle
         self.device = device
 
+    def for_contrasts(self, contrasts) -> "AnomalyModel":
+        """The model that scores these contrasts: this one (an ensemble may hand them to a member)."""
+        return self
+
     @abstractmethod
     def predict(self, images: dict[str, np.ndarray], brain_mask: np.ndarray,
                 spacing: tuple[float, float, float], progress: ProgressCallback | None = None,

@@ -28,6 +28,13 @@ def member_bundle(reference: str, ensemble_path: Path):
     return find_bundle(local if (local / "metadata.json").is_file() else reference)
 
 
+def routed_bundles(bundle, contrasts) -> list:
+    """The member bundles an ensemble bundle would run for these contrasts (metadata only)."""
+    routes = bundle.metadata.get("scoring", {}).get("members_per_contrast", {})
+    names = dict.fromkeys(name for contrast in contrasts for name in routes.get(contrast, []))
+    return [member_bundle(bundle.metadata["members"][name], bundle.path) for name in names]
+
+
 def _on_spacing(array: np.ndarray, spacing, target_spacing, is_label: bool = False):
     """A canonical ``[S, P, L]`` array resampled onto a canonical grid at ``target_spacing``.
 
@@ -59,6 +66,15 @@ class EnsembleModel(AnomalyModel):
 
             self.members[name] = load_model(self.member_bundles[name], self.device)
         return self.members[name]
+
+    def for_contrasts(self, contrasts) -> AnomalyModel:
+        """When every given contrast goes to the same single member, that member: its own map and
+        healthy calibration, exactly as if it had been chosen by name (a second calibration on top
+        of the member's would only add the interpolation error of two quantile tables)."""
+        routes = {tuple(self.routes.get(contrast, [])) for contrast in contrasts}
+        if len(routes) == 1 and len(only := next(iter(routes))) == 1:
+            return self.member(only[0])
+        return self
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
         """``spacing`` is the grid's (L, P, S) spacing as the pipeline passes it (SimpleITK order)."""
