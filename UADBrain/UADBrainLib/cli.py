@@ -48,7 +48,7 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                         help="a number (map units), 'calibrated' (healthy false-positive rate --fpr) "
                              "or 'otsu'; default: calibrated when the model has a calibration, else otsu")
     parser.add_argument("--fpr", type=float, default=None,
-                        help="share of healthy brain voxels flagged by the calibrated threshold (default 0.001)")
+                        help="share of healthy brain voxels flagged by the calibrated threshold (default 0.01)")
     parser.add_argument("--median", type=int, choices=MEDIAN_KERNELS, default=None,
                         help="median filter kernel in voxels, 0 = off (default: the model's)")
     parser.add_argument("--min-size-mm3", type=float, default=None,

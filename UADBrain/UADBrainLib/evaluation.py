@@ -412,7 +412,7 @@ def add_parser(subparsers) -> None:
                         help="operating threshold: a number, 'calibrated' or 'otsu' (default: calibrated "
                              "when the model has a calibration, else otsu)")
     parser.add_argument("--fpr", type=float, default=None,
-                        help="healthy false-positive rate of the calibrated threshold (default 0.001)")
+                        help="healthy false-positive rate of the calibrated threshold (default 0.01)")
     parser.add_argument("--min-size-mm3", type=float, default=None,
                         help="minimum lesion size of the segmentation (default: each model's)")
     parser.add_argument("--central-slices", type=float, default=None, metavar="FRACTION",
