@@ -1,14 +1,14 @@
 """Take the README screenshot of the web app (``uadbrain serve``) on a real case.
 
 Starts the app headless on a free 127.0.0.1 port, drives Debian's chromium with Playwright
-(upload the FLAIR, model ``threshold``, device ``cpu``, Run, click the first lesion), saves a
+(upload the FLAIR, model ``auto``, device ``cpu``, Run, click the first lesion), saves a
 PNG of the whole page at the run's threshold, then times threshold slider → lesion summary /
 slice-view overlay updates.
 Stops the server and the browser when done.
 
 Run from the repository root, in the project venv (needs the web extra, playwright and chromium)::
 
-    python docs/tools/web_screenshot.py --case PATH/flair.nii.gz --out Resources/Screenshots/web_app_brats.png
+    python docs/tools/web_screenshot.py --case PATH/flair.nii.gz --out Resources/Screenshots/web_app_ms.png
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from io import BytesIO
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CASE = REPO.parent / "shared" / "data" / "eval" / "brats2015" / "pat0001" / "flair.nii.gz"
-DEFAULT_OUT = REPO / "Resources" / "Screenshots" / "web_app_brats.png"
+# an MS case: the Lesjak 2017 data are CC BY, so a picture of them may be shown with a citation
+DEFAULT_CASE = REPO.parent / "shared" / "data" / "eval" / "ms_lesjak2017" / "patient19" / "flair.nii.gz"
+DEFAULT_OUT = REPO / "Resources" / "Screenshots" / "web_app_ms.png"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", type=Path, default=DEFAULT_CASE, help="FLAIR volume to upload (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG to write (default: %(default)s)")
-    parser.add_argument("--model", default="threshold", help="model to pick (default: %(default)s)")
+    parser.add_argument("--model", default="auto", help="model to pick (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="device to pick (default: %(default)s)")
     parser.add_argument("--width", type=int, default=1600, help="viewport width (default: %(default)s)")
     parser.add_argument("--height", type=int, default=1000, help="viewport height (default: %(default)s)")
