@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .bundle import BUNDLED_MODELS_DIR, METADATA_FILE, Bundle, find_bundle
+from .bundle import BUNDLED_MODELS_DIR, METADATA_FILE, Bundle, load_task_model
 from .errors import ModelError
 from .geometry import canonical_reference, canonical_spacing, resample_like
 from .preprocessing import fill_holes, largest_component
@@ -85,25 +85,14 @@ class BrainMaskModel:
     """A loaded brain-extraction bundle; :meth:`probability` and :meth:`mask` take any raw head."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu"):
-        import torch
-
-        if bundle.metadata.get("task") != TASK:
-            raise ModelError(f"model '{bundle.name}' is not a brain-extraction model — give the "
-                             f"'{BRAINMASK_BUNDLE}' bundle or another with \"task\": \"{TASK}\".")
+        bundle.require_task(TASK, "a brain-extraction model", BRAINMASK_BUNDLE)
         self.bundle = bundle
         self.device = device
         self.spacing_mm = float(bundle.preprocessing.get("spacing_mm", 2.0))
         self.threshold = float(bundle.metadata.get("postprocessing", {}).get("threshold", 0.5))
         # the empty border the network was trained to expect (bundles trained before margins: 0)
         self.margin = int(bundle.preprocessing.get("margin_voxels", MARGIN_VOXELS))
-        network = build_network(bundle.metadata["network"])
-        state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
-        try:
-            network.load_state_dict(state)
-        except RuntimeError:
-            raise ModelError(f"model '{bundle.name}': the weights do not fit the network in its "
-                             "metadata — reinstall or retrain the model.") from None
-        self.network = network.to(device).eval()
+        self.network = bundle.load_weights_into(build_network(bundle.metadata["network"]), device)
 
     def grid_probability(self, array: np.ndarray) -> np.ndarray:
         """Brain probability for a normalised canonical array (any shape)."""
@@ -142,16 +131,9 @@ def learned_extractor_installed() -> bool:
     return (BUNDLED_MODELS_DIR / BRAINMASK_BUNDLE / METADATA_FILE).is_file()
 
 
-_LOADED: dict[tuple[str, str, str], BrainMaskModel] = {}
-
-
 def load_brainmask_model(bundle: Bundle | str | None = None, device: str = "cpu") -> BrainMaskModel:
-    """The brain-extraction model (default: the bundled one), cached per bundle and device."""
-    bundle = bundle if isinstance(bundle, Bundle) else find_bundle(bundle or BRAINMASK_BUNDLE)
-    key = (str(bundle.path.resolve()), (bundle.metadata.get("weights") or {}).get("sha256", ""), device)
-    if key not in _LOADED:
-        _LOADED[key] = BrainMaskModel(bundle, device)
-    return _LOADED[key]
+    """The brain-extraction model (default: the bundled one), loaded once per bundle and device."""
+    return load_task_model(BrainMaskModel, bundle, BRAINMASK_BUNDLE, device)
 
 
 def learned_brain_mask(image: sitk.Image, device: str = "cpu", bundle=None) -> sitk.Image:

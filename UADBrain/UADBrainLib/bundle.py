@@ -86,6 +86,27 @@ class Bundle:
                              "was changed) — reinstall or retrain the model.")
         return path
 
+    def load_weights_into(self, network, device: str = "cpu"):
+        """``network`` (a torch module) with this bundle's verified weights, loaded without
+        unpickling code, on ``device`` in eval mode."""
+        import torch
+
+        state = torch.load(self.verified_weights_path(), map_location="cpu", weights_only=True)
+        try:
+            # weights may be stored in half precision to keep bundles small
+            network.load_state_dict({key: value.float() if value.is_floating_point() else value
+                                     for key, value in state.items()})
+        except RuntimeError:
+            raise ModelError(f"model '{self.name}': the weights do not fit the network in its "
+                             "metadata — reinstall or retrain the model.") from None
+        return network.to(device).eval()
+
+    def require_task(self, task: str, description: str, default_name: str) -> None:
+        """Refuse a bundle of another task (``description``: "a brain-extraction model")."""
+        if self.metadata.get("task") != task:
+            raise ModelError(f"model '{self.name}' is not {description} — give the '{default_name}' "
+                             f"bundle or another with \"task\": \"{task}\".")
+
     def summary(self) -> str:
         meta = self.metadata
         runtime = meta.get("expected_runtime_s", {}).get("cpu")
@@ -150,6 +171,19 @@ def default_model_names(models_dir: Path = BUNDLED_MODELS_DIR) -> list[str]:
         return []
     return [line.strip() for line in order_file.read_text(encoding="utf-8").splitlines()
             if line.strip() and not line.startswith("#")]
+
+
+_LOADED_TASK_MODELS: dict[tuple, object] = {}
+
+
+def load_task_model(factory, bundle: Bundle | str | None, default_name: str, device: str = "cpu"):
+    """``factory(bundle, device)`` for ``bundle`` (a bundle, a name or folder; None: the bundled
+    ``default_name``), made once per process for each bundle, weights and device."""
+    bundle = bundle if isinstance(bundle, Bundle) else find_bundle(bundle or default_name)
+    key = (factory, str(bundle.path.resolve()), (bundle.metadata.get("weights") or {}).get("sha256", ""), device)
+    if key not in _LOADED_TASK_MODELS:
+        _LOADED_TASK_MODELS[key] = factory(bundle, device)
+    return _LOADED_TASK_MODELS[key]
 
 
 def find_bundle(name_or_path=None, contrasts=None, models_dir: Path = BUNDLED_MODELS_DIR) -> Bundle:

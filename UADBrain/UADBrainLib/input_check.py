@@ -35,7 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .bundle import Bundle, find_bundle
+from .bundle import Bundle, load_task_model
 from .errors import InputError, ModelError
 from .preprocessing import normalise
 
@@ -129,24 +129,13 @@ class ContrastChecker:
     """A loaded input-check bundle: class probabilities of prepared inputs."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu"):
-        import torch
-
-        if bundle.metadata.get("task") != TASK:
-            raise ModelError(f"model '{bundle.name}' is not an input-check model — give the "
-                             f"'{INPUT_CHECK_BUNDLE}' bundle or another with \"task\": \"{TASK}\".")
+        bundle.require_task(TASK, "an input-check model", INPUT_CHECK_BUNDLE)
         self.bundle = bundle
         self.device = device
         self.classes = tuple(bundle.metadata["network"].get("classes", CLASSES))
         grid = bundle.preprocessing
         self.grid = (float(grid.get("grid_spacing_mm", GRID_SPACING_MM)), tuple(grid.get("grid_shape", GRID_SHAPE)))
-        network = build_network(bundle.metadata["network"])
-        state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
-        try:
-            network.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError:
-            raise ModelError(f"model '{bundle.name}': the weights do not fit the network in its "
-                             "metadata — reinstall or retrain the model.") from None
-        self.network = network.to(device).eval()
+        self.network = bundle.load_weights_into(build_network(bundle.metadata["network"]), device)
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``[n, classes]`` of network inputs ``[n, 2, S, P, L]``."""
@@ -164,16 +153,9 @@ class ContrastChecker:
                 for name, row in zip(names, self.probabilities(batch))}
 
 
-_LOADED: dict[tuple[str, str, str], ContrastChecker] = {}
-
-
 def load_checker(bundle: Bundle | str | None = None, device: str = "cpu") -> ContrastChecker:
-    """The input-check model (default: the bundled one), cached per bundle and device."""
-    bundle = bundle if isinstance(bundle, Bundle) else find_bundle(bundle or INPUT_CHECK_BUNDLE)
-    key = (str(bundle.path.resolve()), (bundle.metadata.get("weights") or {}).get("sha256", ""), device)
-    if key not in _LOADED:
-        _LOADED[key] = ContrastChecker(bundle, device)
-    return _LOADED[key]
+    """The input-check model (default: the bundled one), loaded once per bundle and device."""
+    return load_task_model(ContrastChecker, bundle, INPUT_CHECK_BUNDLE, device)
 
 
 # --------------------------------------------------------------------------- decision

@@ -61,10 +61,7 @@ def build_networks(spec: dict) -> nn.ModuleDict:
 
 def load_networks(bundle, device: str = "cpu") -> nn.ModuleDict:
     """The bundle's networks with verified weights, on ``device``, in eval mode."""
-    networks = build_networks(bundle.metadata["network"])
-    state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
-    networks.load_state_dict(state)
-    return networks.to(device).eval()
+    return bundle.load_weights_into(build_networks(bundle.metadata["network"]), device)
 
 
 def prepare(image: np.ndarray, mask: np.ndarray, clip: float = CLIP) -> np.ndarray:
