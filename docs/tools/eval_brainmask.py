@@ -13,7 +13,6 @@ UADBrain/Resources/Models/brainmask/README.md)::
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from UADBrainLib.brain_extraction import brain_mask_for
 from UADBrainLib.brainmask_command import render_mask_overlay
 from UADBrainLib.brainmask_net import BrainMaskModel
 from UADBrainLib.brainmask_training import dice, mean_surface_distance_mm
