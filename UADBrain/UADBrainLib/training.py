@@ -52,6 +52,8 @@ class TrainConfig:
     score: str = "residual"
     shared_network: bool = True  # dae: one network for all contrasts (else one per contrast)
     noise_std: tuple[float, float] = (1.0, 3.0)  # dae: range of the coarse noise's sd, normalised units
+    kl_weight: float = 1.0  # vae: weight of the KL term per brain pixel (0: a plain autoencoder)
+    latent_channels: int = 16  # vae: latent channels per cell at 1/16 of the slice's resolution
     pool_size: int = 16
     refresh_every: int = 25
     validate_every: int = 500
@@ -330,11 +332,15 @@ def add_parser(subparsers) -> None:
                         help="U-Net channels per level, comma-separated")
     parser.add_argument("--patch", type=int, help="in-plane training window, pixels (default ~192 mm)")
     parser.add_argument("--score", choices=("residual", "ssim"), default="residual",
-                        help="denoising autoencoder score")
+                        help="dae, vae: anomaly score of the reconstruction")
     parser.add_argument("--noise-std", default=",".join(f"{v:g}" for v in TrainConfig.noise_std),
                         help="dae: range LOW,HIGH of the coarse noise's standard deviation (normalised units)")
     parser.add_argument("--network-per-contrast", action="store_true",
-                        help="dae: train one network per contrast instead of one shared by all")
+                        help="dae, vae: train one network per contrast instead of one shared by all")
+    parser.add_argument("--kl-weight", type=float, default=TrainConfig.kl_weight,
+                        help="vae: weight of the KL divergence (0 trains a plain autoencoder)")
+    parser.add_argument("--latent-channels", type=int, default=TrainConfig.latent_channels,
+                        help="vae: latent channels per cell at 1/16 of the slice's resolution")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
                         "synthetic anomalies borrow (default: ellipsoids and blobs only)")
     parser.add_argument("--heldout-appearance", action="append", dest="heldout_appearances",
@@ -386,6 +392,7 @@ def run_train(args) -> int:
         calibration_spacing=args.calibration_spacing,
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
+        kl_weight=args.kl_weight, latent_channels=args.latent_channels,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)

@@ -22,6 +22,9 @@ BEHRENDT_2024 = ("Behrendt F, Bhattacharya D, Maack L, Krüger J, Opfer R, Mieli
                  "anomaly detection. ISBI 2024.")
 BAUGH_2023 = ("Baugh M, Tan J, Müller JP, Dombrowski M, Batten J, Kainz B. Many tasks make light work: "
               "learning to localise medical anomalies from multiple synthetic tasks. MICCAI 2023.")
+BAUR_2021 = ("Baur C, Denner S, Wiestler B, Navab N, Albarqouni S. Autoencoders for unsupervised anomaly "
+             "segmentation in brain MR images: a comparative study. Medical Image Analysis 69, 2021.")
+KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
 SYNTHSEG = ("Billot B, Greve DN, Puonti O, et al. SynthSeg: segmentation of brain MRI scans of any "
             "contrast and resolution without retraining. Medical Image Analysis 86, 2023 (label maps).")
 LESJAK_2018 = ("Lesjak Ž, Galimzianova A, Koren A, et al. A novel public MR image dataset of multiple "
@@ -154,15 +157,16 @@ class DenoisingTask(TrainingTask):
 
     family = "dae"
 
-    def heads(self):
+    def shared_head(self) -> str:
         from .models.dae import SHARED_HEAD
 
-        return [SHARED_HEAD] if self.config.shared_network else list(self.config.contrasts)
+        return SHARED_HEAD
+
+    def heads(self):
+        return [self.shared_head()] if self.config.shared_network else list(self.config.contrasts)
 
     def head(self, contrast: str) -> str:
-        from .models.dae import SHARED_HEAD
-
-        return SHARED_HEAD if self.config.shared_network else contrast
+        return self.shared_head() if self.config.shared_network else contrast
 
     def title(self):
         return f"Denoising autoencoder ({', '.join(c.upper() for c in self.config.contrasts)})"
@@ -208,6 +212,58 @@ class DenoisingTask(TrainingTask):
         reconstruction = predict_volume(networks[self.head(case.contrast)], prepared, case.mask,
                                         self.config.context, device)
         return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
+
+
+class VariationalTask(DenoisingTask):
+    """Baur et al. 2021: reconstruct clean healthy slices through a spatial VAE's bottleneck;
+    ``kl_weight`` 0 makes it a plain autoencoder. Scored like the denoising autoencoder."""
+
+    family = "vae"
+
+    def shared_head(self) -> str:
+        from .models.vae import SHARED_HEAD
+
+        return SHARED_HEAD
+
+    def network_spec(self) -> dict:
+        from .models.networks import VAE_ARCHITECTURE, network_spec
+
+        args = {"channels": list(self.config.channels), "latent_channels": self.config.latent_channels}
+        return network_spec(self.heads(), self.config.context, args, architecture=VAE_ARCHITECTURE)
+
+    def title(self):
+        kind = "Variational autoencoder" if self.config.kl_weight > 0 else "Autoencoder"
+        return f"{kind} ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        kind = "variational autoencoder" if self.config.kl_weight > 0 else "plain autoencoder"
+        return (f"A convolutional {kind} with a spatial latent and no skip connections, trained on "
+                "synthetic healthy brains to reconstruct clean slices through its bottleneck; anomalies are "
+                "what it cannot reconstruct (the residual in the lesion direction).")
+
+    def references(self):
+        return [BAUR_2021, KINGMA_2014, SYNTHSEG]
+
+    def loss(self, networks, volumes, rng, device):
+        import torch
+
+        batch = self.slabs(volumes, rng)
+        images = torch.from_numpy(batch.prepared())
+        masks = torch.from_numpy(batch.masks.astype(np.float32))
+        centre = self.config.context
+        inputs = torch.cat([images, masks[:, centre:centre + 1]], dim=1).to(device)
+        targets, weights = images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device)
+        losses = []
+        heads = [self.head(c) for c in batch.contrasts]
+        for head in dict.fromkeys(heads):
+            chosen = [i for i, h in enumerate(heads) if h == head]
+            reconstruction, mean, log_variance = networks[head].sample(inputs[chosen])
+            error = (reconstruction - targets[chosen]) ** 2 * weights[chosen]
+            pixels = weights[chosen].sum().clamp_min(1.0)
+            # KL per brain pixel: the ELBO of a Gaussian likelihood with variance 1/2, scaled by kl_weight
+            kl = 0.5 * (mean ** 2 + log_variance.exp() - 1.0 - log_variance).sum()
+            losses.append((error.sum() + self.config.kl_weight * kl) / pixels)
+        return sum(losses) / len(losses)
 
 
 class SegmenterTask(TrainingTask):
@@ -282,7 +338,7 @@ class SegmenterTask(TrainingTask):
         return anomaly_score(logits)
 
 
-TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "segmenter": SegmenterTask}
+TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask, "segmenter": SegmenterTask}
 
 
 def register_task(name: str, task_class: type[TrainingTask]) -> None:

@@ -13,6 +13,7 @@ from .thresholding import ThresholdingModel
 FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "threshold": ThresholdingModel,
     "dae": "dae:DenoisingAutoencoder",
+    "vae": "vae:VariationalAutoencoder",
     "segmenter": "segmenter:SyntheticAnomalySegmenter",
     "ensemble": "ensemble:EnsembleModel",
 }

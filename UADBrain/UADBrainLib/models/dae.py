@@ -69,6 +69,8 @@ def coarse_noise(shape: tuple[int, int, int, int], std_range=(0.5, 2.0), resolut
 
 
 class DenoisingAutoencoder(SliceNetworkModel, AnomalyModel):
+    shared_head = SHARED_HEAD
+
     def __init__(self, bundle, device: str = "cpu"):
         super().__init__(bundle, device)
         self._load()
@@ -78,7 +80,7 @@ class DenoisingAutoencoder(SliceNetworkModel, AnomalyModel):
         directions = {**DEFAULT_DIRECTIONS, **scoring.get("direction", {})}
         score = scoring.get("score", "residual")
         windows = scoring.get("ssim_windows", DEFAULT_SSIM_WINDOWS)
-        head_for = lambda contrast: contrast if contrast in self.networks else SHARED_HEAD  # noqa: E731
+        head_for = lambda contrast: contrast if contrast in self.networks else self.shared_head  # noqa: E731
         results = self._run_per_contrast(head_for, images, brain_mask, "reconstructing",
                                          progress, is_cancelled)
         maps, reconstructions = {}, {}

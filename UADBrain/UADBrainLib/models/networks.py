@@ -6,8 +6,11 @@ centre slice. Inputs are the normalised images (``preprocessing.normalise``) cli
 ``±CLIP`` and set to 0 outside the brain, identically in training and at inference.
 
 A bundle's ``network`` block names the architecture and its arguments, the context and the
-heads: one U-Net per head (e.g. one per contrast for the denoising autoencoder, one shared
-head for the segmenter), stored in one ``state_dict`` with keys ``<head>.<parameter>``.
+heads: one network per head (e.g. one per contrast for the denoising autoencoder, one shared
+head for the segmenter), stored in one ``state_dict`` with keys ``<head>.<parameter>``. Two
+architectures exist: a U-Net (:class:`SliceUNet`, skip connections, for the denoising
+autoencoder and the segmenter) and a variational autoencoder without skip connections
+(:class:`SliceVAE`), whose bottleneck is what keeps it from copying a lesion through.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from torch import nn
 CLIP = 10.0  # normalised units (robust SD); beyond this, intensities carry no more information
 PAD_MULTIPLE = 16  # 2 ** number of down-sampling steps of the default U-Net
 ARCHITECTURE = "monai.UNet-2d"
+VAE_ARCHITECTURE = "uadbrain.VAE-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
+DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (16 mm cells at 2 mm)
 
 
 class SliceUNet(nn.Module):
@@ -41,22 +46,77 @@ class SliceUNet(nn.Module):
         return self.unet(x) + self.output_bias
 
 
+def _vae_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    # GroupNorm, not InstanceNorm: the bottleneck of a small brain slice can be a single pixel
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+                         nn.GroupNorm(min(8, out_channels), out_channels), nn.LeakyReLU(0.1))
+
+
+class SliceVAE(nn.Module):
+    """A convolutional variational autoencoder with a spatial latent (Baur et al. 2021).
+
+    The encoder halves the resolution ``len(channels) - 1`` times and ends in a Gaussian latent
+    of ``latent_channels`` per cell; the decoder mirrors it with bilinear up-sampling. It has no
+    skip connections, so everything it reconstructs passed through the latent. ``forward``
+    decodes the latent mean (deterministic, as at inference); :meth:`sample` draws from the
+    posterior and returns ``(reconstruction, mean, log variance)`` for training.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 latent_channels: int = DEFAULT_VAE_LATENT):
+        super().__init__()
+        channels = list(channels)
+        layers = [_vae_block(in_channels, channels[0])]
+        for before, after in zip(channels[:-1], channels[1:]):
+            layers += [_vae_block(before, after, stride=2), _vae_block(after, after)]
+        self.encoder = nn.Sequential(*layers)
+        self.to_latent = nn.Conv2d(channels[-1], 2 * latent_channels, 1)
+        self.from_latent = _vae_block(latent_channels, channels[-1])
+        layers = []
+        for before, after in zip(channels[::-1][:-1], channels[::-1][1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       _vae_block(before, after), _vae_block(after, after)]
+        self.decoder = nn.Sequential(*layers, nn.Conv2d(channels[0], out_channels, 3, padding=1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.to_latent(self.encoder(x)).chunk(2, dim=1)
+        return mean, log_variance.clamp(-10.0, 10.0)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_latent(latent))
+
+    def sample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.encode(x)
+        latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+        return self.decode(latent), mean, log_variance
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+
+ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE}
+
+
 def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
-                 output_bias: float = 0.0) -> dict:
-    """The ``network`` block of a bundle's metadata."""
-    args = {**DEFAULT_UNET, **(unet or {}), "in_channels": 2 * context + 2, "out_channels": 1,
-            "output_bias": output_bias}
-    return {"architecture": ARCHITECTURE, "args": args, "heads": list(heads), "context": int(context),
+                 output_bias: float = 0.0, architecture: str = ARCHITECTURE) -> dict:
+    """The ``network`` block of a bundle's metadata (``unet``: the architecture's own arguments)."""
+    defaults = DEFAULT_UNET if architecture == ARCHITECTURE else {"channels": DEFAULT_UNET["channels"],
+                                                                  "latent_channels": DEFAULT_VAE_LATENT}
+    args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2, "out_channels": 1}
+    if architecture == ARCHITECTURE:
+        args["output_bias"] = output_bias
+    return {"architecture": architecture, "args": args, "heads": list(heads), "context": int(context),
             "clip": CLIP, "pad_multiple": PAD_MULTIPLE}
 
 
 def build_networks(spec: dict) -> nn.ModuleDict:
-    if spec.get("architecture") != ARCHITECTURE:
+    network_class = ARCHITECTURES.get(spec.get("architecture"))
+    if network_class is None:
         from ..errors import ModelError
 
         raise ModelError(f"network architecture '{spec.get('architecture')}' is unknown to this "
                          "version of UADBrain — update UADBrain or retrain the model.")
-    return nn.ModuleDict({head: SliceUNet(**spec["args"]) for head in spec["heads"]})
+    return nn.ModuleDict({head: network_class(**spec["args"]) for head in spec["heads"]})
 
 
 def load_networks(bundle, device: str = "cpu") -> nn.ModuleDict:
