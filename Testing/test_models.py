@@ -1,5 +1,5 @@
-"""The learned model families (denoising autoencoder, synthetic-anomaly segmenter) and their
-slice networks, on tiny randomly initialised bundles built in code."""
+"""The learned model families (denoising and variational autoencoders, synthetic-anomaly segmenter)
+and their slice networks, on tiny randomly initialised bundles built in code."""
 
 import json
 import threading
@@ -15,17 +15,24 @@ from UADBrainLib.errors import Cancelled, ModelError
 from UADBrainLib.models import family_class, load_model
 from UADBrainLib.models.dae import (SHARED_HEAD, DenoisingAutoencoder, anomaly_score, coarse_noise,
                                     ssim_dissimilarity)
-from UADBrainLib.models.networks import (PAD_MULTIPLE, brain_box, build_networks, context_indices,
-                                         network_spec, predict_volume, prepare)
+from UADBrainLib.models.networks import (PAD_MULTIPLE, VAE_ARCHITECTURE, SliceVAE, brain_box, build_networks,
+                                         context_indices, network_spec, predict_volume, prepare)
 from UADBrainLib.models.segmenter import HEAD, SyntheticAnomalySegmenter
+from UADBrainLib.models.vae import SHARED_HEAD as VAE_HEAD
+from UADBrainLib.models.vae import VariationalAutoencoder
 from UADBrainLib.pipeline import DetectOptions, detect
 
 TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
+TINY_VAE = {"channels": [4, 8, 8], "latent_channels": 2}
 
 
 def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=False):
-    heads = [SHARED_HEAD] if shared else list(contrasts) if family == "dae" else [HEAD]
-    spec = network_spec(heads, context, TINY_UNET, output_bias=-3.0 if family == "segmenter" else 0.0)
+    if family == "vae":
+        heads = [VAE_HEAD] if shared else list(contrasts)
+        spec = network_spec(heads, context, TINY_VAE, architecture=VAE_ARCHITECTURE)
+    else:
+        heads = [SHARED_HEAD] if shared else list(contrasts) if family == "dae" else [HEAD]
+        spec = network_spec(heads, context, TINY_UNET, output_bias=-3.0 if family == "segmenter" else 0.0)
     torch.manual_seed(0)
     torch.save(build_networks(spec).state_dict(), folder / "weights.pt")
     metadata = {
@@ -120,9 +127,10 @@ def test_coarse_noise_is_smooth_and_reproducible():
 def test_families_load_lazily_by_name():
     assert family_class("dae") is DenoisingAutoencoder
     assert family_class("segmenter") is SyntheticAnomalySegmenter
+    assert family_class("vae") is VariationalAutoencoder
 
 
-@pytest.mark.parametrize("family", ["dae", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "segmenter"])
 def test_model_scores_each_contrast_inside_the_brain(tmp_path, family):
     model = load_model(tiny_bundle(tmp_path, family, ["flair", "t1"]))
     image, mask = canonical_case()
@@ -134,7 +142,7 @@ def test_model_scores_each_contrast_inside_the_brain(tmp_path, family):
         assert score.shape == image.shape and score.dtype == np.float32
         assert np.all(score[~mask] == 0) and np.isfinite(score).all() and score[mask].std() > 0
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-    assert set(output.reconstructions) == ({"flair", "t1"} if family == "dae" else set())
+    assert set(output.reconstructions) == (set() if family == "segmenter" else {"flair", "t1"})
 
 
 def test_dae_with_one_shared_network_restores_every_contrast(tmp_path):
@@ -143,6 +151,27 @@ def test_dae_with_one_shared_network_restores_every_contrast(tmp_path):
     image, mask = canonical_case()
     output = model.predict({"flair": image, "t2": -image}, mask, (3.0, 3.0, 3.0))
     assert set(output.reconstructions) == {"flair", "t2"}
+    assert not np.allclose(output.reconstructions["flair"], output.reconstructions["t2"])
+
+
+def test_vae_reconstructs_from_its_latent_mean_and_samples_only_in_training():
+    torch.manual_seed(0)
+    network = SliceVAE(in_channels=4, channels=[4, 8, 8], latent_channels=2).eval()
+    slices = torch.randn(3, 4, 16, 20)
+    mean, log_variance = network.encode(slices)
+    assert mean.shape == log_variance.shape == (3, 2, 4, 5)  # two halvings, no skip connections
+    assert torch.equal(network(slices), network.decode(mean))
+    first, _, _ = network.sample(slices)
+    second, _, _ = network.sample(slices)
+    assert first.shape == (3, 1, 16, 20) and not torch.equal(first, second)
+
+
+def test_vae_with_one_shared_network_reconstructs_every_contrast(tmp_path):
+    model = load_model(tiny_bundle(tmp_path, "vae", ["flair", "t2"], shared=True))
+    assert isinstance(model, VariationalAutoencoder) and list(model.networks) == [VAE_HEAD]
+    image, mask = canonical_case(shape=(9, 21, 35))  # in-plane sizes not a multiple of the padding
+    output = model.predict({"flair": image, "t2": -image}, mask, (3.0, 3.0, 3.0))
+    assert output.reconstructions["flair"].shape == image.shape
     assert not np.allclose(output.reconstructions["flair"], output.reconstructions["t2"])
 
 
@@ -161,7 +190,7 @@ def test_changed_weights_are_refused(tmp_path):
         load_model(bundle)
 
 
-@pytest.mark.parametrize("family", ["dae", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "segmenter"])
 def test_detect_with_a_learned_model_returns_maps_on_the_input_grid(tmp_path, family):
     bundle = tiny_bundle(tmp_path, family, ["flair"])
     image, mask, _ = phantom_brain(direction=OBLIQUE_DIRECTION)
@@ -171,7 +200,7 @@ def test_detect_with_a_learned_model_returns_maps_on_the_input_grid(tmp_path, fa
     assert geometry_of(result.channel_maps["flair"]) == geometry_of(image)
     brain = sitk.GetArrayFromImage(mask) > 0
     assert np.all(sitk.GetArrayFromImage(result.anomaly_map)[~brain] == 0)
-    if family == "dae":
+    if family != "segmenter":
         assert geometry_of(result.reconstructions["flair"]) == geometry_of(image)
 
 
@@ -195,9 +224,8 @@ def _calibrate_by_hand(bundle, contrasts):
     (bundle.path / "metadata.json").write_text(json.dumps(bundle.metadata), encoding="utf-8")
 
 
-def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_path):
-    from UADBrainLib.calibration import surprise
-
+def _two_member_ensemble(tmp_path, member_fusion=None):
+    """A FLAIR/T1 ensemble of a tiny segmenter and thresholding, both calibrated by hand."""
     member_folder = tmp_path / "members" / "seg"
     member_folder.mkdir(parents=True)
     segmenter = tiny_bundle(member_folder, "segmenter", ["flair", "t1"])
@@ -214,12 +242,37 @@ def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_pa
         "name": "ens", "family": "ensemble", "contrasts": ["flair", "t1"],
         "members": {"segmenter": "../members/seg", "threshold": "../members/thr"},
         "preprocessing": {"spacing_mm": [1.5, 1.5, 1.5], "normalisation": "robust_z"},
-        "scoring": {"members_per_contrast": {"flair": ["threshold", "segmenter"], "t1": ["segmenter"]}}}), encoding="utf-8")
-    model = load_model(read_bundle(ensemble_folder))
+        "scoring": {"members_per_contrast": {"flair": ["threshold", "segmenter"], "t1": ["segmenter"]},
+                    **({"member_fusion": member_fusion} if member_fusion else {})}}), encoding="utf-8")
+    return read_bundle(ensemble_folder), read_bundle(threshold)
+
+
+def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_path):
+    from UADBrainLib.calibration import surprise
+
+    ensemble, threshold = _two_member_ensemble(tmp_path)
+    model = load_model(ensemble)
     image, mask = canonical_case(shape=(30, 40, 36))
     output = model.predict({"flair": image, "t1": image}, mask, (1.5, 1.5, 1.5))
-    flair_threshold = surprise(image, read_bundle(threshold).calibration["channels"]["flair"])
+    flair_threshold = surprise(image, threshold.calibration["channels"]["flair"])
     assert output.contrast_maps["flair"].shape == image.shape
     assert np.all(output.contrast_maps["flair"][mask] >= flair_threshold[mask] - 1e-5)
     assert not np.allclose(output.contrast_maps["flair"][mask], flair_threshold[mask])  # the segmenter adds
     assert np.all(output.contrast_maps["t1"][~mask] == 0)
+
+
+def test_ensemble_min_fusion_flags_only_where_all_members_agree(tmp_path):
+    from UADBrainLib.calibration import surprise
+
+    ensemble, threshold = _two_member_ensemble(tmp_path, member_fusion="min")
+    image, mask = canonical_case(shape=(30, 40, 36))
+    output = load_model(ensemble).predict({"flair": image}, mask, (1.5, 1.5, 1.5))
+    flair_threshold = surprise(image, threshold.calibration["channels"]["flair"])
+    assert np.all(output.contrast_maps["flair"][mask] <= flair_threshold[mask] + 1e-5)
+    assert not np.allclose(output.contrast_maps["flair"][mask], flair_threshold[mask])
+
+
+def test_ensemble_with_an_unknown_member_fusion_is_refused(tmp_path):
+    ensemble, _ = _two_member_ensemble(tmp_path, member_fusion="median")
+    with pytest.raises(ModelError, match="member fusion 'median' is unknown"):
+        load_model(ensemble)

@@ -3,7 +3,8 @@
 The bundle names its member models (bundled names, or folders relative to the bundle) and, per
 contrast, which members score it. Each member runs on its own model grid and its raw scores are
 turned into its own healthy-calibrated units (``calibration.surprise``); the ensemble's channel
-for a contrast is the voxel-wise maximum over that contrast's members. The ensemble has its own
+for a contrast is the voxel-wise maximum over that contrast's members (``scoring.member_fusion``
+"max": any member surprised), or their minimum ("min": all members agree). The ensemble has its own
 healthy calibration on top, so its calibrated threshold keeps its meaning. When all given
 contrasts go to one member, the pipeline hands the scan to that member (:meth:`for_contrasts`):
 the ensemble then picks, per contrast, the model that works best on it.
@@ -21,6 +22,8 @@ from ..calibration import surprise
 from ..errors import ModelError
 from ..geometry import canonical_reference, resample_like
 from .base import AnomalyModel, ModelOutput
+
+MEMBER_FUSIONS = {"max": np.maximum.reduce, "min": np.minimum.reduce}
 
 
 def member_bundle(reference: str, ensemble_path: Path):
@@ -51,6 +54,11 @@ class EnsembleModel(AnomalyModel):
     def __init__(self, bundle, device: str = "cpu"):
         super().__init__(bundle, device)
         self.routes: dict[str, list[str]] = bundle.metadata["scoring"]["members_per_contrast"]
+        fusion = bundle.metadata["scoring"].get("member_fusion", "max")
+        if fusion not in MEMBER_FUSIONS:
+            raise ModelError(f"ensemble '{bundle.name}': member fusion '{fusion}' is unknown (known: "
+                             f"{', '.join(MEMBER_FUSIONS)}) — update UADBrain or fix its metadata.json.")
+        self.fuse_members = MEMBER_FUSIONS[fusion]
         self.member_bundles = {}
         for name, reference in bundle.metadata["members"].items():
             found = member_bundle(reference, bundle.path)
@@ -91,7 +99,7 @@ class EnsembleModel(AnomalyModel):
             for contrast, raw in output.contrast_maps.items():
                 surprises.setdefault(contrast, []).append(surprise(raw, tables[contrast]))
             reconstructions.update(output.reconstructions)
-        maps = {c: np.where(brain_mask, np.maximum.reduce(m), 0.0).astype(np.float32) for c, m in surprises.items()}
+        maps = {c: np.where(brain_mask, self.fuse_members(m), 0.0).astype(np.float32) for c, m in surprises.items()}
         return ModelOutput(contrast_maps=maps, reconstructions=reconstructions)
 
     def _run_member(self, member, images, brain_mask, spacing, progress, is_cancelled) -> ModelOutput:
