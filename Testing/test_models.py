@@ -1,5 +1,6 @@
-"""The learned model families (denoising and variational autoencoders, synthetic-anomaly segmenter)
-and their slice networks, on tiny randomly initialised bundles built in code."""
+"""The learned model families (denoising and variational autoencoders, partial-noising diffusion,
+synthetic-anomaly segmenter) and their slice networks, on tiny randomly initialised bundles built
+in code."""
 
 import json
 import threading
@@ -15,6 +16,8 @@ from UADBrainLib.errors import Cancelled, ModelError
 from UADBrainLib.models import family_class, load_model
 from UADBrainLib.models.dae import (SHARED_HEAD, DenoisingAutoencoder, anomaly_score, coarse_noise,
                                     ssim_dissimilarity)
+from UADBrainLib.models.diffusion import HEAD as DIFFUSION_HEAD
+from UADBrainLib.models.diffusion import DEFAULT_SAMPLER, PartialDiffusionModel, cumulative_alphas
 from UADBrainLib.models.networks import (PAD_MULTIPLE, VAE_ARCHITECTURE, SliceVAE, brain_box, build_networks,
                                          context_indices, network_spec, predict_volume, prepare)
 from UADBrainLib.models.segmenter import HEAD, SyntheticAnomalySegmenter
@@ -27,9 +30,14 @@ TINY_VAE = {"channels": [4, 8, 8], "latent_channels": 2}
 
 
 def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=False):
+    scoring = {"score": score}
     if family == "vae":
         heads = [VAE_HEAD] if shared else list(contrasts)
         spec = network_spec(heads, context, TINY_VAE, architecture=VAE_ARCHITECTURE)
+    elif family == "diffusion":
+        heads = [DIFFUSION_HEAD] if shared else list(contrasts)
+        spec = network_spec(heads, 0, TINY_UNET, extra_channels=1)
+        scoring["sampler"] = {"start": 100, "steps": 3}
     else:
         heads = [SHARED_HEAD] if shared else list(contrasts) if family == "dae" else [HEAD]
         spec = network_spec(heads, context, TINY_UNET, output_bias=-3.0 if family == "segmenter" else 0.0)
@@ -39,7 +47,7 @@ def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=F
         "name": f"tiny-{family}", "version": "0", "title": "tiny", "family": family,
         "contrasts": list(contrasts), "required_contrasts": [],
         "preprocessing": {"spacing_mm": [3.0, 3.0, 3.0], "bias_correction": False, "normalisation": "robust_z"},
-        "scoring": {"score": score}, "postprocessing": {"median": 3, "min_size_mm3": 0.0, "erosion_mm": 0.0},
+        "scoring": scoring, "postprocessing": {"median": 3, "min_size_mm3": 0.0, "erosion_mm": 0.0},
         "calibration": None, "network": spec,
         "weights": {"file": "weights.pt", "sha256": sha256_of(folder / "weights.pt")},
     }
@@ -128,9 +136,10 @@ def test_families_load_lazily_by_name():
     assert family_class("dae") is DenoisingAutoencoder
     assert family_class("segmenter") is SyntheticAnomalySegmenter
     assert family_class("vae") is VariationalAutoencoder
+    assert family_class("diffusion") is PartialDiffusionModel
 
 
-@pytest.mark.parametrize("family", ["dae", "vae", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "diffusion", "segmenter"])
 def test_model_scores_each_contrast_inside_the_brain(tmp_path, family):
     model = load_model(tiny_bundle(tmp_path, family, ["flair", "t1"]))
     image, mask = canonical_case()
@@ -175,6 +184,26 @@ def test_vae_with_one_shared_network_reconstructs_every_contrast(tmp_path):
     assert not np.allclose(output.reconstructions["flair"], output.reconstructions["t2"])
 
 
+def test_diffusion_schedule_starts_clean_and_decays():
+    alphas = cumulative_alphas(DEFAULT_SAMPLER)
+    assert alphas.shape == (DEFAULT_SAMPLER["timesteps"] + 1,) and alphas[0] == 1.0
+    assert torch.all(alphas[1:] < alphas[:-1]) and alphas[-1] < 1e-3
+
+
+def test_diffusion_reconstruction_is_reproducible_and_runs_the_sampler_steps(tmp_path):
+    model = load_model(tiny_bundle(tmp_path, "diffusion", ["flair"]))
+    calls = []
+    network = model.networks["flair"]
+    network.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[1]))
+    image, mask = canonical_case()
+    first = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    batches = -(-int(mask.any(axis=(1, 2)).sum()) // model.batch_size)
+    assert len(calls) == 3 * batches and set(calls) == {3}  # 3 DDIM steps; slice, mask, step channels
+    second = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    assert np.array_equal(first.contrast_maps["flair"], second.contrast_maps["flair"])
+    assert np.all(first.reconstructions["flair"][~mask] == 0)
+
+
 def test_dae_ssim_score_runs(tmp_path):
     model = load_model(tiny_bundle(tmp_path, "dae", ["flair"], score="ssim"))
     image, mask = canonical_case()
@@ -190,7 +219,7 @@ def test_changed_weights_are_refused(tmp_path):
         load_model(bundle)
 
 
-@pytest.mark.parametrize("family", ["dae", "vae", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "diffusion", "segmenter"])
 def test_detect_with_a_learned_model_returns_maps_on_the_input_grid(tmp_path, family):
     bundle = tiny_bundle(tmp_path, family, ["flair"])
     image, mask, _ = phantom_brain(direction=OBLIQUE_DIRECTION)

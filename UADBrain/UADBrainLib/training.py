@@ -54,6 +54,8 @@ class TrainConfig:
     noise_std: tuple[float, float] = (1.0, 3.0)  # dae: range of the coarse noise's sd, normalised units
     kl_weight: float = 1.0  # vae: weight of the KL term per brain pixel (0: a plain autoencoder)
     latent_channels: int = 16  # vae: latent channels per cell at 1/16 of the slice's resolution
+    diffusion_start: int = 250  # diffusion: step of 1000 the slices are noised to (training and inference)
+    diffusion_steps: int = 10  # diffusion: DDIM steps back to a clean slice at inference
     pool_size: int = 16
     refresh_every: int = 25
     validate_every: int = 500
@@ -146,6 +148,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     task = make_task(config)
+    config = task.config  # a family may fix settings it cannot use (the diffusion model: no context)
     train_source, validation_source, calibration_source = make_sources(config, task.preprocessing())
     networks = build_networks(task.network_spec()).to(device)
     optimizer = torch.optim.AdamW(networks.parameters(), lr=config.learning_rate, weight_decay=1e-4)
@@ -341,6 +344,10 @@ def add_parser(subparsers) -> None:
                         help="vae: weight of the KL divergence (0 trains a plain autoencoder)")
     parser.add_argument("--latent-channels", type=int, default=TrainConfig.latent_channels,
                         help="vae: latent channels per cell at 1/16 of the slice's resolution")
+    parser.add_argument("--diffusion-start", type=int, default=TrainConfig.diffusion_start,
+                        help="diffusion: noise slices to this step of 1000 (training and inference)")
+    parser.add_argument("--diffusion-steps", type=int, default=TrainConfig.diffusion_steps,
+                        help="diffusion: DDIM steps back to a clean slice at inference")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
                         "synthetic anomalies borrow (default: ellipsoids and blobs only)")
     parser.add_argument("--heldout-appearance", action="append", dest="heldout_appearances",
@@ -393,6 +400,7 @@ def run_train(args) -> int:
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
         kl_weight=args.kl_weight, latent_channels=args.latent_channels,
+        diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)

@@ -25,6 +25,9 @@ BAUGH_2023 = ("Baugh M, Tan J, Müller JP, Dombrowski M, Batten J, Kainz B. Many
 BAUR_2021 = ("Baur C, Denner S, Wiestler B, Navab N, Albarqouni S. Autoencoders for unsupervised anomaly "
              "segmentation in brain MR images: a comparative study. Medical Image Analysis 69, 2021.")
 KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
+WYATT_2022 = ("Wyatt J, Leach A, Schmon SM, Willcocks CG. AnoDDPM: anomaly detection with denoising diffusion "
+              "probabilistic models using simplex noise. CVPR Workshops 2022.")
+SONG_2021 = "Song J, Meng C, Ermon S. Denoising diffusion implicit models. ICLR 2021."
 SYNTHSEG = ("Billot B, Greve DN, Puonti O, et al. SynthSeg: segmentation of brain MRI scans of any "
             "contrast and resolution without retraining. Medical Image Analysis 86, 2023 (label maps).")
 LESJAK_2018 = ("Lesjak Ž, Galimzianova A, Koren A, et al. A novel public MR image dataset of multiple "
@@ -266,6 +269,86 @@ class VariationalTask(DenoisingTask):
         return sum(losses) / len(losses)
 
 
+class DiffusionTask(DenoisingTask):
+    """Wyatt et al. 2022 (AnoDDPM): predict the clean slice from one noised to a random step of
+    the partial diffusion the model is run with. 2D only: neighbouring slices given as context
+    would show the network the lesion the noise hides."""
+
+    family = "diffusion"
+
+    def __init__(self, config):
+        super().__init__(dataclasses.replace(config, context=0))
+
+    def shared_head(self) -> str:
+        from .models.diffusion import HEAD
+
+        return HEAD
+
+    def sampler(self) -> dict:
+        from .models.diffusion import DEFAULT_SAMPLER
+
+        return {**DEFAULT_SAMPLER, "start": self.config.diffusion_start, "steps": self.config.diffusion_steps}
+
+    def network_spec(self) -> dict:
+        from .models.networks import network_spec
+
+        unet = {"channels": list(self.config.channels), "strides": [2] * (len(self.config.channels) - 1)}
+        return network_spec(self.heads(), 0, unet, extra_channels=1)
+
+    def scoring(self):
+        return {"score": self.config.score, "sampler": self.sampler()}
+
+    def title(self):
+        return f"Partial-noising diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        sampler = self.sampler()
+        return (f"A 2D U-Net trained on synthetic healthy brains as a diffusion model; each slice is noised "
+                f"with smooth multi-scale noise to step {sampler['start']} of {sampler['timesteps']} and "
+                f"restored in {sampler['steps']} DDIM steps; anomalies are what it cannot restore (the "
+                "residual in the lesion direction).")
+
+    def references(self):
+        return [WYATT_2022, SONG_2021, BEHRENDT_2024, SYNTHSEG]
+
+    def loss(self, networks, volumes, rng, device):
+        import torch
+
+        from .models.diffusion import cumulative_alphas, network_input, noised, unit_noise
+
+        sampler = self.sampler()
+        batch = self.slabs(volumes, rng)
+        images = torch.from_numpy(batch.prepared())
+        masks = torch.from_numpy(batch.masks.astype(np.float32))
+        steps = torch.from_numpy(rng.integers(1, sampler["start"] + 1, size=images.shape[0]))
+        x_t = noised(images, steps, unit_noise(tuple(images.shape), sampler), cumulative_alphas(sampler))
+        inputs = network_input(x_t, masks, steps, sampler["timesteps"]).to(device)
+        targets, weights = images.to(device), masks.to(device)
+        losses = []
+        heads = [self.head(c) for c in batch.contrasts]
+        for head in dict.fromkeys(heads):
+            chosen = [i for i, h in enumerate(heads) if h == head]
+            error = (networks[head](inputs[chosen]) - targets[chosen]) ** 2 * weights[chosen]
+            losses.append(error.sum() / weights[chosen].sum().clamp_min(1.0))
+        return sum(losses) / len(losses)
+
+    def score_volume(self, networks, case, device):
+        import torch
+
+        from .models.dae import anomaly_score
+        from .models.diffusion import reconstruct
+        from .models.networks import predict_volume, prepare
+        from .models.thresholding import DEFAULT_DIRECTIONS
+
+        sampler = self.sampler()
+        generator = torch.Generator().manual_seed(int(sampler["seed"]))
+        network = networks[self.head(case.contrast)]
+        prepared = prepare(case.image, case.mask)
+        reconstruction = predict_volume(lambda inputs: reconstruct(network, inputs, sampler, generator),
+                                        prepared, case.mask, 0, device)
+        return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
+
+
 class SegmenterTask(TrainingTask):
     """Baugh et al. 2023: segment synthetic anomalies inserted into healthy slabs."""
 
@@ -338,7 +421,8 @@ class SegmenterTask(TrainingTask):
         return anomaly_score(logits)
 
 
-TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask, "segmenter": SegmenterTask}
+TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask, "diffusion": DiffusionTask,
+                                         "segmenter": SegmenterTask}
 
 
 def register_task(name: str, task_class: type[TrainingTask]) -> None:

@@ -14,6 +14,7 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "threshold": ThresholdingModel,
     "dae": "dae:DenoisingAutoencoder",
     "vae": "vae:VariationalAutoencoder",
+    "diffusion": "diffusion:PartialDiffusionModel",
     "segmenter": "segmenter:SyntheticAnomalySegmenter",
     "ensemble": "ensemble:EnsembleModel",
 }

@@ -98,11 +98,12 @@ ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE}
 
 
 def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
-                 output_bias: float = 0.0, architecture: str = ARCHITECTURE) -> dict:
-    """The ``network`` block of a bundle's metadata (``unet``: the architecture's own arguments)."""
+                 output_bias: float = 0.0, architecture: str = ARCHITECTURE, extra_channels: int = 0) -> dict:
+    """The ``network`` block of a bundle's metadata (``unet``: the architecture's own arguments;
+    ``extra_channels``: inputs beyond the slices and the mask, e.g. a diffusion step)."""
     defaults = DEFAULT_UNET if architecture == ARCHITECTURE else {"channels": DEFAULT_UNET["channels"],
                                                                   "latent_channels": DEFAULT_VAE_LATENT}
-    args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2, "out_channels": 1}
+    args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2 + extra_channels, "out_channels": 1}
     if architecture == ARCHITECTURE:
         args["output_bias"] = output_bias
     return {"architecture": architecture, "args": args, "heads": list(heads), "context": int(context),
@@ -205,6 +206,10 @@ class SliceNetworkModel:
         self.spec = self.bundle.metadata["network"]
         self.networks = load_networks(self.bundle, self.device)
 
+    def _forward_for(self, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What turns a batch of slice inputs into outputs: the head's network itself, here."""
+        return self.networks[head]
+
     def _run_per_contrast(self, head_for: Callable[[str], str], images: dict, brain_mask: np.ndarray,
                           message: str, progress=None, is_cancelled=None) -> dict[str, tuple]:
         """``{contrast: (prepared input, network output)}`` for every given contrast."""
@@ -213,7 +218,7 @@ class SliceNetworkModel:
         for index, (contrast, image) in enumerate(images.items()):
             prepared = prepare(image, brain_mask, self.spec.get("clip", CLIP))
             report = (lambda f, i=index, c=contrast: progress((i + f) / count, f"{message} {c}")) if progress else None
-            output = predict_volume(self.networks[head_for(contrast)], prepared, brain_mask,
+            output = predict_volume(self._forward_for(head_for(contrast)), prepared, brain_mask,
                                     self.spec["context"], self.device, self.batch_size,
                                     progress=report, is_cancelled=is_cancelled)
             results[contrast] = (prepared, output)
