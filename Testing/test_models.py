@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
-from UADBrainLib.bundle import read_bundle, sha256_of
+from UADBrainLib.bundle import BUNDLED_MODELS_DIR, list_bundled, read_bundle, sha256_of
 from UADBrainLib.errors import Cancelled, ModelError
 from UADBrainLib.models import family_class, load_model
 from UADBrainLib.models.dae import (SHARED_HEAD, DenoisingAutoencoder, anomaly_score, coarse_noise,
@@ -305,3 +305,21 @@ def test_ensemble_with_an_unknown_member_fusion_is_refused(tmp_path):
     ensemble, _ = _two_member_ensemble(tmp_path, member_fusion="median")
     with pytest.raises(ModelError, match="member fusion 'median' is unknown"):
         load_model(ensemble)
+
+
+# ---------------------------------------------------------------- the bundled models
+
+LEARNED_BUNDLES = [name for name in list_bundled() if read_bundle(BUNDLED_MODELS_DIR / name).metadata.get("weights")]
+
+
+@pytest.mark.parametrize("name", LEARNED_BUNDLES)
+def test_bundled_learned_model_is_small_documented_calibrated_and_runs(name):
+    bundle = read_bundle(BUNDLED_MODELS_DIR / name)
+    assert (bundle.path / bundle.metadata["weights"]["file"]).stat().st_size <= 20 * 1024 * 1024
+    card = (bundle.path / "README.md").read_text(encoding="utf-8")
+    assert "## Evaluation on real scans" in card and "| brats2015 |" in card and "IXI" in card
+    assert set(bundle.calibration["channels"]) == set(bundle.contrasts)
+    image, mask, _ = phantom_brain()
+    result = detect({bundle.contrasts[0]: image}, model=load_model(bundle), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="calibrated"))
+    assert np.isfinite(result.threshold) and np.isfinite(sitk.GetArrayFromImage(result.anomaly_map)).all()
