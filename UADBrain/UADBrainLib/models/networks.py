@@ -26,7 +26,7 @@ PAD_MULTIPLE = 16  # 2 ** number of down-sampling steps of the default U-Net
 ARCHITECTURE = "monai.UNet-2d"
 VAE_ARCHITECTURE = "uadbrain.VAE-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
-DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (16 mm cells at 2 mm)
+DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
 
 
 class SliceUNet(nn.Module):
