@@ -328,7 +328,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--name", help="bundle name (default: the --out folder's name)")
     parser.add_argument("--spacing", type=float, default=TrainConfig.spacing, help="model grid spacing, mm")
     parser.add_argument("--context", type=int, default=TrainConfig.context,
-                        help="neighbouring slices on each side given as channels (0 = 2D)")
+                        help="neighbouring slices on each side given as channels (0 = 2D; the diffusion model is always 2D)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--channels", default=",".join(map(str, TrainConfig.channels)),

@@ -54,6 +54,11 @@ def ranking_metrics(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float
     return curve.average_precision(), float(dice.max()) if dice.size else float("nan")
 
 
+def masked_squared_error(outputs, targets, weights):
+    """Mean squared error over the pixels where ``weights`` (the brain mask) is set."""
+    return ((outputs - targets) ** 2 * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 def lesion_shapes(folder):
     if not folder:
         return None
@@ -185,6 +190,21 @@ class DenoisingTask(TrainingTask):
     def references(self):
         return [KASCENAS_2022, BEHRENDT_2024, SYNTHSEG]
 
+    def per_head_loss(self, contrasts, head_loss):
+        """Mean over the batch's heads of ``head_loss(head, indices of the samples it scores)``."""
+        heads = [self.head(c) for c in contrasts]
+        losses = [head_loss(head, [i for i, h in enumerate(heads) if h == head]) for head in dict.fromkeys(heads)]
+        return sum(losses) / len(losses)
+
+    def slice_targets(self, inputs, images, masks, device):
+        """Network inputs (the given slices and the centre's mask), the clean centre slices and their
+        brain masks (the loss weights), on ``device``."""
+        import torch
+
+        centre = self.config.context
+        return (torch.cat([inputs, masks[:, centre:centre + 1]], dim=1).to(device),
+                images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device))
+
     def loss(self, networks, volumes, rng, device):
         import torch
 
@@ -194,17 +214,9 @@ class DenoisingTask(TrainingTask):
         images = torch.from_numpy(batch.prepared())
         masks = torch.from_numpy(batch.masks.astype(np.float32))
         noise = coarse_noise((images.shape[0], 1, *images.shape[2:]), std_range=self.config.noise_std)
-        noisy = (images + noise) * masks
-        centre = self.config.context
-        inputs = torch.cat([noisy, masks[:, centre:centre + 1]], dim=1).to(device)
-        targets, weights = images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device)
-        losses = []
-        heads = [self.head(c) for c in batch.contrasts]
-        for head in dict.fromkeys(heads):
-            chosen = [i for i, h in enumerate(heads) if h == head]
-            error = (networks[head](inputs[chosen]) - targets[chosen]) ** 2 * weights[chosen]
-            losses.append(error.sum() / weights[chosen].sum().clamp_min(1.0))
-        return sum(losses) / len(losses)
+        inputs, targets, weights = self.slice_targets((images + noise) * masks, images, masks, device)
+        return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
+            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
     def score_volume(self, networks, case, device):
         from .models.dae import anomaly_score
@@ -253,20 +265,16 @@ class VariationalTask(DenoisingTask):
         batch = self.slabs(volumes, rng)
         images = torch.from_numpy(batch.prepared())
         masks = torch.from_numpy(batch.masks.astype(np.float32))
-        centre = self.config.context
-        inputs = torch.cat([images, masks[:, centre:centre + 1]], dim=1).to(device)
-        targets, weights = images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device)
-        losses = []
-        heads = [self.head(c) for c in batch.contrasts]
-        for head in dict.fromkeys(heads):
-            chosen = [i for i, h in enumerate(heads) if h == head]
+        inputs, targets, weights = self.slice_targets(images, images, masks, device)
+
+        def head_loss(head, chosen):
             reconstruction, mean, log_variance = networks[head].sample(inputs[chosen])
-            error = (reconstruction - targets[chosen]) ** 2 * weights[chosen]
-            pixels = weights[chosen].sum().clamp_min(1.0)
             # KL per brain pixel: the ELBO of a Gaussian likelihood with variance 1/2, scaled by kl_weight
             kl = 0.5 * (mean ** 2 + log_variance.exp() - 1.0 - log_variance).sum()
-            losses.append((error.sum() + self.config.kl_weight * kl) / pixels)
-        return sum(losses) / len(losses)
+            return (masked_squared_error(reconstruction, targets[chosen], weights[chosen])
+                    + self.config.kl_weight * kl / weights[chosen].sum().clamp_min(1.0))
+
+        return self.per_head_loss(batch.contrasts, head_loss)
 
 
 class DiffusionTask(DenoisingTask):
@@ -324,13 +332,8 @@ class DiffusionTask(DenoisingTask):
         x_t = noised(images, steps, unit_noise(tuple(images.shape), sampler), cumulative_alphas(sampler))
         inputs = network_input(x_t, masks, steps, sampler["timesteps"]).to(device)
         targets, weights = images.to(device), masks.to(device)
-        losses = []
-        heads = [self.head(c) for c in batch.contrasts]
-        for head in dict.fromkeys(heads):
-            chosen = [i for i, h in enumerate(heads) if h == head]
-            error = (networks[head](inputs[chosen]) - targets[chosen]) ** 2 * weights[chosen]
-            losses.append(error.sum() / weights[chosen].sum().clamp_min(1.0))
-        return sum(losses) / len(losses)
+        return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
+            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
     def score_volume(self, networks, case, device):
         import torch
