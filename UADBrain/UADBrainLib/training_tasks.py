@@ -72,6 +72,7 @@ class TrainingTask:
 
     family = ""
     output_bias = 0.0
+    extra_input_channels = 0  # network inputs beyond the slices and the mask
 
     def __init__(self, config):
         self.config = config
@@ -85,7 +86,8 @@ class TrainingTask:
         from .models.networks import network_spec
 
         unet = {"channels": list(self.config.channels), "strides": [2] * (len(self.config.channels) - 1)}
-        return network_spec(self.heads(), self.config.context, unet, self.output_bias)
+        return network_spec(self.heads(), self.config.context, unet, self.output_bias,
+                            extra_channels=self.extra_input_channels)
 
     def preprocessing(self) -> dict:
         return {"spacing_mm": [self.config.spacing] * 3, "bias_correction": False, "normalisation": "robust_z"}
@@ -196,6 +198,13 @@ class DenoisingTask(TrainingTask):
         losses = [head_loss(head, [i for i, h in enumerate(heads) if h == head]) for head in dict.fromkeys(heads)]
         return sum(losses) / len(losses)
 
+    def batch_tensors(self, volumes, rng):
+        """A batch of slabs, its prepared images and its brain masks as tensors."""
+        import torch
+
+        batch = self.slabs(volumes, rng)
+        return batch, torch.from_numpy(batch.prepared()), torch.from_numpy(batch.masks.astype(np.float32))
+
     def slice_targets(self, inputs, images, masks, device):
         """Network inputs (the given slices and the centre's mask), the clean centre slices and their
         brain masks (the loss weights), on ``device``."""
@@ -206,17 +215,17 @@ class DenoisingTask(TrainingTask):
                 images[:, centre:centre + 1].to(device), masks[:, centre:centre + 1].to(device))
 
     def loss(self, networks, volumes, rng, device):
-        import torch
-
         from .models.dae import coarse_noise
 
-        batch = self.slabs(volumes, rng)
-        images = torch.from_numpy(batch.prepared())
-        masks = torch.from_numpy(batch.masks.astype(np.float32))
+        batch, images, masks = self.batch_tensors(volumes, rng)
         noise = coarse_noise((images.shape[0], 1, *images.shape[2:]), std_range=self.config.noise_std)
         inputs, targets, weights = self.slice_targets((images + noise) * masks, images, masks, device)
         return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+
+    def reconstruction(self, network):
+        """What turns slice inputs into reconstructions at inference: the network itself, here."""
+        return network
 
     def score_volume(self, networks, case, device):
         from .models.dae import anomaly_score
@@ -224,8 +233,8 @@ class DenoisingTask(TrainingTask):
         from .models.thresholding import DEFAULT_DIRECTIONS
 
         prepared = prepare(case.image, case.mask)
-        reconstruction = predict_volume(networks[self.head(case.contrast)], prepared, case.mask,
-                                        self.config.context, device)
+        reconstruction = predict_volume(self.reconstruction(networks[self.head(case.contrast)]), prepared,
+                                        case.mask, self.config.context, device)
         return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
 
 
@@ -260,11 +269,7 @@ class VariationalTask(DenoisingTask):
         return [BAUR_2021, KINGMA_2014, SYNTHSEG]
 
     def loss(self, networks, volumes, rng, device):
-        import torch
-
-        batch = self.slabs(volumes, rng)
-        images = torch.from_numpy(batch.prepared())
-        masks = torch.from_numpy(batch.masks.astype(np.float32))
+        batch, images, masks = self.batch_tensors(volumes, rng)
         inputs, targets, weights = self.slice_targets(images, images, masks, device)
 
         def head_loss(head, chosen):
@@ -283,6 +288,7 @@ class DiffusionTask(DenoisingTask):
     would show the network the lesion the noise hides."""
 
     family = "diffusion"
+    extra_input_channels = 1  # the diffusion step
 
     def __init__(self, config):
         super().__init__(dataclasses.replace(config, context=0))
@@ -296,12 +302,6 @@ class DiffusionTask(DenoisingTask):
         from .models.diffusion import DEFAULT_SAMPLER
 
         return {**DEFAULT_SAMPLER, "start": self.config.diffusion_start, "steps": self.config.diffusion_steps}
-
-    def network_spec(self) -> dict:
-        from .models.networks import network_spec
-
-        unet = {"channels": list(self.config.channels), "strides": [2] * (len(self.config.channels) - 1)}
-        return network_spec(self.heads(), 0, unet, extra_channels=1)
 
     def scoring(self):
         return {"score": self.config.score, "sampler": self.sampler()}
@@ -325,9 +325,7 @@ class DiffusionTask(DenoisingTask):
         from .models.diffusion import cumulative_alphas, network_input, noised, unit_noise
 
         sampler = self.sampler()
-        batch = self.slabs(volumes, rng)
-        images = torch.from_numpy(batch.prepared())
-        masks = torch.from_numpy(batch.masks.astype(np.float32))
+        batch, images, masks = self.batch_tensors(volumes, rng)
         steps = torch.from_numpy(rng.integers(1, sampler["start"] + 1, size=images.shape[0]))
         x_t = noised(images, steps, unit_noise(tuple(images.shape), sampler), cumulative_alphas(sampler))
         inputs = network_input(x_t, masks, steps, sampler["timesteps"]).to(device)
@@ -335,21 +333,10 @@ class DiffusionTask(DenoisingTask):
         return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
-    def score_volume(self, networks, case, device):
-        import torch
+    def reconstruction(self, network):
+        from .models.diffusion import seeded_reconstruction
 
-        from .models.dae import anomaly_score
-        from .models.diffusion import reconstruct
-        from .models.networks import predict_volume, prepare
-        from .models.thresholding import DEFAULT_DIRECTIONS
-
-        sampler = self.sampler()
-        generator = torch.Generator().manual_seed(int(sampler["seed"]))
-        network = networks[self.head(case.contrast)]
-        prepared = prepare(case.image, case.mask)
-        reconstruction = predict_volume(lambda inputs: reconstruct(network, inputs, sampler, generator),
-                                        prepared, case.mask, 0, device)
-        return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
+        return seeded_reconstruction(network, self.sampler())
 
 
 class SegmenterTask(TrainingTask):

@@ -6,8 +6,9 @@ which is enough for the few hundred steps used here. At inference a slice is noi
 ``start`` (not to pure noise) and walked back to ``t = 0`` in a few deterministic DDIM steps
 (Song et al. 2021): healthy tissue comes back, an anomaly the partial noise has hidden does not.
 The noise is smooth and multi-scale (``dae.coarse_noise``, the role simplex noise plays in
-AnoDDPM), because white noise at these steps hides small details only, not lesions. Every slice
-draws its noise from a generator seeded by its index, so a scan always gives the same map.
+AnoDDPM), because white noise at these steps hides small details only, not lesions. Each
+contrast's slices draw their noise, batch by batch, from one generator seeded by the sampler's
+``seed``, so a scan always gives the same map.
 
 Scored like the denoising autoencoder: the residual ``image - reconstruction`` in the lesion
 direction. The cost is ``steps`` network passes per slice instead of one.
@@ -70,12 +71,15 @@ def reconstruct(network, inputs: torch.Tensor, sampler: dict, generator: torch.G
     return estimate
 
 
+def seeded_reconstruction(network, sampler: dict):
+    """``inputs -> reconstruction`` for one volume's slice batches, with its own seeded noise."""
+    generator = torch.Generator().manual_seed(int(sampler["seed"]))
+    return lambda inputs: reconstruct(network, inputs, sampler, generator)
+
+
 class PartialDiffusionModel(DenoisingAutoencoder):
     shared_head = HEAD
 
     def _forward_for(self, head: str):
         sampler = {**DEFAULT_SAMPLER, **self.bundle.metadata.get("scoring", {}).get("sampler", {})}
-        network = self.networks[head]
-        # one generator per contrast, advanced batch by batch: the same scan always gets the same noise
-        generator = torch.Generator().manual_seed(int(sampler["seed"]))
-        return lambda inputs: reconstruct(network, inputs, sampler, generator)
+        return seeded_reconstruction(self.networks[head], sampler)
