@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from UADBrainLib.calibration import (calibrated_threshold, channel_sets, compute_calibration, fuse,
-                                     quantile_table, surprise, volume_percentile)
+                                     quantile_table, scored_contrasts, surprise, volume_percentile)
 from UADBrainLib.errors import ModelError
 
 
@@ -76,6 +76,27 @@ def test_volume_percentile():
 def test_channel_sets_respect_required():
     assert channel_sets(["t1", "flair"], []) == [["flair"], ["t1"], ["flair", "t1"]]
     assert channel_sets(["t1", "flair"], ["flair"]) == [["flair"], ["flair", "t1"]]
+
+
+def test_a_lead_contrast_is_scored_alone():
+    assert scored_contrasts(["flair", "t1", "t2"], ["flair"]) == ["flair"]
+    assert scored_contrasts(["t1", "t2"], ["flair"]) == ["t1", "t2"]
+    assert scored_contrasts(["flair", "t1"], []) == ["flair", "t1"]
+    # only the sets the pipeline can score get a calibration table
+    assert channel_sets(["flair", "t1", "t2"], [], lead=["flair"]) == [["flair"], ["t1"], ["t2"], ["t1", "t2"]]
+
+
+def test_min_fusion_and_its_calibration():
+    cases = healthy_cases()
+    calibration = compute_calibration(cases, ["flair", "t1"], medians=(0,), rule="min")
+    maps = {"flair": np.array([3.0, 0.0], np.float32), "t1": np.array([9.0, 9.0], np.float32)}
+    fused, each = fuse(maps, calibration, "min"), [fuse({c: m}, calibration) for c, m in maps.items()]
+    np.testing.assert_allclose(fused, np.minimum(*each))
+    flagged = [(fuse(m, calibration, "min") > calibrated_threshold(calibration, ["flair", "t1"], 0, 0.01)).mean()
+               for m, _, _ in healthy_cases(count=2, seed=7)]
+    assert np.mean(flagged) == pytest.approx(0.01, rel=0.25)
+    with pytest.raises(ModelError, match="fusion 'mean' is unknown"):
+        fuse(maps, calibration, "mean")
 
 
 @pytest.mark.parametrize("kernel", [0, 3, 5, 7])

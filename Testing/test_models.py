@@ -303,7 +303,7 @@ def test_ensemble_min_fusion_flags_only_where_all_members_agree(tmp_path):
 
 def test_ensemble_with_an_unknown_member_fusion_is_refused(tmp_path):
     ensemble, _ = _two_member_ensemble(tmp_path, member_fusion="median")
-    with pytest.raises(ModelError, match="member fusion 'median' is unknown"):
+    with pytest.raises(ModelError, match="fusion 'median' is unknown"):
         load_model(ensemble)
 
 

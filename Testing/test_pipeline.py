@@ -66,9 +66,46 @@ def test_multi_contrast_and_given_mask():
     flair, brain, lesion = phantom_brain(seed=1)
     t1 = sitk.GetImageFromArray(200 - sitk.GetArrayFromImage(flair))
     t1.CopyInformation(flair)
-    result = detect({"t1": t1, "flair": flair}, mask=brain, options=DetectOptions(threshold=5.0))
+    result = detect({"t1": t1, "flair": flair}, model="threshold", mask=brain, options=DetectOptions(threshold=5.0))
     assert result.channels == ["flair", "t1"] and result.report["brain_mask_method"] == "given"
+    assert result.report["scored_contrasts"] == ["flair", "t1"]
+    assert not any("not scored" in w for w in result.report["warnings"])
     assert dice(sitk.GetArrayFromImage(result.segmentation), sitk.GetArrayFromImage(lesion)) > 0.8
+
+
+def test_a_lead_contrast_is_scored_alone_and_the_others_are_named():
+    """auto scores FLAIR alone when it is given: every combination with another contrast measured
+    worse on the evaluation scans (docs/RESULTS.md)."""
+    flair, brain, _ = phantom_brain(seed=1)
+    t1 = sitk.GetImageFromArray(200 - sitk.GetArrayFromImage(flair))
+    t1.CopyInformation(flair)
+    alone = detect({"flair": flair}, model="auto", mask=brain)
+    both = detect({"t1": t1, "flair": flair}, model="auto", mask=brain)
+    assert both.channels == ["flair"] and both.report["scored_contrasts"] == ["flair"]
+    assert set(both.report["inputs"]) == {"flair", "t1"} and set(both.inputs) == {"flair", "t1"}
+    assert any(w.startswith("t1 not scored: model 'auto' scores flair alone") for w in both.report["warnings"])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(both.anomaly_map), sitk.GetArrayFromImage(alone.anomaly_map))
+    assert both.threshold == alone.threshold
+    every = detect({"t1": t1, "flair": flair}, model="auto", mask=brain,
+                   options=DetectOptions(score_every_contrast=True, calibrated=False))
+    assert every.channels == ["flair", "t1"]
+
+
+def test_contrast_fusion_min_flags_what_all_contrasts_agree_on(tmp_path):
+    flair, brain, lesion = phantom_brain(seed=1)
+    t1 = sitk.GetImageFromArray(np.where(sitk.GetArrayFromImage(lesion) > 0, 100.0, 200 - sitk.GetArrayFromImage(flair)))
+    t1.CopyInformation(flair)  # the lesion is invisible on this T1: "min" must not flag it
+    agreeing = tmp_path / "agreeing"
+    shutil.copytree(find_bundle("threshold").path, agreeing)
+    metadata = json.loads((agreeing / "metadata.json").read_text(encoding="utf-8"))
+    metadata["scoring"]["contrast_fusion"] = "min"
+    (agreeing / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    options = DetectOptions(threshold=5.0)
+    any_contrast = detect({"flair": flair, "t1": t1}, model="threshold", mask=brain, options=options)
+    all_contrasts = detect({"flair": flair, "t1": t1}, model=agreeing, mask=brain, options=options)
+    assert any_contrast.lesion_count == 1 and all_contrasts.lesion_count == 0
+    agreement, either = (sitk.GetArrayFromImage(r.anomaly_map) for r in (all_contrasts, any_contrast))
+    assert np.all(agreement <= either + 1e-6) and np.any(agreement < either)
 
 
 def test_non_overlapping_contrasts_are_rejected():

@@ -6,7 +6,9 @@ Modelled on MONAI's bundle format, reduced to what the pipeline needs. ``metadat
   ``models.FAMILIES``), ``contrasts`` (the ones it can use), ``required_contrasts``
 * ``preprocessing``: ``spacing_mm`` (null = native), ``bias_correction`` (bool),
   ``normalisation`` (see ``preprocessing.normalise``)
-* ``scoring``: family-specific settings (e.g. the lesion direction per contrast)
+* ``scoring``: family-specific settings (e.g. the lesion direction per contrast), and for every
+  family ``contrast_fusion`` (how several contrasts' calibrated maps become one: ``"max"``, the
+  default, or ``"min"``) and ``lead_contrasts`` (when one of them is given, it is scored alone)
 * ``postprocessing``: defaults for ``median``, ``min_size_mm3``, ``erosion_mm``
 * ``calibration``: healthy voxel-score quantiles per median kernel and volume-level scores
   (see ``calibration.py``)
@@ -52,6 +54,14 @@ class Bundle:
     @property
     def required_contrasts(self) -> list[str]:
         return list(self.metadata.get("required_contrasts", []))
+
+    @property
+    def contrast_fusion(self) -> str:
+        return self.metadata.get("scoring", {}).get("contrast_fusion", "max")
+
+    @property
+    def lead_contrasts(self) -> list[str]:
+        return list(self.metadata.get("scoring", {}).get("lead_contrasts", []))
 
     @property
     def preprocessing(self) -> dict:

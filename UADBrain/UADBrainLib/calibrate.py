@@ -50,7 +50,8 @@ def calibrate_model(model, cases: Iterable[HealthyCase], device: str = "cpu", de
         bundle = model if isinstance(model, Bundle) else find_bundle(model)
         model = load_model(bundle, device)
     bundle = model.bundle
-    options = DetectOptions(calibrated=False, device=device)
+    # every channel is scored, lead contrasts or not: each needs its own table
+    options = DetectOptions(calibrated=False, device=device, score_every_contrast=True)
     maps_per_case, channels, seconds = [], [], []
     for case in cases:
         started = time.perf_counter()
@@ -67,7 +68,8 @@ def calibrate_model(model, cases: Iterable[HealthyCase], device: str = "cpu", de
     if not maps_per_case:
         raise InputError("no healthy volume to calibrate on — give at least one.")
     calibration = compute_calibration(maps_per_case, channels, bundle.required_contrasts,
-                                      description=description)
+                                      description=description, rule=bundle.contrast_fusion,
+                                      lead=bundle.lead_contrasts)
     return calibration, {"seconds_per_case": float(np.mean(seconds)), "cases": len(maps_per_case)}
 
 

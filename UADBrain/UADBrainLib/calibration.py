@@ -6,8 +6,10 @@ A bundle's ``calibration`` block, computed on held-out healthy volumes by
 * ``channels``: per model channel (usually a contrast), a table of raw voxel scores against their
   *exceedance* (the fraction of healthy brain voxels scoring higher). :func:`fuse` maps every
   channel to healthy-calibrated units, ``-log10(exceedance)`` (3.0 = only 1 in 1000 healthy voxels
-  score this high on that channel), and takes the voxel-wise maximum. Channels, contrasts and
-  even models thereby share one scale.
+  score this high on that channel) and combines them voxel-wise by the bundle's
+  ``scoring.contrast_fusion``: the maximum (flagged where any channel is surprised, the default) or
+  the minimum (flagged only where all agree). Channels, contrasts and even models thereby share
+  one scale.
 * ``fused``: per channel set (e.g. ``"flair+t1"``) and median kernel, the same table for the
   fused, median-filtered map, so that :func:`calibrated_threshold` returns the threshold at which a
   chosen fraction of healthy brain voxels is flagged; and the volume-level scores of the healthy
@@ -33,6 +35,17 @@ MIN_TAIL_VOXELS = 20  # a quantile is kept only when at least this many voxels l
 # MS FLAIR; chosen on those 6 scans, so the figures at the default are optimistic.
 DEFAULT_FPR = 0.01
 VOLUME_SCORE_MEDIAN = 5  # volume-level scores always use this kernel, so they stay comparable
+
+
+FUSIONS = {"max": np.maximum.reduce, "min": np.minimum.reduce}
+
+
+def fusion(rule: str):
+    """The voxel-wise combination named ``rule`` (a bundle's ``contrast_fusion``/``member_fusion``)."""
+    if rule not in FUSIONS:
+        raise ModelError(f"fusion '{rule}' is unknown (known: {', '.join(FUSIONS)}) — update UADBrain "
+                         "or fix the model's metadata.json.")
+    return FUSIONS[rule]
 
 
 def channel_set_key(channels: Iterable[str]) -> str:
@@ -63,18 +76,19 @@ def surprise(scores: np.ndarray, table: dict) -> np.ndarray:
     return result
 
 
-def fuse(channel_maps: dict[str, np.ndarray], calibration: dict | None) -> np.ndarray:
-    """One map from a model's channel maps: healthy-calibrated units, voxel-wise maximum.
+def fuse(channel_maps: dict[str, np.ndarray], calibration: dict | None, rule: str = "max") -> np.ndarray:
+    """One map from a model's channel maps: healthy-calibrated units, combined by ``rule``.
 
     Without calibration for every channel (e.g. while computing the calibration itself), a single
-    channel is returned as is and several are combined by maximum of raw scores.
+    channel is returned as is and several are combined by ``rule`` on raw scores.
     """
+    combine = fusion(rule)
     tables = (calibration or {}).get("channels", {})
     if all(name in tables for name in channel_maps):
         maps = [surprise(m, tables[name]) for name, m in channel_maps.items()]
     else:
         maps = list(channel_maps.values())
-    return maps[0].astype(np.float32) if len(maps) == 1 else np.maximum.reduce(maps).astype(np.float32)
+    return maps[0].astype(np.float32) if len(maps) == 1 else combine(maps).astype(np.float32)
 
 
 def _fused_entry(calibration: dict | None, channels: Iterable[str]) -> dict:
@@ -111,14 +125,22 @@ def volume_percentile(calibration: dict | None, channels: Iterable[str], score: 
     return float((healthy < score).mean()) if healthy.size else None
 
 
-def channel_sets(channels: list[str], required: list[str]) -> list[list[str]]:
-    """Every non-empty subset of a model's channels that contains the required ones."""
+def channel_sets(channels: list[str], required: list[str], lead: Iterable[str] = ()) -> list[list[str]]:
+    """Every non-empty subset of a model's channels that contains the required ones and that the
+    pipeline can score: a set with a lead contrast holds lead contrasts only (``scored_contrasts``)."""
     subsets = []
     for size in range(1, len(channels) + 1):
         for subset in combinations(sorted(channels), size):
-            if set(required) <= set(subset):
+            if set(required) <= set(subset) and scored_contrasts(subset, lead) == list(subset):
                 subsets.append(list(subset))
     return subsets
+
+
+def scored_contrasts(given: Iterable[str], lead: Iterable[str]) -> list[str]:
+    """The given contrasts a model scores: the given lead contrasts when there are any, else all."""
+    given = list(given)
+    leading = [c for c in given if c in set(lead)]
+    return leading or given
 
 
 def _median_filtered_in_mask(values: np.ndarray, mask: np.ndarray, median: int) -> np.ndarray:
@@ -135,11 +157,13 @@ def _median_filtered_in_mask(values: np.ndarray, mask: np.ndarray, median: int) 
 
 def compute_calibration(cases: list[tuple[dict[str, np.ndarray], np.ndarray, float]],
                         channels: list[str], required: list[str] = (),
-                        medians=MEDIAN_KERNELS, description: str = "") -> dict:
+                        medians=MEDIAN_KERNELS, description: str = "", rule: str = "max",
+                        lead: Iterable[str] = ()) -> dict:
     """Calibration block from healthy cases.
 
     ``cases``: per healthy volume, its raw channel maps and brain mask on one grid (the native
-    grid the pipeline post-processes on) and its voxel volume in mL.
+    grid the pipeline post-processes on) and its voxel volume in mL. ``rule`` and ``lead``: the
+    bundle's contrast fusion and lead contrasts (only the channel sets it can score get a table).
     """
     if not cases:
         raise ValueError("calibration needs at least one healthy case")
@@ -150,7 +174,7 @@ def compute_calibration(cases: list[tuple[dict[str, np.ndarray], np.ndarray, flo
             tables[name] = quantile_table(np.concatenate(pooled))
     calibration = {"description": description, "n_volumes": len(cases), "channels": tables, "fused": {}}
     available = [c for c in channels if c in tables]
-    for subset in channel_sets(available, [r for r in required if r in available]):
+    for subset in channel_sets(available, [r for r in required if r in available], lead):
         per_median = {}
         volume_scores = []
         for median in medians:
@@ -158,7 +182,7 @@ def compute_calibration(cases: list[tuple[dict[str, np.ndarray], np.ndarray, flo
             for maps, mask, voxel_ml in cases:
                 if not set(subset) <= set(maps):
                     continue
-                fused = fuse({c: maps[c] for c in subset}, calibration)
+                fused = fuse({c: maps[c] for c in subset}, calibration, rule)
                 scores = _median_filtered_in_mask(fused, mask, median)
                 pooled.append(scores)
                 if median == VOLUME_SCORE_MEDIAN:

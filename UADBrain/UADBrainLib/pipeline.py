@@ -56,6 +56,7 @@ class DetectOptions:
     keep_preprocessed: bool = False  # keep the normalised model-grid images in the result
     check_contrast: bool = True  # refuse an input that looks like another contrast (input_check.py)
     calibrated: bool = True  # False: fuse raw channel scores (used to compute a calibration)
+    score_every_contrast: bool = False  # True: ignore the model's lead contrasts (calibration)
 
 
 @dataclass
@@ -279,12 +280,15 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     run = _Run(progress, cancel)
 
     run.stage("load")
-    inputs = load_inputs(images)
+    given = load_inputs(images)
     given_mask = (read_mask(mask) if isinstance(mask, (str, Path))
                   else sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8) if mask is not None else None)
-    check_overlap(inputs, given_mask)
+    check_overlap(given, given_mask)
     bundle = model.bundle if isinstance(model, AnomalyModel) else (
-        model if isinstance(model, Bundle) else find_bundle(model, list(inputs)))
+        model if isinstance(model, Bundle) else find_bundle(model, list(given)))
+    scored = list(given) if options.score_every_contrast else calib.scored_contrasts(given, bundle.lead_contrasts)
+    inputs = {name: given[name] for name in scored}
+    set_aside = [name for name in given if name not in inputs]
     # models without a network run on the CPU; only they skip importing torch to probe for CUDA
     scoring_bundles = [bundle, *(routed_bundles(bundle, inputs) if bundle.family == "ensemble" else [])]
     needs_device = options.device != "auto" or any(b.metadata.get("weights") for b in scoring_bundles)
@@ -315,7 +319,10 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     method = preprocessing.get("normalisation", "robust_z")
     arrays = {name: normalise(sitk.GetArrayFromImage(image), model_mask, method)
               for name, image in model_images.items()}
-    input_check = check_inputs({name: sitk.GetArrayViewFromImage(image) for name, image in model_images.items()},
+    # inputs the model sets aside are checked too: a swapped pair is wrong whichever one is scored
+    checked = {name: model_images[name] if name in model_images else resample_like(to_canonical(given[name]), grid)
+               for name in given}
+    input_check = check_inputs({name: sitk.GetArrayViewFromImage(image) for name, image in checked.items()},
                                model_mask, grid.GetSpacing(), options.check_contrast, device)
 
     run.stage("model")
@@ -330,7 +337,8 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
         native = sitk.GetArrayFromImage(resample_like(array_to_image(channel, grid), reference))
         channel_maps[name] = np.where(native_brain, native, 0.0).astype(np.float32)
     calibration = settings.calibration if options.calibrated else None
-    fused = np.where(native_brain, calib.fuse(channel_maps, calibration), 0.0).astype(np.float32)
+    fused = calib.fuse(channel_maps, calibration, settings.contrast_fusion)
+    fused = np.where(native_brain, fused, 0.0).astype(np.float32)
     anomaly_map = array_to_image(fused, reference)
     reconstructions = {name: resample_like(array_to_image(array.astype(np.float32), grid), reference)
                        for name, array in output.reconstructions.items()}
@@ -348,6 +356,11 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     volume_score = postprocessor.volume_score(calib.VOLUME_SCORE_MEDIAN)
     run.finish()
     warnings = list(input_check.warnings)
+    if set_aside:
+        warnings.append(f"{', '.join(set_aside)} not scored: model '{bundle.name}' scores "
+                        f"{'+'.join(inputs)} alone when given (adding other contrasts lowered its accuracy "
+                        "on the evaluation scans; its model card has the figures) — choose another model "
+                        "to fuse every contrast.")
     calibrated_here = calib.channel_set_key(channels) in (calibration or {}).get("fused", {})
     if options.threshold is None and threshold_method == "otsu" and calibrated_here:
         warnings.append(f"the model's healthy calibration would flag more than "
@@ -356,7 +369,8 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
 
     report = {
         "uadbrain_version": __version__,
-        "inputs": {name: _describe(image) for name, image in inputs.items()},
+        "inputs": {name: _describe(image) for name, image in given.items()},
+        "scored_contrasts": list(inputs),
         "reference_contrast": reference_name,
         "brain_mask_method": mask_method,
         "brain_volume_ml": round(brain_volume_ml, 1),
@@ -376,7 +390,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
         median=median, min_size_mm3=min_size, erosion_mm=erosion, fpr=options.fpr,
         volume_score=volume_score,
         volume_percentile=calib.volume_percentile(calibration, channels, volume_score),
-        model_name=bundle.name, channels=channels, inputs=inputs,
+        model_name=bundle.name, channels=channels, inputs=given,
         channel_maps={name: array_to_image(array, reference) for name, array in channel_maps.items()},
         reconstructions=reconstructions,
         preprocessed=({name: array_to_image(array, grid) for name, array in arrays.items()}

@@ -18,13 +18,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..bundle import find_bundle
-from ..calibration import surprise
+from ..calibration import fusion, surprise
 from ..errors import ModelError
 from ..geometry import canonical_reference, resample_like
 from .base import AnomalyModel, ModelOutput
-
-MEMBER_FUSIONS = {"max": np.maximum.reduce, "min": np.minimum.reduce}
-
 
 def member_bundle(reference: str, ensemble_path: Path):
     local = ensemble_path / reference
@@ -54,11 +51,7 @@ class EnsembleModel(AnomalyModel):
     def __init__(self, bundle, device: str = "cpu"):
         super().__init__(bundle, device)
         self.routes: dict[str, list[str]] = bundle.metadata["scoring"]["members_per_contrast"]
-        fusion = bundle.metadata["scoring"].get("member_fusion", "max")
-        if fusion not in MEMBER_FUSIONS:
-            raise ModelError(f"ensemble '{bundle.name}': member fusion '{fusion}' is unknown (known: "
-                             f"{', '.join(MEMBER_FUSIONS)}) — update UADBrain or fix its metadata.json.")
-        self.fuse_members = MEMBER_FUSIONS[fusion]
+        self.fuse_members = fusion(bundle.metadata["scoring"].get("member_fusion", "max"))
         self.member_bundles = {}
         for name, reference in bundle.metadata["members"].items():
             found = member_bundle(reference, bundle.path)
@@ -79,10 +72,13 @@ class EnsembleModel(AnomalyModel):
         """When every given contrast goes to the same single member, that member: its own map and
         healthy calibration, exactly as if it had been chosen by name. (Measured: the ensemble's
         second calibration on top of thresholding's moved MS FLAIR Dice at the calibrated
-        threshold from 0.311 to 0.148.)"""
+        threshold from 0.311 to 0.148.) Several contrasts stay with the ensemble when the member
+        would fuse them differently."""
         routes = {tuple(self.routes.get(contrast, [])) for contrast in contrasts}
         if len(routes) == 1 and len(only := next(iter(routes))) == 1:
-            return self.member(only[0])
+            member = self.member(only[0])
+            if len(contrasts) == 1 or member.bundle.contrast_fusion == self.bundle.contrast_fusion:
+                return member
         return self
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
