@@ -42,9 +42,11 @@ model</b> learned what healthy brains look like, and every voxel it cannot expla
 The result is an <b>anomaly map</b> (colour overlay), a <b>segmentation</b> of the flagged regions
 and a <b>lesion table</b> (volume, maximum score, centroid; click a row to go there).</p>
 <p><b>How to use:</b> select one or more co-registered volumes of one patient (FLAIR, T1, T2, T1c;
-any subset the model supports), optionally a brain mask, press <b>Apply</b>. Tune the threshold,
+any subset the model supports), optionally a brain mask, press <b>Apply</b>. The default model
+scores FLAIR alone when it is selected (adding other contrasts measured worse) and says so; without
+FLAIR it flags what all selected contrasts agree on. Tune the threshold,
 median filter and minimum lesion size afterwards: the segmentation updates live, without rerunning
-the model. <b>Calibrated</b> sets the threshold at which about 1 in 1000 healthy brain voxels would
+the model. <b>Calibrated</b> sets the threshold at which about 1 in 100 healthy brain voxels would
 be flagged (models with a healthy calibration); <b>Otsu</b> picks it from this brain's own scores.
 Export writes the segmentation (.seg.nrrd and NIfTI), the anomaly map (NIfTI) and the lesion table
 (CSV); DICOM SEG through Slicer's DICOM export.</p>
