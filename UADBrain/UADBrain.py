@@ -372,6 +372,7 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.startBackground(request, pythonSlicerExecutable(),
                                                    slicer.util.startupEnvironment())
             self._request = request
+            self._showRunWarnings([])
             self._setRunning(True)
             self._pollTimer.start()
 
@@ -399,9 +400,18 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._setOutputs(outputs)
                 self.logic.showOutputs(outputs)
                 self.ui.stageLabel.text = f"Done in {sum(result.report['timings_s'].values()):.1f} s."
+                self._showRunWarnings(result.report.get("warnings", []))
         finally:
             slicer.app.restoreOverrideCursor()
             job.cleanup()
+
+    def _showRunWarnings(self, warnings: list[str]) -> None:
+        """What the engine reported about this run (a contrast not scored, an unusual image, Otsu
+        instead of the calibration), under the progress bar and in the Python console."""
+        self.ui.runWarningsLabel.text = "\n".join(f"Warning: {warning}" for warning in warnings)
+        self.ui.runWarningsLabel.visible = bool(warnings)
+        for warning in warnings:
+            logging.warning(f"UADBrain: {warning}")
 
     def _cancelRun(self) -> None:
         if self._job is None:

@@ -156,6 +156,8 @@ def test_example_run_shows_lesions_and_overlay(example_result):
     assert page.locator('[data-testid="lesion-row"]').count() >= 1
     assert float(page.get_by_test_id("progress").get_attribute("aria-valuenow")) == pytest.approx(100)
     expect(page.get_by_test_id("error")).to_have_count(0)
+    # the example loads FLAIR, T1 and T2; the default model scores FLAIR alone and says so
+    expect(page.get_by_test_id("warning").first).to_contain_text("t1, t2 not scored")
 
 
 def test_threshold_slider_updates_lesions_and_overlay(example_result, tmp_path):

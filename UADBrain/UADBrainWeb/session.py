@@ -94,6 +94,7 @@ class Session:
             "lesions": [],
             "summary": "No result yet: load a volume and press Run.",
             "error_message": "",
+            "run_warnings": [],
         })
 
     def _bind(self) -> None:
@@ -190,7 +191,7 @@ class Session:
         if self.outputs is not None:
             adapter.remove_outputs(self.scene, self.outputs)
         self.outputs = self.applied = None
-        self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "",
+        self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "", "run_warnings": [],
                            "summary": "No result yet: press Run."})
 
     def _input_volumes(self) -> dict[str, object]:
@@ -260,6 +261,7 @@ class Session:
         self.state.update({"has_result": True, "threshold_min": bottom, "threshold_max": top,
                            "threshold_step": max(top - bottom, 1e-6) / 200, "threshold": threshold,
                            "min_size_mm3": self.outputs.result.min_size_mm3,
+                           "run_warnings": list(self.outputs.result.report.get("warnings", [])),
                            "progress": 100, "stage": "done"})
         self.applied = self._post_processing()
         self._show_lesions()

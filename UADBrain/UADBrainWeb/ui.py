@@ -46,6 +46,16 @@ def build_ui(server, layout_manager, download_trigger: str) -> SinglePageWithDra
                         click_close=ctrl.dismiss_error,
                         raw_attrs=testid("error"),
                     )
+                    # what the engine reported about the run (a contrast not scored, Otsu instead
+                    # of the calibration, an image that does not look like a brain MRI)
+                    v.VAlert(
+                        v_for="(warning, index) in run_warnings",
+                        key="index",
+                        text=("warning",),
+                        type="warning",
+                        density="compact",
+                        raw_attrs=testid("warning"),
+                    )
                 # A fixed height: resizing slice views after a fit would crop the image.
                 with html.Div(style="flex: 0 0 62vh;", raw_attrs=testid("views")):
                     layout_manager.initialize_layout_grid(layout)
