@@ -362,7 +362,8 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             modelName = self._parameterNode.modelName or None
             bundle = find_bundle(modelName, None if modelName else list(self._inputVolumes()))
-            if not ensurePythonPackages(required_modules(bundle), f"The model '{bundle.name}'"):
+            if not ensurePythonPackages(required_modules(bundle, list(self._inputVolumes())),
+                                        f"The model '{bundle.name}'"):
                 return
             # the model's own post-processing defaults; the Tune section adjusts them afterwards
             request = self.logic.makeRequest(self._inputVolumes(), modelName=modelName,

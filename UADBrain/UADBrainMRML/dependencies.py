@@ -31,9 +31,17 @@ class MissingPackage(DependencyError):
                          "install it when asked, then run again.")
 
 
-def required_modules(bundle) -> list[str]:
-    """Packages a model needs at run time: models with weights are networks (PyTorch, MONAI)."""
-    return [TORCH, "monai"] if bundle.metadata.get("weights") else []
+def required_modules(bundle, contrasts=None) -> list[str]:
+    """Packages a model needs at run time for these contrasts (None: any it uses): models with
+    weights are networks (PyTorch, MONAI), and so is an ensemble that routes to one."""
+    bundles = [bundle]
+    if bundle.metadata.get("family") == "ensemble":
+        from UADBrainLib.calibration import scored_contrasts
+        from UADBrainLib.models.ensemble import routed_bundles
+
+        scored = bundle.contrasts if contrasts is None else scored_contrasts(contrasts, bundle.lead_contrasts)
+        bundles += routed_bundles(bundle, scored)
+    return [TORCH, "monai"] if any(b.metadata.get("weights") for b in bundles) else []
 
 
 def missing_modules(modules) -> list[str]:

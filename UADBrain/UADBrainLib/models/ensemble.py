@@ -29,10 +29,15 @@ def member_bundle(reference: str, ensemble_path: Path):
 
 
 def routed_bundles(bundle, contrasts) -> list:
-    """The member bundles an ensemble bundle would run for these contrasts (metadata only)."""
+    """The bundles an ensemble bundle would run for these contrasts, the members of nested
+    ensembles included (metadata only)."""
     routes = bundle.metadata.get("scoring", {}).get("members_per_contrast", {})
     names = dict.fromkeys(name for contrast in contrasts for name in routes.get(contrast, []))
-    return [member_bundle(bundle.metadata["members"][name], bundle.path) for name in names]
+    found = []
+    for name in names:
+        member = member_bundle(bundle.metadata["members"][name], bundle.path)
+        found += [member, *(routed_bundles(member, contrasts) if member.family == "ensemble" else [])]
+    return found
 
 
 def _on_spacing(array: np.ndarray, spacing, target_spacing, is_label: bool = False):
