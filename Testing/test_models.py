@@ -12,6 +12,7 @@ import torch
 
 from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
 from UADBrainLib.bundle import BUNDLED_MODELS_DIR, list_bundled, read_bundle, sha256_of
+from UADBrainLib.bundled_example import load_example
 from UADBrainLib.errors import Cancelled, ModelError
 from UADBrainLib.models import family_class, load_model
 from UADBrainLib.models.dae import (SHARED_HEAD, DenoisingAutoencoder, anomaly_score, coarse_noise,
@@ -323,3 +324,21 @@ def test_bundled_learned_model_is_small_documented_calibrated_and_runs(name):
     result = detect({bundle.contrasts[0]: image}, model=load_model(bundle), mask=mask,
                     options=DetectOptions(device="cpu", threshold="calibrated"))
     assert np.isfinite(result.threshold) and np.isfinite(sitk.GetArrayFromImage(result.anomaly_map)).all()
+
+
+def test_hybrid_drops_what_no_learned_model_confirms():
+    """On the bundled example, ``hybrid`` (thresholding confirmed by the segmenter or the DAE) keeps
+    the inserted lesion and drops the bright frontal-horn rim that thresholding alone flags."""
+    example = load_example()
+    truth = sitk.GetArrayFromImage(example["lesion"]) > 0
+
+    def dice(result):
+        flagged = sitk.GetArrayFromImage(result.segmentation) > 0
+        return 2 * (flagged & truth).sum() / (flagged.sum() + truth.sum())
+
+    options = DetectOptions(device="cpu")
+    alone = detect({"flair": example["flair"]}, model="threshold", options=options)
+    confirmed = detect({"flair": example["flair"]}, model="hybrid", options=options)
+    assert confirmed.report["scored_by"].startswith("hybrid ") and confirmed.threshold_method == "calibrated"
+    assert dice(confirmed) > dice(alone) + 0.1
+    assert confirmed.flagged_volume_ml < alone.flagged_volume_ml

@@ -27,6 +27,7 @@ slicer = pytest.importorskip("slicer", reason="needs slicer-core (pip install sl
 import SimpleITK as sitk  # noqa: E402
 import vtk  # noqa: E402
 
+from UADBrainLib.bundle import find_bundle  # noqa: E402
 from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
 from UADBrainLib.models.thresholding import ThresholdingModel  # noqa: E402
 from UADBrainMRML import dependencies  # noqa: E402
@@ -561,6 +562,15 @@ class FakeBundle:
 def test_networks_need_pytorch_and_monai_the_baseline_nothing():
     assert required_modules(FakeBundle({"family": "threshold", "weights": None})) == []
     assert required_modules(FakeBundle({"family": "dae", "weights": {"file": "w.pt", "sha256": "0"}})) == ["torch", "monai"]
+
+
+def test_an_ensemble_needs_what_its_routes_need():
+    """auto scores FLAIR by thresholding (nothing to install) and T1 by the segmenter; hybrid
+    nests an ensemble of two networks."""
+    auto, hybrid = find_bundle("auto"), find_bundle("hybrid")
+    assert required_modules(auto, ["flair"]) == [] and required_modules(auto, ["flair", "t1"]) == []
+    assert required_modules(auto, ["t1"]) == ["torch", "monai"] and required_modules(auto) == ["torch", "monai"]
+    assert required_modules(hybrid, ["flair"]) == ["torch", "monai"]
 
 
 def test_pytorch_is_installed_before_what_depends_on_it(monkeypatch):
