@@ -1,7 +1,9 @@
 import csv
 import json
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,6 +47,27 @@ def test_example_runs_end_to_end(tmp_path):
     assert report["lesion_count"] >= 1
     assert (truth & found).sum() > 0.5 * truth.sum()  # most of the inserted lesion is flagged
     assert (out / "overview.png").stat().st_size > 10_000
+
+
+def readme_command_one() -> list[str]:
+    """The arguments of the ``uadbrain`` call in the README's Quick start command 1."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    line = next(text for text in readme.read_text(encoding="utf-8").splitlines()
+                if "pip install -e ." in text and "uadbrain detect" in text)
+    return shlex.split(line.split("&& uadbrain ", 1)[1])
+
+
+def test_readme_command_one_finds_the_example_lesion_with_the_learned_hybrid(tmp_path):
+    args = readme_command_one()
+    assert args[:2] == ["detect", "--example"] and args[args.index("--model") + 1] == "hybrid"
+    out = tmp_path / "example_out"
+    args[args.index("--out") + 1] = str(out)
+    assert main(args + ["--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["model"] == "hybrid" and report["threshold_method"] == "calibrated"
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "example_lesion.nii.gz"))) > 0
+    found = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nii.gz"))) > 0
+    assert 2 * (truth & found).sum() / (truth.sum() + found.sum()) > 0.7
 
 
 def bad_inputs(tmp_path):
