@@ -28,7 +28,7 @@ from .geometry import array_to_image, overlap_fraction, resample_like, to_canoni
 from .input_check import check_inputs
 from .io import read_image, read_mask, validate_image
 from .models import AnomalyModel, load_model
-from .models.ensemble import routed_bundles
+from .models.ensemble import runs_a_network
 from .postprocessing import Lesion, PostProcessor
 from .preprocessing import check_mask_volume, n4_bias_correction, normalise
 
@@ -290,8 +290,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     inputs = {name: given[name] for name in scored}
     set_aside = [name for name in given if name not in inputs]
     # models without a network run on the CPU; only they skip importing torch to probe for CUDA
-    scoring_bundles = [bundle, *(routed_bundles(bundle, inputs) if bundle.family == "ensemble" else [])]
-    needs_device = options.device != "auto" or any(b.metadata.get("weights") for b in scoring_bundles)
+    needs_device = options.device != "auto" or runs_a_network(bundle, inputs)
     device = resolve_device(options.device) if needs_device else "cpu"
     anomaly_model = resolve_model(model if isinstance(model, AnomalyModel) else bundle, list(inputs), device)
     # an ensemble may hand all given contrasts to one member: its settings and calibration then apply

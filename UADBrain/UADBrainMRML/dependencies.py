@@ -34,14 +34,12 @@ class MissingPackage(DependencyError):
 def required_modules(bundle, contrasts=None) -> list[str]:
     """Packages a model needs at run time for these contrasts (None: any it uses): models with
     weights are networks (PyTorch, MONAI), and so is an ensemble that routes to one."""
-    bundles = [bundle]
-    if bundle.metadata.get("family") == "ensemble":
-        from UADBrainLib.calibration import scored_contrasts
-        from UADBrainLib.models.ensemble import routed_bundles
+    from UADBrainLib.calibration import scored_contrasts
+    from UADBrainLib.models.ensemble import runs_a_network
 
-        scored = bundle.contrasts if contrasts is None else scored_contrasts(contrasts, bundle.lead_contrasts)
-        bundles += routed_bundles(bundle, scored)
-    return [TORCH, "monai"] if any(b.metadata.get("weights") for b in bundles) else []
+    if bundle.metadata.get("family") == "ensemble":
+        contrasts = bundle.contrasts if contrasts is None else scored_contrasts(contrasts, bundle.lead_contrasts)
+    return [TORCH, "monai"] if runs_a_network(bundle, contrasts or []) else []
 
 
 def missing_modules(modules) -> list[str]:

@@ -23,6 +23,7 @@ from ..errors import ModelError
 from ..geometry import canonical_reference, resample_like
 from .base import AnomalyModel, ModelOutput
 
+
 def member_bundle(reference: str, ensemble_path: Path):
     local = ensemble_path / reference
     return find_bundle(local if (local / "metadata.json").is_file() else reference)
@@ -38,6 +39,13 @@ def routed_bundles(bundle, contrasts) -> list:
         member = member_bundle(bundle.metadata["members"][name], bundle.path)
         found += [member, *(routed_bundles(member, contrasts) if member.family == "ensemble" else [])]
     return found
+
+
+def runs_a_network(bundle, contrasts) -> bool:
+    """Whether scoring ``contrasts`` with ``bundle`` runs a network: its own weights, or those of
+    a member it routes them to (metadata only)."""
+    routed = routed_bundles(bundle, contrasts) if bundle.metadata.get("family") == "ensemble" else []
+    return any(b.metadata.get("weights") for b in [bundle, *routed])
 
 
 def _on_spacing(array: np.ndarray, spacing, target_spacing, is_label: bool = False):
@@ -81,9 +89,8 @@ class EnsembleModel(AnomalyModel):
         would fuse them differently."""
         routes = {tuple(self.routes.get(contrast, [])) for contrast in contrasts}
         if len(routes) == 1 and len(only := next(iter(routes))) == 1:
-            member = self.member(only[0])
-            if len(contrasts) == 1 or member.bundle.contrast_fusion == self.bundle.contrast_fusion:
-                return member
+            if len(contrasts) == 1 or self.member_bundles[only[0]].contrast_fusion == self.bundle.contrast_fusion:
+                return self.member(only[0])
         return self
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
