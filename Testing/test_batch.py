@@ -5,9 +5,9 @@ import csv
 import pytest
 
 from synthetic_cases import write_case, write_image
-from UADBrainLib.cli import main
+from UADBrainLib.cli.main import main
 from UADBrainLib.cohort import scans_from_csv
-from UADBrainLib.outputs import OUTPUT_FILES
+from UADBrainLib.inference.result_files import OUTPUT_FILES
 
 
 def read_summary(out):

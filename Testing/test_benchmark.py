@@ -4,9 +4,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from synthetic_cases import write_case
-from UADBrainLib.benchmark import (PHANTOM_TISSUES, bench_table, model_contrasts, phantom_head,
-                                   run_in_subprocess, run_worker)
 from UADBrainLib.bundle import find_bundle
+from UADBrainLib.evaluation.benchmark import (PHANTOM_TISSUES, bench_table, model_contrasts, phantom_head,
+                                              run_in_subprocess, run_worker)
 
 
 def test_phantom_is_a_head_with_a_brain_sized_mask_and_a_lesion():

@@ -11,18 +11,17 @@ import pytest
 import SimpleITK as sitk
 
 from phantoms import OBLIQUE_DIRECTION, ellipsoid, geometry_of, phantom_brain
-from UADBrainLib import brainmask_net
-from UADBrainLib.brain_extraction import NONZERO_PATH, brain_mask_for
-from UADBrainLib.brainmask_net import (BrainMaskModel, learned_brain_mask, load_brainmask_model,
-                                       network_grid, normalise_head)
-from UADBrainLib.brainmask_training import dice, mean_surface_distance_mm
 from UADBrainLib.bundle import find_bundle, read_bundle, write_metadata
-from UADBrainLib.cli import main
+from UADBrainLib.cli.main import main
 from UADBrainLib.errors import InputError, ModelError
-from UADBrainLib.head_augmentation import (AugmentationConfig, HeadSample, cut_field_of_view,
-                                           skull_strip)
-from UADBrainLib.example import load_example_labels
-from UADBrainLib.synthesis import synthesize
+from UADBrainLib.inference import brainmask_net
+from UADBrainLib.inference.brain_extraction import NONZERO_PATH, brain_mask_for
+from UADBrainLib.inference.brainmask_net import (BrainMaskModel, learned_brain_mask, load_brainmask_model, network_grid,
+                                                 normalise_head)
+from UADBrainLib.synthesis.brains import synthesize
+from UADBrainLib.synthesis.example import load_example_labels
+from UADBrainLib.training.brainmask import dice, mean_surface_distance_mm
+from UADBrainLib.training.head_augmentation import AugmentationConfig, HeadSample, cut_field_of_view, skull_strip
 
 SPACING = 2.0
 
@@ -197,8 +196,8 @@ def test_brainmask_command_rejects_an_unknown_output_format(tmp_path, capsys):
 # ----------------------------------------------------------------------------- training pieces
 
 def test_training_writes_a_loadable_bundle_and_resumes(tmp_path):
-    from UADBrainLib.brainmask_training import BrainmaskTrainingOptions, train_brainmask
-    from UADBrainLib.example import example_label_map_paths
+    from UADBrainLib.synthesis.example import example_label_map_paths
+    from UADBrainLib.training.brainmask import BrainmaskTrainingOptions, train_brainmask
 
     maps = tmp_path / "maps"
     maps.mkdir()

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from UADBrainLib.calibration import (calibrated_threshold, channel_sets, compute_calibration, fuse,
-                                     quantile_table, scored_contrasts, surprise, volume_percentile)
 from UADBrainLib.errors import ModelError
+from UADBrainLib.inference.calibration import (calibrated_threshold, channel_sets, compute_calibration, fuse,
+                                               quantile_table, scored_contrasts, surprise, volume_percentile)
 
 
 def healthy_cases(count=4, shape=(30, 30, 30), seed=0):
@@ -43,7 +43,7 @@ def test_calibrated_threshold_flags_the_requested_share_of_healthy_voxels():
     fresh = healthy_cases(count=2, seed=7)
     for channels in (["flair"], ["flair", "t1"]):
         for median in (0, 3):
-            from UADBrainLib.postprocessing import median_filter
+            from UADBrainLib.inference.postprocessing import median_filter
 
             threshold = calibrated_threshold(calibration, channels, median, fpr=0.01)
             flagged = []
@@ -101,8 +101,8 @@ def test_min_fusion_and_its_calibration():
 
 @pytest.mark.parametrize("kernel", [0, 3, 5, 7])
 def test_median_filtering_on_the_brain_box_gives_the_whole_volume_numbers(kernel):
-    from UADBrainLib.calibration import _median_filtered_in_mask
-    from UADBrainLib.postprocessing import median_filter
+    from UADBrainLib.inference.calibration import _median_filtered_in_mask
+    from UADBrainLib.inference.postprocessing import median_filter
 
     rng = np.random.default_rng(0)
     values = rng.normal(size=(40, 46, 36)).astype(np.float32)

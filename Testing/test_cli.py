@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from phantoms import geometry_of, phantom_brain
-from UADBrainLib.cli import main
-from UADBrainLib.outputs import OUTPUT_FILES
+from UADBrainLib.cli.main import main
+from UADBrainLib.inference.result_files import OUTPUT_FILES
 
 
 def write(image, path):
@@ -117,6 +117,6 @@ def test_bad_input_is_one_clear_line_and_no_output(tmp_path, capsys, case):
 
 
 def test_console_script_and_models_listing():
-    completed = subprocess.run([sys.executable, "-m", "UADBrainLib.cli", "models"], capture_output=True,
+    completed = subprocess.run([sys.executable, "-m", "UADBrainLib.cli.main", "models"], capture_output=True,
                                text=True, cwd="UADBrain", check=True)
     assert "threshold" in completed.stdout

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from synthetic_cases import write_case, write_image
-from UADBrainLib.cli import main
+from UADBrainLib.cli.main import main
 from UADBrainLib.cohort import contrast_from_name, find_cases, read_scan_folder
 from UADBrainLib.errors import InputError
-from UADBrainLib.evaluation import Settings, build_tasks, evaluate, parse_contrast_sets, run_detect, score_case, read_truth
+from UADBrainLib.evaluation.evaluate import (Settings, build_tasks, evaluate, parse_contrast_sets, read_truth,
+                                             run_detect, score_case)
 from UADBrainLib.metrics import dice
 
 
@@ -94,14 +95,16 @@ def test_evaluate_command_writes_tables_and_plots(tmp_path, capsys):
 def test_calibrated_model_reports_dice_at_its_calibrated_threshold(tmp_path):
     """A copy of the baseline with its own healthy calibration gets the Dice@calibrated column; one
     without calibration reports it as n/a."""
-    from UADBrainLib import DetectOptions, detect
-    from UADBrainLib.bundle import find_bundle, write_metadata
-    from UADBrainLib.calibration import compute_calibration
     import shutil
+
     import SimpleITK as sitk
 
+    from UADBrainLib.bundle import find_bundle, write_metadata
+    from UADBrainLib.inference.calibration import compute_calibration
+    from UADBrainLib.inference.pipeline import detect_raw_scores
+
     healthy = write_image(tmp_path / "h_flair.nii.gz", "flair", lesions=(), seed=7)
-    raw = detect({"flair": healthy}, model="threshold", options=DetectOptions(calibrated=False))
+    raw = detect_raw_scores({"flair": healthy}, model="threshold")
     maps = {name: sitk.GetArrayFromImage(image) for name, image in raw.channel_maps.items()}
     mask = sitk.GetArrayFromImage(raw.brain_mask) > 0
     bundle_dir = tmp_path / "calibrated"

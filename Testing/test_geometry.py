@@ -1,10 +1,10 @@
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from phantoms import OBLIQUE_DIRECTION, phantom_brain
-from UADBrainLib.geometry import (canonical_spacing, is_axis_aligned, overlap_fraction,
-                                  resample_like, same_grid, to_canonical)
+from UADBrainLib.geometry import (canonical_spacing, is_axis_aligned, overlap_fraction, resample_like, same_grid,
+                                  to_canonical)
 
 # flip i, swap j/k: an axis-aligned but non-canonical orientation (e.g. RAS-stored NIfTI read as LPS)
 PERMUTED = (-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)

@@ -11,11 +11,10 @@ import SimpleITK as sitk
 from phantoms import phantom_brain
 from UADBrainLib import DetectOptions, detect
 from UADBrainLib.bundle import find_bundle, list_bundled
-from UADBrainLib.bundled_example import example_volume_path, load_example
-from UADBrainLib.cli import main
+from UADBrainLib.cli.main import main
 from UADBrainLib.errors import InputError
-from UADBrainLib.input_check import (INPUT_CHECK_BUNDLE, TASK, check_inputs, check_scan, decide,
-                                     load_checker)
+from UADBrainLib.inference.bundled_example import example_volume_path, load_example
+from UADBrainLib.inference.input_check import INPUT_CHECK_BUNDLE, TASK, check_inputs, check_scan, decide, load_checker
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +128,7 @@ def test_a_non_brain_image_gets_a_warning_on_stderr(tmp_path, capsys):
 
 def test_real_scans_pass_as_their_true_contrast(shared_data):
     """No false alarm on any real evaluation scan (BraTS, MS; skull-stripped, given masks)."""
-    from UADBrainLib.input_check_training import real_scans
+    from UADBrainLib.training.input_check import real_scans
 
     for name, files, mask, method in real_scans(shared_data):
         if method != "auto":

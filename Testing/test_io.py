@@ -1,6 +1,6 @@
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from phantoms import geometry_of, phantom_brain
 from UADBrainLib.errors import InputError

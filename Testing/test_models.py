@@ -12,19 +12,21 @@ import torch
 
 from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
 from UADBrainLib.bundle import BUNDLED_MODELS_DIR, list_bundled, read_bundle, sha256_of
-from UADBrainLib.bundled_example import load_example
 from UADBrainLib.errors import Cancelled, ModelError
-from UADBrainLib.models import family_class, load_model
-from UADBrainLib.models.dae import (SHARED_HEAD, DenoisingAutoencoder, anomaly_score, coarse_noise,
-                                    ssim_dissimilarity)
-from UADBrainLib.models.diffusion import HEAD as DIFFUSION_HEAD
-from UADBrainLib.models.diffusion import DEFAULT_SAMPLER, PartialDiffusionModel, cumulative_alphas
-from UADBrainLib.models.networks import (PAD_MULTIPLE, VAE_ARCHITECTURE, SliceVAE, brain_box, build_networks,
-                                         context_indices, network_spec, predict_volume, prepare)
-from UADBrainLib.models.segmenter import HEAD, SyntheticAnomalySegmenter
-from UADBrainLib.models.vae import SHARED_HEAD as VAE_HEAD
-from UADBrainLib.models.vae import VariationalAutoencoder
-from UADBrainLib.pipeline import DetectOptions, detect
+from UADBrainLib.inference.bundled_example import load_example
+from UADBrainLib.inference.models import family_class, load_model
+from UADBrainLib.inference.models.dae import SHARED_HEAD, DenoisingAutoencoder, anomaly_score, ssim_dissimilarity
+from UADBrainLib.inference.models.diffusion import DEFAULT_SAMPLER
+from UADBrainLib.inference.models.diffusion import HEAD as DIFFUSION_HEAD
+from UADBrainLib.inference.models.diffusion import PartialDiffusionModel, cumulative_alphas
+from UADBrainLib.inference.models.networks import (PAD_MULTIPLE, VAE_ARCHITECTURE, SliceVAE, brain_box, build_networks,
+                                                   context_indices, network_spec, predict_volume, prepare)
+from UADBrainLib.inference.models.noise import coarse_noise
+from UADBrainLib.inference.models.segmenter import HEAD, SyntheticAnomalySegmenter
+from UADBrainLib.inference.models.vae import SHARED_HEAD as VAE_HEAD
+from UADBrainLib.inference.models.vae import VariationalAutoencoder
+from UADBrainLib.inference.options import DetectOptions
+from UADBrainLib.inference.pipeline import detect, detect_raw_scores
 
 TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
 TINY_VAE = {"channels": [4, 8, 8], "latent_channels": 2}
@@ -224,8 +226,8 @@ def test_changed_weights_are_refused(tmp_path):
 def test_detect_with_a_learned_model_returns_maps_on_the_input_grid(tmp_path, family):
     bundle = tiny_bundle(tmp_path, family, ["flair"])
     image, mask, _ = phantom_brain(direction=OBLIQUE_DIRECTION)
-    result = detect({"flair": image}, model=bundle, mask=mask,
-                    options=DetectOptions(device="cpu", calibrated=False, threshold="otsu"))
+    result = detect_raw_scores({"flair": image}, model=bundle, mask=mask,
+                               options=DetectOptions(device="cpu", threshold="otsu"))
     assert geometry_of(result.anomaly_map) == geometry_of(image)
     assert geometry_of(result.channel_maps["flair"]) == geometry_of(image)
     brain = sitk.GetArrayFromImage(mask) > 0
@@ -245,7 +247,7 @@ def test_detect_can_be_cancelled_inside_the_model(tmp_path):
 
     with pytest.raises(Cancelled):
         detect({"flair": image}, model=bundle, mask=mask, progress=progress, cancel=cancel,
-               options=DetectOptions(device="cpu", calibrated=False, threshold="otsu"))
+               options=DetectOptions(device="cpu", threshold="otsu"))
 
 
 def _calibrate_by_hand(bundle, contrasts):
@@ -278,7 +280,7 @@ def _two_member_ensemble(tmp_path, member_fusion=None):
 
 
 def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_path):
-    from UADBrainLib.calibration import surprise
+    from UADBrainLib.inference.calibration import surprise
 
     ensemble, threshold = _two_member_ensemble(tmp_path)
     model = load_model(ensemble)
@@ -292,7 +294,7 @@ def test_ensemble_routes_each_contrast_to_its_members_in_calibrated_units(tmp_pa
 
 
 def test_ensemble_min_fusion_flags_only_where_all_members_agree(tmp_path):
-    from UADBrainLib.calibration import surprise
+    from UADBrainLib.inference.calibration import surprise
 
     ensemble, threshold = _two_member_ensemble(tmp_path, member_fusion="min")
     image, mask = canonical_case(shape=(30, 40, 36))

@@ -3,14 +3,15 @@ import shutil
 import threading
 
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
 from UADBrainLib import DetectOptions, detect
 from UADBrainLib.bundle import find_bundle
 from UADBrainLib.device import cuda_available, resolve_device
 from UADBrainLib.errors import Cancelled, DeviceError, InputError, ModelError
+from UADBrainLib.inference.pipeline import detect_raw_scores
 
 
 def dice(a, b):
@@ -86,8 +87,7 @@ def test_a_lead_contrast_is_scored_alone_and_the_others_are_named():
     assert any(w.startswith("t1 not scored: model 'auto' scores flair alone") for w in both.report["warnings"])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(both.anomaly_map), sitk.GetArrayFromImage(alone.anomaly_map))
     assert both.threshold == alone.threshold
-    every = detect({"t1": t1, "flair": flair}, model="auto", mask=brain,
-                   options=DetectOptions(score_every_contrast=True, calibrated=False))
+    every = detect_raw_scores({"t1": t1, "flair": flair}, model="auto", mask=brain)
     assert every.channels == ["flair", "t1"]
 
 
@@ -191,7 +191,7 @@ def test_report_and_volume_score():
 def test_a_calibration_that_flags_most_of_the_brain_falls_back_to_otsu(monkeypatch):
     """A synthetic-brain calibration can miss a real scanner so widely that its threshold flags
     nearly the whole brain; detect then uses Otsu and says why."""
-    from UADBrainLib import calibration
+    from UADBrainLib.inference import calibration
 
     image, brain, _ = phantom_brain()
     fitting = detect({"flair": image}, mask=brain)

@@ -1,9 +1,9 @@
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from phantoms import ellipsoid
-from UADBrainLib.postprocessing import PostProcessor, erode_mask, median_filter, otsu_threshold
+from UADBrainLib.inference.postprocessing import PostProcessor, erode_mask, median_filter, otsu_threshold
 
 
 def image_of(array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None):

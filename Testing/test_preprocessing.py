@@ -1,12 +1,11 @@
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from phantoms import ellipsoid, phantom_brain
 from UADBrainLib.errors import InputError
-from UADBrainLib.preprocessing import (atlas_brain_mask, check_mask_volume, histogram_equalise,
-                                       looks_skull_stripped, n4_bias_correction, nonzero_brain_mask,
-                                       normalise, robust_statistics, robust_z)
+from UADBrainLib.preprocessing import (atlas_brain_mask, check_mask_volume, histogram_equalise, looks_skull_stripped,
+                                       n4_bias_correction, nonzero_brain_mask, normalise, robust_statistics, robust_z)
 
 
 def dice(a, b):

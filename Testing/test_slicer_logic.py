@@ -29,15 +29,15 @@ import vtk  # noqa: E402
 
 from UADBrainLib.bundle import find_bundle  # noqa: E402
 from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
-from UADBrainLib.models.thresholding import ThresholdingModel  # noqa: E402
+from UADBrainLib.inference.models.thresholding import ThresholdingModel  # noqa: E402
 from UADBrainMRML import dependencies  # noqa: E402
 from UADBrainMRML import outputs as outputs_module  # noqa: E402
-from UADBrainMRML.logic import UADBrainMRMLLogic  # noqa: E402
 from UADBrainMRML.dependencies import MissingPackage, required_modules  # noqa: E402
+from UADBrainMRML.logic import UADBrainMRMLLogic  # noqa: E402
 from UADBrainMRML.segmentation import (REGION_CONTEXT, SEGMENT_ID, TERMINOLOGY_CONTEXT, TERMINOLOGY_ENTRY,  # noqa: E402
                                        TERMINOLOGY_FILE, segment_mask)
-from UADBrainMRML.volumes import (add_volume_from_image, array_view, image_from_volume_node,  # noqa: E402
-                                  ijk_to_ras, matrix_to_array)
+from UADBrainMRML.volumes import (add_volume_from_image, array_view, ijk_to_ras, image_from_volume_node,  # noqa: E402
+                                  matrix_to_array)
 
 SHAPE = (36, 44, 40)  # k, j, i
 SPACING = (2.0, 2.5, 3.0)  # i, j, k (mm): anisotropic
@@ -503,7 +503,7 @@ def test_background_errors_arrive_as_the_engines_user_errors(scene, flair, logic
 
 
 def test_synthetic_example_loads_as_volumes_and_runs(scene, logic):
-    pytest.importorskip("UADBrainLib.example", reason="the synthetic example generator is not in this tree yet")
+    pytest.importorskip("UADBrainLib.synthesis.example", reason="the synthetic example generator is not in this tree yet")
     volumes = logic.loadSyntheticExample()
     assert "flair" in volumes
     out = logic.process(volumes, device="cpu")

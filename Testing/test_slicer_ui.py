@@ -303,7 +303,7 @@ def test_node_unions_include_none(module_tree):
 
 
 def test_median_choices_are_the_engines(module_tree):
-    from UADBrainLib.postprocessing import MEDIAN_KERNELS
+    from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
     for node in ast.walk(module_tree):
         if isinstance(node, ast.ClassDef) and node.name == "MedianKernel":

@@ -5,12 +5,12 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from UADBrainLib.anomalies import (APPEARANCES, SHAPES, AnomalyConfig, LesionShapes, add_anomalies,
-                                   insert_anomalies)
 from UADBrainLib.errors import InputError
-from UADBrainLib.example import load_example_labels, make_example
-from UADBrainLib.synthesis import (BRAIN_TISSUES, CONTRASTS, DEFAULT_FIELD_OF_VIEW_MM, Synthesizer,
-                                   Tissue, compact_labels, load_label_map, synthesize)
+from UADBrainLib.synthesis.anomalies import (APPEARANCES, SHAPES, AnomalyConfig, LesionShapes, add_anomalies,
+                                             insert_anomalies)
+from UADBrainLib.synthesis.brains import (BRAIN_TISSUES, CONTRASTS, DEFAULT_FIELD_OF_VIEW_MM, Synthesizer, Tissue,
+                                          compact_labels, load_label_map, synthesize)
+from UADBrainLib.synthesis.example import load_example_labels, make_example
 
 
 @pytest.fixture(scope="module")

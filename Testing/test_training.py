@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from test_models import tiny_bundle
 
 from phantoms import phantom_brain
-from test_models import tiny_bundle
 from UADBrainLib.bundle import read_bundle, sha256_of
-from UADBrainLib.cli import main
+from UADBrainLib.cli.main import main
 from UADBrainLib.errors import InputError
-from UADBrainLib.models import load_model
-from UADBrainLib.models.networks import build_networks
-from UADBrainLib.pipeline import DetectOptions, detect
+from UADBrainLib.inference.models import load_model
+from UADBrainLib.inference.models.networks import build_networks
+from UADBrainLib.inference.options import DetectOptions
+from UADBrainLib.inference.pipeline import detect, detect_raw_scores
 from UADBrainLib.preprocessing import normalise
-from UADBrainLib.training import TrainConfig, _load_checkpoint, _save_checkpoint, lr_at
-from UADBrainLib.training_data import (FolderSource, TrainingVolume, VolumePool, find_subjects,
-                                       linear_normaliser, preprocess_case, sample_slabs, split_indices,
-                                       training_volume)
+from UADBrainLib.training.data import (FolderSource, TrainingVolume, VolumePool, find_subjects, linear_normaliser,
+                                       preprocess_case, sample_slabs, split_indices, training_volume)
+from UADBrainLib.training.train import TrainConfig, _load_checkpoint, _save_checkpoint, lr_at
 
 
 def test_splits_hold_out_validation_and_calibration_items():
@@ -42,8 +42,8 @@ def test_training_normalisation_is_the_pipelines():
 def test_real_scans_are_preprocessed_exactly_as_detect_does(tmp_path):
     image, mask, _ = phantom_brain()
     bundle = tiny_bundle(tmp_path, "dae", ["flair"])
-    result = detect({"flair": image}, model=bundle, mask=mask,
-                    options=DetectOptions(device="cpu", calibrated=False, threshold="otsu", keep_preprocessed=True))
+    result = detect_raw_scores({"flair": image}, model=bundle, mask=mask,
+                               options=DetectOptions(device="cpu", threshold="otsu", keep_preprocessed=True))
     volume = preprocess_case({"flair": image}, bundle.preprocessing, mask)
     expected = sitk.GetArrayFromImage(result.preprocessed["flair"])
     np.testing.assert_allclose(volume.normalised("flair")[volume.mask], expected[volume.mask], atol=1e-4)

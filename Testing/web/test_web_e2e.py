@@ -40,7 +40,6 @@ for module in ("playwright", "trame_slicer", "slicer"):
 import SimpleITK as sitk  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-
 expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
@@ -294,7 +293,7 @@ def oblique_example_flair() -> sitk.Image:
 
 def example_flair_on_grid(spacing, rotation_deg: float = 0.0) -> sitk.Image:
     """The bundled example's FLAIR resampled onto a grid of this spacing, turned about S."""
-    from UADBrainLib.example import make_example
+    from UADBrainLib.synthesis.example import make_example
 
     flair = make_example()["flair"]
     rotation = sitk.Euler3DTransform()

@@ -8,6 +8,8 @@
 __version__ = "0.1.0"
 
 from .errors import UADBrainError  # noqa: E402
-from .pipeline import DetectOptions, Result, detect  # noqa: E402
+from .inference.options import DetectOptions  # noqa: E402
+from .inference.pipeline import detect  # noqa: E402
+from .inference.result import Result  # noqa: E402
 
 __all__ = ["__version__", "detect", "DetectOptions", "Result", "UADBrainError"]

@@ -7,7 +7,7 @@ import numpy as np
 from UADBrainLib.bundle import find_bundle
 from UADBrainLib.errors import UADBrainError
 from UADBrainLib.geometry import overlap_fraction
-from UADBrainLib.pipeline import MIN_OVERLAP
+from UADBrainLib.inference.preparation import MIN_OVERLAP
 
 from .volumes import LPS_FROM_RAS, ijk_to_ras
 

@@ -34,8 +34,8 @@ class MissingPackage(DependencyError):
 def required_modules(bundle, contrasts=None) -> list[str]:
     """Packages a model needs at run time for these contrasts (None: any it uses): models with
     weights are networks (PyTorch, MONAI), and so is an ensemble that routes to one."""
-    from UADBrainLib.calibration import scored_contrasts
-    from UADBrainLib.models.ensemble import runs_a_network
+    from UADBrainLib.inference.calibration import scored_contrasts
+    from UADBrainLib.inference.models.ensemble import runs_a_network
 
     if bundle.metadata.get("family") == "ensemble":
         contrasts = bundle.contrasts if contrasts is None else scored_contrasts(contrasts, bundle.lead_contrasts)

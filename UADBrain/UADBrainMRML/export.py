@@ -13,11 +13,11 @@ from pathlib import Path
 
 import slicer
 
+from UADBrainLib.inference.result_files import write_lesion_table
 from UADBrainLib.io import write_image
-from UADBrainLib.outputs import write_lesion_table
 
 from .segmentation import segment_mask
-from .volumes import image_from_array, ijk_to_ras, image_from_volume_node
+from .volumes import ijk_to_ras, image_from_array, image_from_volume_node
 
 EXPORT_FILES = ("segmentation.seg.nrrd", "segmentation.nii.gz", "anomaly_map.nii.gz", "lesions.csv")
 

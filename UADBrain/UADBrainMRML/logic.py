@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from UADBrainLib.bundle import CONTRASTS
 from UADBrainLib.errors import Cancelled, InputError
 from UADBrainLib.geometry import resample_like
-from UADBrainLib.pipeline import detect
+from UADBrainLib.inference.pipeline import detect
 
 from .background import BackgroundDetection
 from .checks import input_problems
@@ -148,7 +148,7 @@ class UADBrainMRMLLogic:
 
         Its true lesions are added as a segmentation named "... true lesions" for comparison.
         """
-        from UADBrainLib.bundled_example import load_example
+        from UADBrainLib.inference.bundled_example import load_example
 
         example = load_example()
         volumes = {contrast: add_volume_from_image(self.scene, image, f"Example {contrast.upper()}")

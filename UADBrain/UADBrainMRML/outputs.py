@@ -23,7 +23,7 @@ class Outputs:
     anomalyMapNode: object
     segmentationNode: object
     tableNode: object
-    result: object  # UADBrainLib.pipeline.Result, replaced on each rethreshold
+    result: object  # UADBrainLib.inference.pipeline.Result, replaced on each rethreshold
     reconstructionNodes: dict = field(default_factory=dict)  # contrast → pseudo-healthy volume
 
 

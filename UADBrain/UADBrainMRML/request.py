@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from UADBrainLib.bundle import CONTRASTS
 from UADBrainLib.errors import InputError
-from UADBrainLib.pipeline import DetectOptions
+from UADBrainLib.inference.options import DetectOptions
 
 from .volumes import image_from_volume_node, mask_image_from_node
 

@@ -9,7 +9,7 @@ from vtk.util import numpy_support
 
 from UADBrainLib.resources import RESOURCES_DIR
 
-from .volumes import array_view, ijk_to_ras, array_to_matrix
+from .volumes import array_to_matrix, array_view, ijk_to_ras
 
 SEGMENT_ID = "anomaly"
 SEGMENT_COLOR = (0.0, 0.9, 1.0)  # cyan outline, distinct from the red-yellow anomaly map

@@ -64,7 +64,7 @@ class ProgressFile:
 def run(folder: Path) -> None:
     import SimpleITK as sitk
 
-    from UADBrainLib.pipeline import DetectOptions, detect
+    from UADBrainLib.inference.pipeline import DetectOptions, detect
 
     request = json.loads((folder / REQUEST_FILE).read_text(encoding="utf-8"))
     images = {contrast: sitk.ReadImage(str(folder / name)) for contrast, name in request["images"].items()}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.errors import Cancelled
-from UADBrainLib.postprocessing import MEDIAN_KERNELS
+from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
 DEVICES = DEVICE_CHOICES
@@ -56,7 +56,8 @@ def available_models() -> list[str]:
 def write_example_volumes(folder: Path) -> dict[str, Path]:
     """The built-in example case written as files, keyed by contrast."""
     import SimpleITK as sitk
-    from UADBrainLib.bundled_example import load_example
+
+    from UADBrainLib.inference.bundled_example import load_example
 
     paths = {}
     for contrast, image in load_example().items():

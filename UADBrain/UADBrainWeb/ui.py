@@ -5,7 +5,8 @@ Elements the browser tests use carry ``data-testid`` attributes.
 
 from __future__ import annotations
 
-from trame.widgets import html, vuetify3 as v
+from trame.widgets import html
+from trame.widgets import vuetify3 as v
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 
 from . import adapter

@@ -20,11 +20,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from UADBrainLib.brainmask_command import render_mask_overlay
-from UADBrainLib.brainmask_net import BrainMaskModel
-from UADBrainLib.brainmask_training import dice, mean_surface_distance_mm
 from UADBrainLib.bundle import read_bundle, sha256_of, write_metadata
+from UADBrainLib.cli.brainmask import render_mask_overlay
+from UADBrainLib.inference.brainmask_net import BrainMaskModel
 from UADBrainLib.preprocessing import atlas_brain_mask, nonzero_brain_mask
+from UADBrainLib.training.brainmask import dice, mean_surface_distance_mm
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LOOK = Path("brainmask_look")
@@ -59,10 +59,10 @@ def learned(model, image):
 
 
 def synth_part(model, tag, count, spacing, with_atlas):
-    from UADBrainLib.synthesis import SynthesisConfig, Synthesizer
+    from UADBrainLib.synthesis.brains import SynthesisConfig, Synthesizer
 
     paths = sorted((DATA / "label_maps" / "synthseg").glob("*.nii.gz"))[-2:]
-    from UADBrainLib.brainmask_training import SYNTHESIS_OVERRIDES
+    from UADBrainLib.training.brainmask import SYNTHESIS_OVERRIDES
     synth = Synthesizer(paths, SynthesisConfig(**SYNTHESIS_OVERRIDES))
     rng = np.random.default_rng(777)
     contrasts = ["t1", "t2", "flair", "t1c", "random"]

@@ -1,0 +1,98 @@
+"""``uadbrain brainmask``: the brain mask of one scan (raw head or skull-stripped), on its own grid."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..device import DEVICE_CHOICES, resolve_device
+from ..errors import InputError
+from ..inference.brain_extraction import BRAIN_MASK_METHODS, brain_mask_for
+
+MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "brainmask", help="brain mask of a scan (any contrast, raw head or skull-stripped)",
+        description="Writes the brain mask (brain tissue + CSF inside the skull) of one MRI volume "
+                    "on the input's exact grid. Raw heads of any contrast go through the learned "
+                    "brain extractor; skull-stripped scans keep their nonzero region (method auto).")
+    parser.add_argument("--image", required=True, metavar="FILE",
+                        help="MRI volume (NIfTI, NRRD, MHA or DICOM folder), any contrast")
+    parser.add_argument("--out", required=True, type=Path, metavar="MASK",
+                        help="output mask file (.nii.gz, .nii, .nrrd or .mha)")
+    parser.add_argument("--method", choices=BRAIN_MASK_METHODS, default="auto",
+                        help="auto (nonzero region of a skull-stripped scan, else learned), learned, "
+                             "nonzero, atlas")
+    parser.add_argument("--probability", type=Path, metavar="FILE",
+                        help="also write the learned brain probability (float, input grid)")
+    parser.add_argument("--overlay", type=Path, metavar="PNG",
+                        help="also write a picture of three slices with the mask outline")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
+    parser.set_defaults(func=run_brainmask)
+
+
+def run_brainmask(args) -> int:
+    from ..io import read_image, write_image
+    from ..preprocessing import check_mask_volume
+
+    for path in (args.out, args.probability):
+        if path is not None and not str(path).lower().endswith(MASK_SUFFIXES):
+            raise InputError(f"'{path}': unknown output format — end the name with "
+                             f"{', '.join(MASK_SUFFIXES)}.")
+    image = read_image(args.image, "image")
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    mask, path_taken = brain_mask_for(image, None, args.method, device)
+    seconds = time.perf_counter() - started
+    volume_ml = check_mask_volume(mask)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_image(mask, args.out)
+    written = [args.out]
+    if args.probability is not None:
+        from ..inference.brainmask_net import load_brainmask_model
+
+        write_image(load_brainmask_model(device=device).probability(image), args.probability)
+        written.append(args.probability)
+    if args.overlay is not None:
+        render_mask_overlay(image, mask, args.overlay, f"{Path(args.image).name}: {path_taken}, "
+                                                       f"{volume_ml:.0f} mL")
+        written.append(args.overlay)
+    print(f"brain mask: {path_taken}, {volume_ml:.1f} mL, {seconds:.1f} s; wrote "
+          f"{', '.join(str(p) for p in written)}")
+    return 0
+
+
+def render_mask_overlay(image: sitk.Image, mask: sitk.Image, path, title: str = "") -> None:
+    """Axial, coronal and sagittal slices through the mask's centre with its outline in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..geometry import to_canonical
+
+    volume = sitk.GetArrayFromImage(to_canonical(image))
+    labels = sitk.GetArrayFromImage(to_canonical(mask, is_label=True)) > 0
+    spacing = to_canonical(image).GetSpacing()  # (L, P, S)
+    centre = np.argwhere(labels).mean(axis=0).round().astype(int) if labels.any() else \
+        np.array(volume.shape) // 2
+    k, j, i = centre
+    planes = [(volume[k], labels[k], spacing[1] / spacing[0]),
+              (volume[::-1, j], labels[::-1, j], spacing[2] / spacing[0]),
+              (volume[::-1, :, i], labels[::-1, :, i], spacing[2] / spacing[1])]
+    low, high = np.percentile(volume, [0.5, 99.5])
+    figure, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    for axis, (picture, outline, aspect) in zip(axes, planes):
+        axis.imshow(picture, cmap="gray", vmin=low, vmax=high, aspect=aspect)
+        if outline.any():
+            axis.contour(outline, levels=[0.5], colors="r", linewidths=0.8)
+        axis.axis("off")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,100 @@
+"""``uadbrain detect``: one scan, the bundled example, or a cohort (``--batch``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..bundle import CONTRASTS
+from ..errors import UADBrainError
+from .options import add_detect_options, detect_options
+
+
+class StageProgress:
+    """A tqdm progress bar that shows the current pipeline stage."""
+
+    def __init__(self, description: str = "detect", disable: bool = False):
+        from tqdm import tqdm
+
+        self.description = description
+        self.bar = tqdm(total=100, desc=description, disable=disable,
+                        bar_format="{desc:<32} {percentage:3.0f}%|{bar}| [{elapsed}]")
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        self.bar.set_description_str(f"{self.description}: {stage}", refresh=False)
+        self.bar.update(round(fraction * 100) - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("detect", help="detect anomalies in one scan (or a bundled example)",
+                                   description="Detect anomalies in co-registered brain MRI volumes of one "
+                                               "subject; writes anomaly_map.nii.gz, segmentation.nii.gz, "
+                                               "lesions.csv, report.json and overview.png to --out.")
+    for contrast in CONTRASTS:
+        parser.add_argument(f"--{contrast}", metavar="FILE",
+                            help=f"{contrast.upper()} volume (NIfTI, NRRD, MHA or DICOM folder)")
+    parser.add_argument("--mask", metavar="FILE", help="brain mask (nonzero = brain), optional")
+    parser.add_argument("--example", action="store_true",
+                        help="run on the bundled synthetic example (a brain with one inserted lesion)")
+    parser.add_argument("--batch", metavar="FOLDER_OR_CSV",
+                        help="run a cohort with one model load: a folder of scan folders (<contrast>.nii.gz) "
+                             "and/or image files, or a CSV with columns flair,t1,t2,t1c,mask,id; one output "
+                             "folder per scan and summary.csv in --out; a rerun resumes")
+    parser.add_argument("--contrast", choices=CONTRASTS,
+                        help="with --batch: the contrast of plain image files (default: read from the file name)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_detect_options(parser)
+    parser.set_defaults(func=run_detect)
+
+
+def run_detect(args) -> int:
+    from ..inference.pipeline import detect
+    from ..inference.result_files import write_result
+
+    images = {c: getattr(args, c) for c in CONTRASTS if getattr(args, c)}
+    if args.batch:
+        if images or args.mask or args.example:
+            raise UADBrainError("--batch takes its scans from the folder or CSV; leave out --example, "
+                                "--mask and the contrast files.")
+        from .batch import run_batch
+
+        return run_batch(args)
+    mask = args.mask
+    extra = {}
+    example = None
+    if args.example:
+        if images:
+            raise UADBrainError("--example runs on the bundled example; leave out the contrast files.")
+        from ..inference.bundled_example import load_example
+
+        example = load_example()
+        images = {"flair": example["flair"]}
+        extra = {"example": {"inputs": ["example_flair.nii.gz"], "ground_truth": "example_lesion.nii.gz"}}
+    if not images:
+        raise UADBrainError("no input — give at least one of --flair, --t1, --t2, --t1c (or --example).")
+    progress = StageProgress(disable=args.quiet)
+    try:
+        result = detect(images, model=args.model, options=detect_options(args), mask=mask, progress=progress)
+    finally:
+        progress.close()
+    written = write_result(result, args.out, extra_report=extra)
+    if example is not None:  # the example's input and truth, to view beside the outputs
+        from ..io import write_image
+
+        for name in ("flair", "lesion"):
+            write_image(example[name], args.out / f"example_{name}.nii.gz")
+    for warning in result.report.get("warnings", []):
+        print(f"uadbrain: warning: {warning}", file=sys.stderr)
+    print(f"{result.lesion_count} lesion(s), {result.flagged_volume_ml:.2f} mL flagged "
+          f"(threshold {result.threshold:.3g}, {result.threshold_method}; model {result.model_name}; "
+          f"brain mask: {result.report['brain_mask_method']})")
+    for lesion in result.lesions[:5]:
+        x, y, z = lesion.centroid_ras
+        print(f"  lesion {lesion.label}: {lesion.volume_ml:.2f} mL, max score {lesion.max_score:.3g}, "
+              f"centre RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm")
+    print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
+    return 0

@@ -1,0 +1,50 @@
+"""The ``uadbrain`` command.
+
+Subcommands live in their own modules, each exposing ``add_parser(subparsers)`` that registers
+its arguments and sets ``func(args) -> int``: :data:`COMMAND_MODULES` here, and other packages'
+through the :data:`COMMAND_ENTRY_POINTS` group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import entry_points
+
+from .. import __version__
+from ..errors import UADBrainError
+
+# the modules of this package that add a subcommand, in the order --help lists them
+COMMAND_MODULES = ("detect", "models", "brainmask", "train", "calibrate", "evaluate", "bench")
+# commands of other packages (the web app's ``serve``) register under this entry-point group, so
+# that the engine never imports a front end
+COMMAND_ENTRY_POINTS = "uadbrain.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uadbrain", description="Unsupervised anomaly detection in brain MRI.")
+    parser.add_argument("--version", action="version", version=f"uadbrain {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{module_name}").add_parser(subparsers)
+    for entry_point in entry_points(group=COMMAND_ENTRY_POINTS):
+        entry_point.load()(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UADBrainError as error:
+        print(f"uadbrain: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uadbrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Slice-wise (2D / 2.5D) U-Nets shared by the learned model families.
+
+A network sees one axial slice of the canonical grid (``array[k]``, rows P, columns L) with
+``context`` neighbouring slices on each side as extra channels, plus the brain mask of the
+centre slice. Inputs are the normalised images (``preprocessing.normalise``) clipped to
+``±CLIP`` and set to 0 outside the brain, identically in training and at inference.
+
+A bundle's ``network`` block names the architecture and its arguments, the context and the
+heads: one network per head (e.g. one per contrast for the denoising autoencoder, one shared
+head for the segmenter), stored in one ``state_dict`` with keys ``<head>.<parameter>``. Two
+architectures exist: a U-Net (:class:`SliceUNet`, skip connections, for the denoising
+autoencoder and the segmenter) and a variational autoencoder without skip connections
+(:class:`SliceVAE`), whose bottleneck is what keeps it from copying a lesion through.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+CLIP = 10.0  # normalised units (robust SD); beyond this, intensities carry no more information
+PAD_MULTIPLE = 16  # 2 ** number of down-sampling steps of the default U-Net
+ARCHITECTURE = "monai.UNet-2d"
+VAE_ARCHITECTURE = "uadbrain.VAE-2d"
+DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
+DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
+
+
+class SliceUNet(nn.Module):
+    """A MONAI 2D U-Net with a learnable output offset (its initial value sets the prior logit)."""
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 strides=DEFAULT_UNET["strides"], num_res_units: int = DEFAULT_UNET["num_res_units"],
+                 output_bias: float = 0.0):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        self.unet = UNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
+                         channels=tuple(channels), strides=tuple(strides), num_res_units=num_res_units)
+        self.output_bias = nn.Parameter(torch.full((1, out_channels, 1, 1), float(output_bias)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x) + self.output_bias
+
+
+def _vae_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    # GroupNorm, not InstanceNorm: the bottleneck of a small brain slice can be a single pixel
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+                         nn.GroupNorm(min(8, out_channels), out_channels), nn.LeakyReLU(0.1))
+
+
+class SliceVAE(nn.Module):
+    """A convolutional variational autoencoder with a spatial latent (Baur et al. 2021).
+
+    The encoder halves the resolution ``len(channels) - 1`` times and ends in a Gaussian latent
+    of ``latent_channels`` per cell; the decoder mirrors it with bilinear up-sampling. It has no
+    skip connections, so everything it reconstructs passed through the latent. ``forward``
+    decodes the latent mean (deterministic, as at inference); :meth:`sample` draws from the
+    posterior and returns ``(reconstruction, mean, log variance)`` for training.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 latent_channels: int = DEFAULT_VAE_LATENT):
+        super().__init__()
+        channels = list(channels)
+        layers = [_vae_block(in_channels, channels[0])]
+        for before, after in zip(channels[:-1], channels[1:]):
+            layers += [_vae_block(before, after, stride=2), _vae_block(after, after)]
+        self.encoder = nn.Sequential(*layers)
+        self.to_latent = nn.Conv2d(channels[-1], 2 * latent_channels, 1)
+        self.from_latent = _vae_block(latent_channels, channels[-1])
+        layers = []
+        for before, after in zip(channels[::-1][:-1], channels[::-1][1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       _vae_block(before, after), _vae_block(after, after)]
+        self.decoder = nn.Sequential(*layers, nn.Conv2d(channels[0], out_channels, 3, padding=1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.to_latent(self.encoder(x)).chunk(2, dim=1)
+        return mean, log_variance.clamp(-10.0, 10.0)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_latent(latent))
+
+    def sample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.encode(x)
+        latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+        return self.decode(latent), mean, log_variance
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+
+ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE}
+
+
+def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
+                 output_bias: float = 0.0, architecture: str = ARCHITECTURE, extra_channels: int = 0) -> dict:
+    """The ``network`` block of a bundle's metadata (``unet``: the architecture's own arguments;
+    ``extra_channels``: inputs beyond the slices and the mask, e.g. a diffusion step)."""
+    defaults = DEFAULT_UNET if architecture == ARCHITECTURE else {"channels": DEFAULT_UNET["channels"],
+                                                                  "latent_channels": DEFAULT_VAE_LATENT}
+    args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2 + extra_channels, "out_channels": 1}
+    if architecture == ARCHITECTURE:
+        args["output_bias"] = output_bias
+    return {"architecture": architecture, "args": args, "heads": list(heads), "context": int(context),
+            "clip": CLIP, "pad_multiple": PAD_MULTIPLE}
+
+
+def build_networks(spec: dict) -> nn.ModuleDict:
+    network_class = ARCHITECTURES.get(spec.get("architecture"))
+    if network_class is None:
+        from ...errors import ModelError
+
+        raise ModelError(f"network architecture '{spec.get('architecture')}' is unknown to this "
+                         "version of UADBrain — update UADBrain or retrain the model.")
+    return nn.ModuleDict({head: network_class(**spec["args"]) for head in spec["heads"]})
+
+
+def load_networks(bundle, device: str = "cpu") -> nn.ModuleDict:
+    """The bundle's networks with verified weights, on ``device``, in eval mode."""
+    return bundle.load_weights_into(build_networks(bundle.metadata["network"]), device)
+
+
+def prepare(image: np.ndarray, mask: np.ndarray, clip: float = CLIP) -> np.ndarray:
+    """Network input intensities: clipped, 0 outside the brain."""
+    return np.where(mask, np.clip(image, -clip, clip), 0.0).astype(np.float32)
+
+
+def context_indices(centres: np.ndarray, context: int, depth: int) -> np.ndarray:
+    """Slice indices ``centre - context … centre + context`` per centre, clamped to the volume."""
+    offsets = np.arange(-context, context + 1)
+    return np.clip(np.asarray(centres)[:, None] + offsets[None, :], 0, depth - 1)
+
+
+def slice_inputs(prepared: np.ndarray, mask: np.ndarray, centres: np.ndarray, context: int) -> np.ndarray:
+    """Network inputs ``[n, 2·context + 2, P, L]``: neighbouring slices, then the centre's mask."""
+    indices = context_indices(centres, context, prepared.shape[0])
+    stack = prepared[indices]  # [n, 2c+1, P, L]
+    return np.concatenate([stack, mask[centres][:, None].astype(np.float32)], axis=1)
+
+
+def brain_box(mask: np.ndarray, multiple: int = PAD_MULTIPLE, margin: int = 2):
+    """Slices of the brain's bounding box in S, and in P and L padded to ``multiple``.
+
+    Returns ``(s_slice, p_slice, l_slice, pad)``: the in-plane window may extend past the array,
+    ``pad`` gives the zero padding ((before, after) for P and L) that makes it fit.
+    """
+    present = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    s_slice = slice(int(present[0][0]), int(present[0][-1]) + 1)
+    windows, pads = [], []
+    for axis in (1, 2):
+        lo, hi = int(present[axis][0]) - margin, int(present[axis][-1]) + 1 + margin
+        size = -(-(hi - lo) // multiple) * multiple
+        lo -= (size - (hi - lo)) // 2
+        hi = lo + size
+        before, after = max(0, -lo), max(0, hi - mask.shape[axis])
+        windows.append(slice(lo + before, hi - after))
+        pads.append((before, after))
+    return s_slice, windows[0], windows[1], pads
+
+
+def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
+                   mask: np.ndarray, context: int, device: str, batch_size: int = 16,
+                   progress: Callable[[float], None] | None = None,
+                   is_cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+    """Run a slice network over every brain slice of one prepared volume.
+
+    Returns the network's first output channel on the full ``[S, P, L]`` grid (0 outside the
+    brain's bounding box).
+    """
+    from ...errors import Cancelled
+
+    output = np.zeros(image.shape, np.float32)
+    if not mask.any():
+        return output
+    s_slice, p_slice, l_slice, pads = brain_box(mask)
+    crop_image = np.pad(image[:, p_slice, l_slice], [(0, 0), *pads])
+    crop_mask = np.pad(mask[:, p_slice, l_slice], [(0, 0), *pads])
+    centres = np.arange(s_slice.start, s_slice.stop)
+    crop_out = np.zeros(crop_image.shape, np.float32)
+    with torch.inference_mode():
+        for start in range(0, centres.size, batch_size):
+            if is_cancelled is not None and is_cancelled():
+                raise Cancelled("cancelled by the user.")
+            batch = centres[start:start + batch_size]
+            inputs = torch.from_numpy(slice_inputs(crop_image, crop_mask, batch, context)).to(device)
+            crop_out[batch] = forward(inputs)[:, 0].float().cpu().numpy()
+            if progress:
+                progress(min(start + batch_size, centres.size) / centres.size)
+    (p0, p1), (l0, l1) = pads
+    unpadded = crop_out[:, p0:crop_out.shape[1] - p1, l0:crop_out.shape[2] - l1]
+    output[:, p_slice, l_slice] = unpadded
+    return output
+
+
+class SliceNetworkModel:
+    """Mixin for models that run a slice network per contrast: loading, batching, progress."""
+
+    batch_size = 16
+
+    def _load(self) -> None:
+        self.spec = self.bundle.metadata["network"]
+        self.networks = load_networks(self.bundle, self.device)
+
+    def _forward_for(self, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What turns a batch of slice inputs into outputs: the head's network itself, here."""
+        return self.networks[head]
+
+    def _run_per_contrast(self, head_for: Callable[[str], str], images: dict, brain_mask: np.ndarray,
+                          message: str, progress=None, is_cancelled=None) -> dict[str, tuple]:
+        """``{contrast: (prepared input, network output)}`` for every given contrast."""
+        results = {}
+        count = len(images)
+        for index, (contrast, image) in enumerate(images.items()):
+            prepared = prepare(image, brain_mask, self.spec.get("clip", CLIP))
+            report = (lambda f, i=index, c=contrast: progress((i + f) / count, f"{message} {c}")) if progress else None
+            output = predict_volume(self._forward_for(head_for(contrast)), prepared, brain_mask,
+                                    self.spec["context"], self.device, self.batch_size,
+                                    progress=report, is_cancelled=is_cancelled)
+            results[contrast] = (prepared, output)
+        return results

@@ -1,0 +1,219 @@
+"""The one pipeline: ``detect(images, model, options) -> Result``.
+
+The CLI, the Slicer module, the web app, evaluation, calibration and the tests all call it. This
+module orchestrates; each stage lives in its own module.
+
+Stages: load and validate → brain mask → canonical model grid → bias correction → normalisation
+(``preparation.py``) → model → back to the native grid → calibrated fusion → post-processing
+(``postprocessing.py``, threshold policy in ``thresholds.py``). Every output is on the exact native
+grid (origin, spacing, direction) of the reference input: the first given contrast in the order
+flair, t1, t2, t1c.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import __version__
+from ..bundle import Bundle, find_bundle
+from ..device import resolve_device
+from ..errors import Cancelled, ModelError
+from ..geometry import array_to_image, resample_like, to_canonical
+from ..preprocessing import normalise
+from . import calibration as calib
+from .input_check import check_inputs
+from .models import AnomalyModel, load_model
+from .models.ensemble import runs_a_network
+from .options import DetectOptions
+from .postprocessing import PostProcessor
+from .preparation import load_scan, prepare_scan
+from .result import Result
+from .thresholds import otsu_fallback_warning, resolve_threshold
+
+# progress(fraction of the whole run in [0, 1], stage name)
+Progress = Callable[[float, str], None]
+# share of the progress bar per stage, in order
+STAGES = {"load": 0.05, "brain mask": 0.15, "resample": 0.10, "bias correction": 0.10,
+          "normalise": 0.02, "model": 0.45, "resample back": 0.08, "post-process": 0.05}
+
+
+class _Run:
+    """Progress reporting, cancellation and timing of one detect() call."""
+
+    def __init__(self, progress: Progress | None, cancel):
+        self.progress = progress
+        self.cancel = cancel
+        self.timings: dict[str, float] = {}
+        self.done = 0.0
+        self._stage = None
+        self._started = 0.0
+
+    def stage(self, name: str):
+        self._close()
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled by the user.")
+        self._stage, self._started = name, time.perf_counter()
+        self.report(0.0)
+        return self
+
+    def report(self, within: float, message: str | None = None):
+        if self.progress:
+            self.progress(min(self.done + STAGES[self._stage] * within, 1.0), message or self._stage)
+
+    def is_cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _close(self):
+        if self._stage is not None:
+            self.timings[self._stage] = round(time.perf_counter() - self._started, 4)
+            self.done += STAGES[self._stage]
+            self._stage = None
+
+    def finish(self):
+        self._close()
+        if self.progress:
+            self.progress(1.0, "done")
+
+
+def resolve_model(model: AnomalyModel | Bundle, contrasts: list[str], device: str) -> AnomalyModel:
+    bundle = model.bundle if isinstance(model, AnomalyModel) else model
+    unsupported = [c for c in contrasts if c not in bundle.contrasts]
+    if unsupported:
+        raise ModelError(f"model '{bundle.name}' does not use {', '.join(unsupported)} (it uses "
+                         f"{', '.join(bundle.contrasts)}) — leave those out or choose another model.")
+    missing = [c for c in bundle.required_contrasts if c not in contrasts]
+    if missing:
+        raise ModelError(f"model '{bundle.name}' needs {', '.join(missing)} — add it or choose "
+                         "another model.")
+    return model if isinstance(model, AnomalyModel) else load_model(bundle, device)
+
+
+def detect(images: Mapping[str, object], model=None, options: DetectOptions | None = None,
+           mask=None, progress: Progress | None = None, cancel=None) -> Result:
+    """Detect anomalies in co-registered brain MRI volumes.
+
+    ``images``: contrast name → file path or SimpleITK image. ``model``: bundled model name,
+    bundle folder, :class:`Bundle`, an already loaded :class:`AnomalyModel` (batch runs), or None
+    for the default model that handles the given contrasts. ``mask``: optional brain mask (path or
+    image). ``cancel``: anything with ``is_set()`` (a ``threading.Event``). Inputs are never modified.
+    """
+    return _detect(images, model, options or DetectOptions(), mask, progress, cancel, calibrated=True)
+
+
+def detect_raw_scores(images: Mapping[str, object], model=None, options: DetectOptions | None = None,
+                      mask=None) -> Result:
+    """``detect`` without the healthy calibration, for computing one (``uadbrain calibrate``):
+    every given contrast is scored (lead contrasts do not set the others aside) and the raw
+    channel scores are fused."""
+    return _detect(images, model, options or DetectOptions(), mask, None, None, calibrated=False)
+
+
+def _detect(images, model, options: DetectOptions, mask, progress, cancel, calibrated: bool) -> Result:
+    run = _Run(progress, cancel)
+
+    run.stage("load")
+    given, given_mask = load_scan(images, mask)
+    bundle = model.bundle if isinstance(model, AnomalyModel) else (
+        model if isinstance(model, Bundle) else find_bundle(model, list(given)))
+    scored = calib.scored_contrasts(given, bundle.lead_contrasts) if calibrated else list(given)
+    inputs = {name: given[name] for name in scored}
+    set_aside = [name for name in given if name not in inputs]
+    # models without a network run on the CPU; only they skip importing torch to probe for CUDA
+    needs_device = options.device != "auto" or runs_a_network(bundle, inputs)
+    device = resolve_device(options.device) if needs_device else "cpu"
+    anomaly_model = resolve_model(model if isinstance(model, AnomalyModel) else bundle, list(inputs), device)
+    # an ensemble may hand all given contrasts to one member: its settings and calibration then apply
+    scorer = anomaly_model.for_contrasts(list(inputs))
+    settings = scorer.bundle
+    reference_name = next(iter(inputs))
+
+    preprocessing = settings.preprocessing
+    bias = preprocessing.get("bias_correction", False) if options.bias_correction is None else options.bias_correction
+    scan = prepare_scan(inputs, given_mask, preprocessing.get("spacing_mm"), options.brain_mask_method, bias,
+                        device, stage=run.stage)
+    reference, grid, model_mask = scan.reference, scan.grid, scan.mask
+
+    run.stage("normalise")
+    method = preprocessing.get("normalisation", "robust_z")
+    arrays = {name: normalise(sitk.GetArrayFromImage(image), model_mask, method)
+              for name, image in scan.images.items()}
+    # inputs the model sets aside are checked too: a swapped pair is wrong whichever one is scored
+    checked = {name: scan.images[name] if name in scan.images else resample_like(to_canonical(given[name]), grid)
+               for name in given}
+    input_check = check_inputs({name: sitk.GetArrayViewFromImage(image) for name, image in checked.items()},
+                               model_mask, grid.GetSpacing(), options.check_contrast, device)
+
+    run.stage("model")
+    output = scorer.predict(arrays, model_mask, grid.GetSpacing(),
+                            progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled)
+
+    run.stage("resample back")
+    native_brain = sitk.GetArrayViewFromImage(scan.native_mask) > 0
+    channel_maps = {}
+    for name, channel in output.contrast_maps.items():
+        channel = np.where(model_mask, channel, 0.0).astype(np.float32)
+        native = sitk.GetArrayFromImage(resample_like(array_to_image(channel, grid), reference))
+        channel_maps[name] = np.where(native_brain, native, 0.0).astype(np.float32)
+    calibration = settings.calibration if calibrated else None
+    fused = calib.fuse(channel_maps, calibration, settings.contrast_fusion)
+    fused = np.where(native_brain, fused, 0.0).astype(np.float32)
+    anomaly_map = array_to_image(fused, reference)
+    reconstructions = {name: resample_like(array_to_image(array.astype(np.float32), grid), reference)
+                       for name, array in output.reconstructions.items()}
+
+    run.stage("post-process")
+    median, min_size, erosion = options.postprocessing(settings.postprocessing)
+    postprocessor = PostProcessor(anomaly_map, scan.native_mask)
+    channels = list(output.contrast_maps)
+    threshold, threshold_method = resolve_threshold(options.threshold, postprocessor, calibration,
+                                                    channels, median, erosion, options.fpr)
+    segmentation = postprocessor.segment(threshold, median, min_size, erosion)
+    volume_score = postprocessor.volume_score(calib.VOLUME_SCORE_MEDIAN)
+    run.finish()
+    warnings = list(input_check.warnings)
+    if set_aside:
+        warnings.append(f"{', '.join(set_aside)} not scored: model '{bundle.name}' scores "
+                        f"{'+'.join(inputs)} alone when given (adding other contrasts lowered its accuracy "
+                        "on the evaluation scans; its model card has the figures) — choose another model "
+                        "to fuse every contrast.")
+    warnings += otsu_fallback_warning(options.threshold, threshold_method, calibration, channels)
+
+    report = {
+        "uadbrain_version": __version__,
+        "inputs": {name: _describe(image) for name, image in given.items()},
+        "scored_contrasts": list(inputs),
+        "reference_contrast": reference_name,
+        "brain_mask_method": scan.mask_method,
+        "brain_volume_ml": round(scan.brain_volume_ml, 1),
+        "model_version": bundle.metadata.get("version"),
+        "scored_by": f"{settings.name} {settings.metadata.get('version')}",
+        "model_spacing_mm": list(grid.GetSpacing()),
+        "normalisation": method,
+        "bias_correction": bool(bias),
+        "device": device,
+        "timings_s": run.timings,
+        "input_check": input_check.report,
+        "warnings": warnings,
+    }
+    return Result(
+        anomaly_map=anomaly_map, brain_mask=scan.native_mask, labels_array=segmentation.labels,
+        lesions=segmentation.lesions, threshold=threshold, threshold_method=threshold_method,
+        median=median, min_size_mm3=min_size, erosion_mm=erosion, fpr=options.fpr,
+        volume_score=volume_score,
+        volume_percentile=calib.volume_percentile(calibration, channels, volume_score),
+        model_name=bundle.name, channels=channels, inputs=given,
+        channel_maps={name: array_to_image(array, reference) for name, array in channel_maps.items()},
+        reconstructions=reconstructions,
+        preprocessed=({name: array_to_image(array, grid) for name, array in arrays.items()}
+                      if options.keep_preprocessed else {}),
+        report=report, calibration=calibration, postprocessor=postprocessor)
+
+
+def _describe(image: sitk.Image) -> dict:
+    return {"size": list(image.GetSize()), "spacing_mm": [round(s, 4) for s in image.GetSpacing()],
+            "origin_lps_mm": [round(o, 3) for o in image.GetOrigin()],
+            "direction": [round(d, 5) for d in image.GetDirection()]}

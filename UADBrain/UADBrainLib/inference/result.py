@@ -1,0 +1,96 @@
+"""What a detect run produced, and re-thresholding it without rerunning the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..geometry import array_to_image
+from .postprocessing import Lesion, PostProcessor
+from .thresholds import resolve_threshold
+
+
+@dataclass
+class Result:
+    """Everything a run produced, on the reference input's native grid."""
+
+    anomaly_map: sitk.Image
+    brain_mask: sitk.Image
+    labels_array: np.ndarray  # int32, lesion i = label i, 1 = most anomalous
+    lesions: list[Lesion]
+    threshold: float
+    threshold_method: str
+    median: int
+    min_size_mm3: float
+    erosion_mm: float
+    fpr: float
+    volume_score: float
+    volume_percentile: float | None
+    model_name: str
+    channels: list[str]
+    inputs: dict[str, sitk.Image] = field(default_factory=dict)  # validated inputs, reference first
+    channel_maps: dict[str, sitk.Image] = field(default_factory=dict)
+    reconstructions: dict[str, sitk.Image] = field(default_factory=dict)
+    preprocessed: dict[str, sitk.Image] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    calibration: dict | None = field(default=None, repr=False)
+    postprocessor: PostProcessor | None = field(default=None, repr=False)
+
+    @cached_property
+    def lesion_labels(self) -> sitk.Image:
+        return array_to_image(self.labels_array, self.anomaly_map)
+
+    @cached_property
+    def segmentation(self) -> sitk.Image:
+        return array_to_image((self.labels_array > 0).astype(np.uint8), self.anomaly_map)
+
+    @property
+    def flagged_volume_ml(self) -> float:
+        return float(sum(lesion.volume_ml for lesion in self.lesions))
+
+    @property
+    def lesion_count(self) -> int:
+        return len(self.lesions)
+
+    def rethreshold(self, threshold: float | str | None = None, median: int | None = None,
+                    min_size_mm3: float | None = None, erosion_mm: float | None = None,
+                    fpr: float | None = None) -> "Result":
+        """A new Result with the segmentation recomputed from the cached map (no model rerun).
+
+        Arguments left as None keep this result's values; ``threshold`` None keeps the number if
+        it was manual, else re-resolves the same method (calibrated/otsu) for the new settings.
+        """
+        median = self.median if median is None else int(median)
+        min_size_mm3 = self.min_size_mm3 if min_size_mm3 is None else float(min_size_mm3)
+        erosion_mm = self.erosion_mm if erosion_mm is None else float(erosion_mm)
+        fpr = self.fpr if fpr is None else float(fpr)
+        if threshold is None:
+            threshold = self.threshold if self.threshold_method == "manual" else self.threshold_method
+        value, method = resolve_threshold(threshold, self.postprocessor, self.calibration,
+                                          self.channels, median, erosion_mm, fpr)
+        segmentation = self.postprocessor.segment(value, median, min_size_mm3, erosion_mm)
+        return replace(self, labels_array=segmentation.labels, lesions=segmentation.lesions,
+                       threshold=value, threshold_method=method, median=median,
+                       min_size_mm3=min_size_mm3, erosion_mm=erosion_mm, fpr=fpr)
+
+    def summary(self) -> dict:
+        """The run as JSON-ready values (report.json)."""
+        return {
+            **self.report,
+            "model": self.model_name,
+            "channels": self.channels,
+            "threshold": self.threshold,
+            "threshold_method": self.threshold_method,
+            "fpr": self.fpr if self.threshold_method == "calibrated" else None,
+            "median": self.median,
+            "min_size_mm3": self.min_size_mm3,
+            "erosion_mm": self.erosion_mm,
+            "volume_score": self.volume_score,
+            "volume_percentile_among_healthy": self.volume_percentile,
+            "flagged_volume_ml": self.flagged_volume_ml,
+            "lesion_count": self.lesion_count,
+            "lesions": [lesion.as_row() for lesion in self.lesions],
+        }

@@ -1,0 +1,117 @@
+"""Writing a result to a folder: maps, segmentation, lesion table, report and an overview picture."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..geometry import to_canonical
+from ..io import write_image
+from .result import Result
+
+OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "lesions.csv", "report.json", "overview.png")
+LESION_COLUMNS = ("label", "voxels", "volume_ml", "max_score", "mean_score",
+                  "centroid_ras_x", "centroid_ras_y", "centroid_ras_z",
+                  "centroid_ijk_i", "centroid_ijk_j", "centroid_ijk_k",
+                  "bbox_ijk_min_i", "bbox_ijk_min_j", "bbox_ijk_min_k",
+                  "bbox_ijk_max_i", "bbox_ijk_max_j", "bbox_ijk_max_k")
+
+
+def write_lesion_table(result: Result, path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LESION_COLUMNS)
+        writer.writeheader()
+        for lesion in result.lesions:
+            writer.writerow(lesion.as_row())
+
+
+def write_result(result: Result, out_dir, overview: bool = True,
+                 extra_report: dict | None = None) -> list[Path]:
+    """Write the standard output files into ``out_dir`` (created if needed).
+
+    Files are written to a temporary folder inside ``out_dir`` first and moved into place only
+    when all succeeded, so a failure leaves no partial output behind. Existing files of the same
+    names are replaced; nothing else in the folder is touched.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".uadbrain-", dir=out_dir))
+    try:
+        write_image(result.anomaly_map, staging / "anomaly_map.nii.gz")
+        write_image(result.segmentation, staging / "segmentation.nii.gz")
+        write_lesion_table(result, staging / "lesions.csv")
+        report = {**result.summary(), **(extra_report or {})}
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if overview:
+            render_overview(result, staging / "overview.png")
+        written = []
+        for staged in sorted(staging.iterdir()):
+            target = out_dir / staged.name
+            staged.replace(target)
+            written.append(target)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _display_planes(volume: np.ndarray, index_kji) -> list[np.ndarray]:
+    """Axial, coronal, sagittal slices of a canonical [S, P, L] array, radiological display."""
+    k, j, i = index_kji
+    axial = volume[k]  # rows: anterior → posterior, columns: right → left
+    coronal = volume[::-1, j, :]  # rows: superior → inferior
+    sagittal = volume[::-1, :, i]  # rows: superior → inferior, columns: anterior → posterior
+    return [axial, coronal, sagittal]
+
+
+def render_overview(result: Result, path) -> None:
+    """Three orthogonal slices through the most anomalous lesion's peak with the map overlaid, and
+    a histogram of brain scores with the threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    anomaly = to_canonical(result.anomaly_map)
+    labels = sitk.GetArrayFromImage(to_canonical(result.lesion_labels))
+    brain = sitk.GetArrayFromImage(to_canonical(result.brain_mask)) > 0
+    scores = sitk.GetArrayFromImage(anomaly)
+    image = sitk.GetArrayFromImage(to_canonical(next(iter(result.inputs.values()))))
+    # the peak of the most anomalous lesion (its centroid can fall outside an irregular lesion)
+    region = labels == 1 if result.lesions else brain
+    centre = np.unravel_index(np.argmax(np.where(region, scores, -np.inf)), scores.shape)
+    spacing_lps = anomaly.GetSpacing()  # canonical: (L, P, S)
+    aspects = [spacing_lps[1] / spacing_lps[0], spacing_lps[2] / spacing_lps[0], spacing_lps[2] / spacing_lps[1]]
+
+    inside = image[brain] if brain.any() else image.ravel()
+    low, high = np.percentile(inside, [1, 99.5])
+    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.2]})
+    overlay_max = max(float(np.percentile(scores[brain], 99.99)) if brain.any() else 1.0, result.threshold * 1.5, 1e-6)
+    for axis, title, plane_image, plane_score, plane_label, aspect in zip(
+            axes[:3], ("axial", "coronal", "sagittal"), _display_planes(image, centre),
+            _display_planes(scores, centre), _display_planes(labels, centre), aspects):
+        axis.imshow(plane_image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+        shown = np.ma.masked_less_equal(plane_score, result.threshold)
+        axis.imshow(shown, cmap="hot", vmin=result.threshold, vmax=overlay_max, alpha=0.7,
+                    aspect=aspect, interpolation="nearest")
+        if plane_label.any():
+            axis.contour(plane_label > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+        axis.set_title(title)
+        axis.axis("off")
+    brain_scores = result.postprocessor.brain_scores(result.median, result.erosion_mm)
+    hist_axis = axes[3]
+    hist_axis.hist(brain_scores, bins=200, color="0.4", log=True)
+    hist_axis.axvline(result.threshold, color="red", label=f"threshold {result.threshold:.3g} ({result.threshold_method})")
+    hist_axis.set_xlabel("anomaly score (brain voxels, median-filtered)")
+    hist_axis.set_ylabel("voxels")
+    hist_axis.legend(loc="upper right", fontsize=8)
+    figure.suptitle(f"{result.model_name}: {result.lesion_count} lesion(s), {result.flagged_volume_ml:.2f} mL flagged"
+                    f" — volume score {result.volume_score:.3g}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

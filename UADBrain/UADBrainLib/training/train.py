@@ -1,0 +1,301 @@
+"""``uadbrain train``: train a learned model on healthy brains and write a complete bundle.
+
+One generic loop (:func:`train`) serves every learned family; what differs — networks, batches,
+loss, validation, scoring metadata — lives in a :class:`TrainingTask` registered in :data:`TASKS`
+(``training_tasks.py``). The loop draws volumes from a :class:`training_data.VolumePool`, checkpoints
+regularly (``--resume`` continues), keeps the weights that scored best on held-out validation
+volumes, then writes the bundle: weights with their SHA-256, ``metadata.json``, the healthy
+calibration (``calibrate.py``) and a model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..bundle import read_bundle, sha256_of, write_metadata
+
+WEIGHTS_FILE = "weights.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "training_history.json"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str  # the family to train (a key of TASKS)
+    contrasts: list[str]
+    data: str  # "synthetic" or a folder of healthy scans
+    out: Path
+    steps: int = 20000
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    label_maps: str | None = None
+    name: str | None = None
+    spacing: float = 2.0
+    context: int = 1
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    patch: int | None = None  # in-plane size of training slices (default ~192 mm)
+    score: str = "residual"
+    shared_network: bool = True  # dae: one network for all contrasts (else one per contrast)
+    noise_std: tuple[float, float] = (1.0, 3.0)  # dae: range of the coarse noise's sd, normalised units
+    kl_weight: float = 1.0  # vae: weight of the KL term per brain pixel (0: a plain autoencoder)
+    latent_channels: int = 16  # vae: latent channels per cell at 1/16 of the slice's resolution
+    diffusion_start: int = 250  # diffusion: step of 1000 the slices are noised to (training and inference)
+    diffusion_steps: int = 10  # diffusion: DDIM steps back to a clean slice at inference
+    pool_size: int = 16
+    refresh_every: int = 25
+    validate_every: int = 500
+    checkpoint_every: int = 250
+    validation_volumes: int = 4
+    calibration_volumes: int = 8
+    calibration_spacing: float = 1.0  # mm; synthetic calibration brains (inputs are usually 1 mm)
+    threads: int = 1
+    cache_dir: str | None = None
+    lesion_masks: str | None = None  # folder of real lesion masks: shapes for synthetic anomalies
+    heldout_appearances: tuple[str, ...] = ("tumour",)  # anomaly kinds only validated on (segmenter)
+    command: str = ""
+
+    @property
+    def patch_size(self) -> int:
+        if self.patch:
+            return int(self.patch)
+        return int(math.ceil(192.0 / self.spacing / 16.0) * 16)
+
+    @property
+    def bundle_name(self) -> str:
+        return self.name or Path(self.out).name
+
+
+def lr_at(step: int, config: TrainConfig, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the base rate at the last step."""
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
+    return config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def make_sources(config: TrainConfig, preprocessing: dict):
+    """Training, validation and calibration sources for the configured data."""
+    from .calibrate import resolve_label_maps
+    from .data import FolderSource, SyntheticSource
+
+    if config.data == "synthetic":
+        maps = resolve_label_maps(config.label_maps)
+        make = lambda split: SyntheticSource(maps, config.contrasts, config.spacing,  # noqa: E731
+                                             preprocessing["normalisation"], split)
+    else:
+        make = lambda split: FolderSource(config.data, config.contrasts, preprocessing, split)  # noqa: E731
+    return make("train"), make("validation"), make("calibration")
+
+
+def _save_checkpoint(path: Path, networks, optimizer, step: int, best: dict, history: list, rng,
+                     minutes: float = 0.0) -> None:
+    import torch
+
+    temporary = path.with_suffix(".tmp")
+    torch.save({"step": step, "minutes": float(minutes), "networks": networks.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_state": best.get("state"), "best": json.dumps({k: v for k, v in best.items() if k != "state"}),
+                "history": json.dumps(history), "numpy_rng": json.dumps(rng.bit_generator.state),
+                "torch_rng": torch.get_rng_state()}, temporary)
+    temporary.replace(path)
+
+
+def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, list, float]:
+    """Restore a checkpoint; returns the step, the best validation so far, the history and the
+    minutes of training it holds."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    networks.load_state_dict(state["networks"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = json.loads(state["numpy_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    best = json.loads(state["best"])
+    if state["best_state"] is not None:
+        best["state"] = state["best_state"]
+    return int(state["step"]), best, json.loads(state["history"]), float(state.get("minutes", 0.0))
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Train, calibrate and write the bundle to ``config.out``; returns the bundle folder."""
+    import torch
+    from tqdm import tqdm
+
+    from ..device import resolve_device
+    from ..inference.models.networks import build_networks
+    from .data import VolumePool
+    from .tasks import make_task
+
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = make_task(config)
+    config = task.config  # a family may fix settings it cannot use (the diffusion model: no context)
+    train_source, validation_source, calibration_source = make_sources(config, task.preprocessing())
+    networks = build_networks(task.network_spec()).to(device)
+    optimizer = torch.optim.AdamW(networks.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    checkpoint = out / CHECKPOINT_FILE
+    step, best, history, minutes_before = 0, {"score": -math.inf}, [], 0.0
+    if config.resume and checkpoint.is_file():
+        step, best, history, minutes_before = _load_checkpoint(checkpoint, networks, optimizer, rng)
+    elif config.resume:
+        print(f"no checkpoint in {out}; starting from scratch", file=sys.stderr)
+
+    validation = task.validation_set(validation_source, config.validation_volumes)
+    pool = VolumePool(train_source, config.pool_size, first_seed=config.seed * 1_000_000 + step,
+                      cache_dir=config.cache_dir, background=config.steps - step > config.refresh_every)
+    started = time.time() - 60.0 * minutes_before  # training time accumulates over resumed runs
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.model}", disable=not progress)
+    running = None
+    try:
+        networks.train()
+        while step < config.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config)
+            loss = task.loss(networks, pool.volumes, rng, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(networks.parameters(), 5.0)
+            optimizer.step()
+            step += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", best=f"{best['score']:.3f}")
+            if step % config.refresh_every == 0:
+                pool.refresh()
+            if step % config.validate_every == 0 or step == config.steps:
+                networks.eval()
+                scores = task.validate(networks, validation, device)
+                networks.train()
+                history.append({"step": step, "loss": running, "minutes": round((time.time() - started) / 60, 2),
+                                **scores})
+                if scores["score"] > best["score"]:
+                    best = {"score": scores["score"], "step": step, "metrics": scores,
+                            "state": {k: v.detach().cpu().clone() for k, v in networks.state_dict().items()}}
+                bar.write(f"step {step}: loss {running:.4f}, validation {json.dumps(scores)}")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _save_checkpoint(checkpoint, networks, optimizer, step, best, history, rng,
+                                 (time.time() - started) / 60.0)
+    finally:
+        bar.close()
+        pool.close()
+    training_minutes = (time.time() - started) / 60
+    (out / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    state = best.get("state") or networks.state_dict()
+    return write_bundle(config, task, state, best, history, training_minutes,
+                        train_source.describe(), calibration_source, device)
+
+
+def _machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), {platform.system()}"
+
+
+def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: list,
+                 training_minutes: float, data_description: str, calibration_source, device: str) -> Path:
+    """Weights, metadata, healthy calibration and model card in ``config.out``."""
+    import torch
+    from tqdm import tqdm
+
+    from .calibrate import CALIBRATION_SEED, calibrate_model
+
+    out = Path(config.out)
+    weights = out / WEIGHTS_FILE
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, weights)
+    metadata = {
+        "schema_version": 1,
+        "name": config.bundle_name,
+        "version": "1.0.0",
+        "title": task.title(),
+        "description": task.description(),
+        "family": task.family,
+        "contrasts": list(config.contrasts),
+        "required_contrasts": [],
+        "preprocessing": task.preprocessing(),
+        "scoring": task.scoring(),
+        "postprocessing": task.postprocessing(),
+        "calibration": None,
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)},
+        "network": task.network_spec(),
+        "expected_runtime_s": {"cpu": None, "cuda": None},
+        "training": {
+            "data": data_description, "steps": config.steps, "best_step": best.get("step"),
+            "validation": best.get("metrics"), "time_minutes": round(training_minutes, 1),
+            "machine": _machine(), "device": device, "seed": config.seed,
+            "command": config.command, "uadbrain_version": __version__,
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
+                         if k not in ("out", "command", "resume")},
+        },
+        "license": "Apache-2.0",
+        "references": task.references(),
+    }
+    write_metadata(out, metadata)
+    bundle = read_bundle(out)
+    if config.data == "synthetic":
+        from .calibrate import synthetic_cases
+
+        cases, description = synthetic_cases(calibration_source.label_maps, config.contrasts,
+                                             config.calibration_volumes, config.calibration_spacing,
+                                             CALIBRATION_SEED)
+    else:
+        from .calibrate import folder_cases
+
+        cases, description = folder_cases(config.data, config.contrasts, config.calibration_volumes)
+    bar = tqdm(total=config.calibration_volumes, desc="calibrate")
+    calibration, measured = calibrate_model(bundle, cases, device, description, progress=lambda _: bar.update(1))
+    bar.close()
+    metadata["calibration"] = calibration
+    metadata["expected_runtime_s"]["cuda" if device.startswith("cuda") else "cpu"] = round(measured["seconds_per_case"], 1)
+    write_metadata(out, metadata)
+    (out / "README.md").write_text(model_card(metadata, history), encoding="utf-8")
+    return out
+
+
+def model_card(metadata: dict, history: list) -> str:
+    """The bundle's README: what the model is, how it was trained, what was measured."""
+    training = metadata["training"]
+    lines = [
+        f"# {metadata['name']}: {metadata['title']}", "", metadata["description"], "",
+        "## Use", "", "```", f"uadbrain detect --{metadata['contrasts'][0]} scan.nii.gz --model "
+        f"{metadata['name']} --out result/", "```", "",
+        f"Contrasts: {', '.join(metadata['contrasts'])}. Model grid: canonical axial slices at "
+        f"{metadata['preprocessing']['spacing_mm']} mm, normalisation "
+        f"`{metadata['preprocessing']['normalisation']}`. Expected run time: "
+        f"{metadata['expected_runtime_s']} s per case.", "",
+        "## Training", "",
+        f"- Data: {training['data']}",
+        f"- Steps: {training['steps']} (weights of step {training['best_step']}, the best on validation)",
+        f"- Time: {training['time_minutes']} min on {training['machine']} ({training['device']})",
+        f"- Seed: {training['seed']}",
+        f"- Command: `{training['command']}`",
+        f"- Validation (held-out synthetic data) at the kept step: {json.dumps(training['validation'])}",
+        "", "## Healthy calibration", "",
+        f"{(metadata.get('calibration') or {}).get('description', 'none')}", "",
+        "## Validation history", "", "| step | loss | " + " | ".join(k for k in (history[-1] if history else {})
+                                                                  if k not in ("step", "loss")) + " |",
+    ]
+    if history:
+        keys = [k for k in history[-1] if k not in ("step", "loss")]
+        lines.append("|" + "---|" * (len(keys) + 2))
+        for row in history:
+            lines.append(f"| {row['step']} | {row['loss']:.4f} | "
+                         + " | ".join(f"{row.get(k, float('nan')):.4g}" for k in keys) + " |")
+    lines += ["", "## Evaluation on real scans", "",
+              "Not measured by `uadbrain train`: run `uadbrain evaluate` and add the table here.", "",
+              "## References", ""] + [f"- {r}" for r in metadata["references"]] + [""]
+    return "\n".join(lines)
