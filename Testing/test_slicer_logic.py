@@ -30,6 +30,7 @@ import vtk  # noqa: E402
 from UADBrainLib.bundle import find_bundle  # noqa: E402
 from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
 from UADBrainLib.inference.models.thresholding import ThresholdingModel  # noqa: E402
+from UADBrainLib.inference.options import DEFAULTS, DetectOptions  # noqa: E402
 from UADBrainMRML import dependencies  # noqa: E402
 from UADBrainMRML import outputs as outputs_module  # noqa: E402
 from UADBrainMRML.dependencies import MissingPackage, required_modules  # noqa: E402
@@ -43,6 +44,9 @@ SHAPE = (36, 44, 40)  # k, j, i
 SPACING = (2.0, 2.5, 3.0)  # i, j, k (mm): anisotropic
 ORIGIN = (-31.5, 12.25, 40.0)  # LPS mm, non-zero
 LESIONS = [((12, 15, 18), 3.5), ((27, 30, 13), 3.0)]  # (i, j, k) centre, radius in voxels
+
+
+ON_CPU = DetectOptions(device="cpu")  # the child process needs no torch import
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -458,7 +462,7 @@ def wait_for(job, timeout_s=120.0):
 
 
 def test_background_process_gives_the_same_result_as_in_process(scene, flair, logic):
-    request = logic.makeRequest({"flair": flair}, device="cpu")  # cpu: the child needs no torch import
+    request = logic.makeRequest({"flair": flair}, options=ON_CPU)  # cpu: the child needs no torch import
     job = logic.startBackground(request, sys.executable)
     try:
         stages = wait_for(job)
@@ -475,9 +479,47 @@ def test_background_process_gives_the_same_result_as_in_process(scene, flair, lo
     assert summary["lesionCount"] <= direct.result.lesion_count
 
 
+
+def test_fpr_and_erosion_reach_the_engine_through_the_background_worker(scene, flair, logic):
+    """The panel's Apply: options made in the main process arrive whole in the worker's detect."""
+    options = DetectOptions(device="cpu", fpr=0.002, erosion_mm=3.0, min_size_mm3=7.0)
+    request = logic.makeRequest({"flair": flair}, options=options)
+    job = logic.startBackground(request, sys.executable)
+    try:
+        wait_for(job)
+        result = job.result()
+    finally:
+        job.cleanup()
+    assert (result.fpr, result.erosion_mm, result.min_size_mm3) == (0.002, 3.0, 7.0)
+    direct = logic.process({"flair": flair}, options=options)
+    np.testing.assert_array_equal(result.labels_array, direct.result.labels_array)
+
+
+def test_tune_changes_fpr_and_erosion_without_rerunning(scene, flair, logic):
+    out = logic.process({"flair": flair}, threshold="otsu", device="cpu")
+    assert out.result.fpr == DEFAULTS.fpr
+    eroded = logic.rethreshold(out, erosionMm=4.0, fpr=0.05)
+    assert (eroded["erosionMm"], eroded["fpr"]) == (4.0, 0.05)
+    brain = out.result.postprocessor.brain(4.0)
+    assert not (out.result.labels_array[out.result.postprocessor.crop] > 0)[~brain].any()
+    slider = logic.tuneSlider(out)
+    assert slider.minimum <= out.result.threshold <= slider.maximum and slider.step > 0
+    assert logic.readout(out).endswith(f"({out.result.threshold_method}).")
+
+
+def test_remove_outputs_takes_every_node_of_the_run_and_its_dependents(scene, flair, logic):
+    out = logic.process({"flair": flair})
+    nodes = [out.anomalyMapNode, out.segmentationNode, out.tableNode, *out.reconstructionNodes.values()]
+    dependents = [node.GetNthDisplayNode(i) for node in nodes if node.IsA("vtkMRMLDisplayableNode")
+                  for i in range(node.GetNumberOfDisplayNodes())]
+    logic.removeOutputs(out)
+    assert not [node.GetID() for node in nodes + dependents if scene.IsNodePresent(node)]
+    assert scene.IsNodePresent(flair)
+
+
 def test_background_cancel_leaves_the_scene_unchanged(scene, flair, logic):
     before = scene_snapshot(scene)
-    job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), sys.executable)
+    job = logic.startBackground(logic.makeRequest({"flair": flair}, options=ON_CPU), sys.executable)
     job.cancel()
     try:
         assert job.poll().finished
@@ -489,7 +531,7 @@ def test_background_cancel_leaves_the_scene_unchanged(scene, flair, logic):
 
 
 def test_background_errors_arrive_as_the_engines_user_errors(scene, flair, logic):
-    request = logic.makeRequest({"flair": flair}, modelName="no-such-model", device="cpu")
+    request = logic.makeRequest({"flair": flair}, modelName="no-such-model", options=ON_CPU)
     job = logic.startBackground(request, sys.executable)
     try:
         wait_for(job)
@@ -503,7 +545,6 @@ def test_background_errors_arrive_as_the_engines_user_errors(scene, flair, logic
 
 
 def test_synthetic_example_loads_as_volumes_and_runs(scene, logic):
-    pytest.importorskip("UADBrainLib.synthesis.example", reason="the synthetic example generator is not in this tree yet")
     volumes = logic.loadSyntheticExample()
     assert "flair" in volumes
     out = logic.process(volumes, device="cpu")
@@ -607,7 +648,7 @@ def slow_launcher(tmp_path) -> str:
 def test_background_run_needs_only_what_slicer_ships(scene, flair, logic, tmp_path):
     from test_slicer_ui import NOT_IN_SLICER
 
-    request = logic.makeRequest({"flair": flair}, device="cpu")
+    request = logic.makeRequest({"flair": flair}, options=ON_CPU)
     job = logic.startBackground(request, python_wrapper(tmp_path, NOT_IN_SLICER))
     try:
         wait_for(job)
@@ -619,7 +660,7 @@ def test_background_run_needs_only_what_slicer_ships(scene, flair, logic, tmp_pa
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell wrapper")
 def test_a_missing_package_in_the_background_arrives_as_missing_package(scene, flair, logic, tmp_path):
-    job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), python_wrapper(tmp_path, ["scipy"]))
+    job = logic.startBackground(logic.makeRequest({"flair": flair}, options=ON_CPU), python_wrapper(tmp_path, ["scipy"]))
     try:
         wait_for(job)
         with pytest.raises(MissingPackage) as raised:
@@ -640,7 +681,7 @@ def process_alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_cancel_stops_the_interpreter_behind_a_launcher(scene, flair, logic, tmp_path):
     """PythonSlicer is a launcher: stopping it alone would leave the engine running (and its folder)."""
-    job = logic.startBackground(logic.makeRequest({"flair": flair}, device="cpu"), slow_launcher(tmp_path))
+    job = logic.startBackground(logic.makeRequest({"flair": flair}, options=ON_CPU), slow_launcher(tmp_path))
     children_file = Path(f"/proc/{job.process.pid}/task/{job.process.pid}/children")
     deadline = time.monotonic() + 30
     while not children_file.read_text(encoding="utf-8").split():

@@ -1,4 +1,4 @@
-"""Synthetic healthy brains (synthesis.py), synthetic anomalies (anomalies.py), the example."""
+"""Synthetic healthy brains (synthesis/brains.py), synthetic anomalies (synthesis/anomalies.py), the example."""
 
 import numpy as np
 import pytest

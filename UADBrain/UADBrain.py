@@ -8,12 +8,12 @@ result into nodes. Everything the panel does can be scripted from the Python con
 
 import enum
 import logging
-import math
 import os
 import pathlib
 import shutil
 import traceback
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Annotated, Union
 
 import qt
@@ -25,7 +25,9 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.errors import Cancelled, UADBrainError
+from UADBrainLib.inference.options import DEFAULTS, MODEL_DEFAULT_POSTPROCESSING
 from UADBrainMRML.dependencies import (TORCH, DependencyError, MissingPackage, missing_modules, pip_requirement,
                                        required_modules)
 from UADBrainMRML.logic import UADBrainMRMLLogic
@@ -161,7 +163,9 @@ class UADBrainParameterNode:
     flairVolume ... t1cVolume: input volumes by contrast. brainMask: optional mask.
     modelName: bundled model ("" = the default for the selected contrasts). device: auto/cpu/cuda.
     replaceExisting: a run replaces this module's earlier outputs for the same input.
-    median, minSizeMm3: post-processing (the model's defaults when the model is chosen).
+    fpr: healthy false-positive rate of the calibrated threshold (used by Apply and Tune).
+    median, minSizeMm3, erosionMm: post-processing; Apply uses the model's defaults, Tune shows and
+    changes them. Every default is the engine's (``UADBrainLib.inference.options.DEFAULTS``).
     exportFolder: where Export writes. anomalyMap, segmentation, lesionTable: the outputs the Tune
     section controls.
     """
@@ -173,10 +177,12 @@ class UADBrainParameterNode:
     # a Union of node types must include None, or the wrapper cannot write its default (no node)
     brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     modelName: str = ""
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULTS.device
     replaceExisting: bool = False
-    median: MedianKernel = MedianKernel.FIVE
-    minSizeMm3: Annotated[float, Minimum(0.0)] = 20.0
+    fpr: Annotated[float, Minimum(0.0)] = DEFAULTS.fpr
+    median: MedianKernel = MedianKernel(MODEL_DEFAULT_POSTPROCESSING["median"])
+    minSizeMm3: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["min_size_mm3"]
+    erosionMm: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["erosion_mm"]
     exportFolder: pathlib.Path = pathlib.Path.home() / "UADBrain"
     anomalyMap: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
@@ -273,12 +279,12 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         if self._job is None:
             self._showInputProblems()
-        # median and minimum size belong to the current result (the Tune section)
+        # post-processing belongs to the current result (the Tune section)
         if self._outputs is not None and not self._updatingTune:
-            result = self._outputs.result
-            median, minSize = self._parameterNode.median.value, self._parameterNode.minSizeMm3
-            if (median, minSize) != (result.median, result.min_size_mm3):
-                self._rethreshold(median=median, minSizeMm3=minSize)
+            result, p = self._outputs.result, self._parameterNode
+            wanted = (p.median.value, p.minSizeMm3, p.erosionMm, p.fpr)
+            if wanted != (result.median, result.min_size_mm3, result.erosion_mm, result.fpr):
+                self._rethreshold(median=p.median.value, minSizeMm3=p.minSizeMm3, erosionMm=p.erosionMm, fpr=p.fpr)
 
     def _inputVolumes(self) -> dict:
         return {contrast: getattr(self._parameterNode, name) for contrast, name in CONTRAST_PARAMETERS.items()
@@ -365,9 +371,9 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         f"The model '{bundle.name}'"):
                 return
             # the model's own post-processing defaults; the Tune section adjusts them afterwards
+            options = replace(DEFAULTS, device=self._parameterNode.device, fpr=self._parameterNode.fpr)
             request = self.logic.makeRequest(self._inputVolumes(), modelName=modelName,
-                                             device=self._parameterNode.device,
-                                             maskNode=self._parameterNode.brainMask)
+                                             maskNode=self._parameterNode.brainMask, options=options)
             # the startup environment, as slicer.util.launchConsoleProcess uses: PythonSlicer sets up its own
             self._job = self.logic.startBackground(request, pythonSlicerExecutable(),
                                                    slicer.util.startupEnvironment())
@@ -437,14 +443,14 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._outputs = outputs
         hasOutputs = outputs is not None
         for widget in (self.ui.thresholdSlider, self.ui.calibratedThresholdButton, self.ui.otsuThresholdButton,
-                       self.ui.medianComboBox, self.ui.minSizeSpinBox, self.ui.exportButton):
+                       self.ui.medianComboBox, self.ui.minSizeSpinBox, self.ui.erosionSpinBox, self.ui.exportButton):
             widget.enabled = hasOutputs
         self.ui.lesionTableView.setMRMLTableNode(outputs.tableNode if hasOutputs else None)
         if not hasOutputs:
             self.ui.readoutLabel.text = "No result yet."
             return
         self.ui.calibratedThresholdButton.enabled = outputs.result.calibration is not None
-        low, high = self.logic.thresholdRange(outputs)
+        slider = self.logic.tuneSlider(outputs)
         self._updatingTune = True
         try:
             parameters = self.logic.getParameterNode()
@@ -452,12 +458,10 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.anomalyMap = outputs.anomalyMapNode
                 parameters.segmentation = outputs.segmentationNode
                 parameters.lesionTable = outputs.tableNode
-            step = (high - low) / 200.0
             self.ui.thresholdSlider.blockSignals(True)
-            # the spin box rounds to its decimals: keep enough for one step (scores may span < 1)
-            self.ui.thresholdSlider.decimals = max(2, math.ceil(-math.log10(step)) + 1) if step > 0 else 2
-            self.ui.thresholdSlider.minimum, self.ui.thresholdSlider.maximum = low, high
-            self.ui.thresholdSlider.singleStep = step
+            self.ui.thresholdSlider.decimals = slider.decimals
+            self.ui.thresholdSlider.minimum, self.ui.thresholdSlider.maximum = slider.minimum, slider.maximum
+            self.ui.thresholdSlider.singleStep = slider.step
             self.ui.thresholdSlider.blockSignals(False)
         finally:
             self._updatingTune = False
@@ -476,11 +480,11 @@ class UADBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.NodeModify(parameters):
                 parameters.median = MedianKernel(result.median)
                 parameters.minSizeMm3 = result.min_size_mm3
+                parameters.erosionMm = result.erosion_mm
+                parameters.fpr = result.fpr
         finally:
             self._updatingTune = False
-        self.ui.readoutLabel.text = (
-            f"{result.flagged_volume_ml:.2f} mL flagged in {result.lesion_count} lesion(s); "
-            f"threshold {result.threshold:.3g} ({result.threshold_method}).")
+        self.ui.readoutLabel.text = self.logic.readout(self._outputs)
 
     def onThresholdSliderChanged(self, value: float) -> None:
         # coalesce: while one update runs, slider events pile up; only the latest value matters

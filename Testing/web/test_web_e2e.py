@@ -196,6 +196,24 @@ def test_clicking_a_lesion_moves_the_slices(example_result):
     assert not np.array_equal(view_pixels(page), before), "the views did not move to the lesion"
 
 
+
+def test_fpr_and_erosion_reach_the_engine(example_result):
+    """The Tune fields: a new false-positive rate gives a new calibrated threshold; a brain-mask
+    erosion changes what is flagged; neither reruns the model."""
+    page = example_result
+    threshold_before = page.get_by_test_id("threshold-value").inner_text()
+    page.locator('[data-testid="fpr"] input').fill("0.0005")
+    expect(page.get_by_test_id("threshold-value")).not_to_have_text(threshold_before)
+    page.locator('[data-testid="threshold"] [role="slider"]').focus()
+    page.keyboard.press("Home")  # the lowest threshold flags voxels up to the brain's rim
+    wait_until_settled(page)
+    summary_before = summary_text(page)
+    page.locator('[data-testid="erosion"] input').fill("6")
+    expect(page.get_by_test_id("summary")).not_to_have_text(summary_before)
+    wait_until_settled(page)
+    screenshot(page, "06_fpr_and_erosion")
+    expect(page.get_by_test_id("error")).to_have_count(0)
+
 def test_download_segmentation_has_the_input_geometry(page, tmp_path):
     volume = oblique_example_flair()
     upload_path = tmp_path / "upload_flair.nii.gz"

@@ -3,13 +3,21 @@
 >>> from UADBrainLib import detect
 >>> result = detect({"flair": "flair.nii.gz"})
 >>> result.lesions[0].volume_ml, result.rethreshold(4.0).lesion_count
+
+The public names are imported on first use, so that ``import UADBrainLib.errors`` (the Slicer
+panel, the web app) does not load the pipeline.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .errors import UADBrainError  # noqa: E402
-from .inference.options import DetectOptions  # noqa: E402
-from .inference.pipeline import detect  # noqa: E402
-from .inference.result import Result  # noqa: E402
+_PUBLIC = {"detect": "inference.pipeline", "DetectOptions": "inference.options", "Result": "inference.result",
+           "UADBrainError": "errors"}
+__all__ = ["__version__", *_PUBLIC]
 
-__all__ = ["__version__", "detect", "DetectOptions", "Result", "UADBrainError"]
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -110,10 +110,6 @@ def array_to_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def voxel_volume_mm3(image: sitk.Image) -> float:
-    return float(np.prod(image.GetSpacing()))
-
-
 def lps_to_ras(point) -> tuple[float, float, float]:
     x, y, z = point
     return (-float(x), -float(y), float(z))

@@ -1,7 +1,7 @@
 """Preprocessing steps, each a small function: brain masks, bias correction, normalisation.
 
 All functions take and return SimpleITK images or numpy arrays on one grid; the pipeline decides
-which grid (see ``pipeline.py``) and which steps a model expects (its ``metadata.json``).
+which grid (see ``inference/preparation.py``) and which steps a model expects (its ``metadata.json``).
 """
 
 from __future__ import annotations

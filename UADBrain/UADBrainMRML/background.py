@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -68,7 +68,7 @@ class BackgroundDetection:
             "images": names,
             "mask": "mask.nrrd" if self.request.mask is not None else None,
             "model": self.request.model,
-            "options": asdict(self.request.options),
+            "options": self.request.options.to_dict(),
         }), encoding="utf-8")
         log = open(self.folder / "worker.log", "w", encoding="utf-8")
         self.process = subprocess.Popen([self.python, str(WORKER_SCRIPT), str(self.folder)],

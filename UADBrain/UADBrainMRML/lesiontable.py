@@ -42,9 +42,3 @@ def fill_table(node, lesions) -> None:
         array.Modified()
     table.Modified()
     node.Modified()
-
-
-def centroid_of_row(node, row: int) -> tuple[float, float, float]:
-    """The world RAS centroid stored in a table row."""
-    table = node.GetTable()
-    return tuple(float(table.GetColumnByName(name).GetValue(row)) for name in CENTROID_COLUMNS)

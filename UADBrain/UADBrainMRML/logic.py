@@ -15,6 +15,7 @@ A cancelled or failed run leaves the scene as it was; inputs are never modified.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -22,16 +23,18 @@ import SimpleITK as sitk
 from UADBrainLib.bundle import CONTRASTS
 from UADBrainLib.errors import Cancelled, InputError
 from UADBrainLib.geometry import resample_like
+from UADBrainLib.inference.options import DetectOptions
 from UADBrainLib.inference.pipeline import detect
 
 from .background import BackgroundDetection
 from .checks import input_problems
-from .display import jump_slices_to, show_in_slice_views, threshold_range, update_anomaly_window
+from .display import jump_slices_to, show_in_slice_views, update_anomaly_window
 from .export import export_outputs
 from .lesiontable import fill_table
 from .outputs import Outputs, create_outputs, update_segmentation
 from .request import EngineRequest, make_request
 from .segmentation import create_segmentation_node, set_segment_mask
+from .tune import Slider, readout, remove_outputs, slider_for
 from .volumes import add_volume_from_image
 
 # share of the progress bar before and after the engine's own stages
@@ -43,23 +46,24 @@ class UADBrainMRMLLogic:
         self.scene = scene
 
     # ------------------------------------------------------------------ one call, for scripts
-    def process(self, inputVolumes: dict, modelName=None, device="auto", maskNode=None, threshold=None,
-                median=None, minSizeMm3=None, progressCallback=None, cancelEvent=None,
-                replaceExisting=False) -> Outputs:
+    def process(self, inputVolumes: dict, modelName=None, maskNode=None, options: DetectOptions | None = None,
+                progressCallback=None, cancelEvent=None, replaceExisting=False, **optionValues) -> Outputs:
         """Detect anomalies in co-registered volumes; returns the new output nodes.
 
         ``inputVolumes``: contrast ("flair", "t1", "t2", "t1c") → scalar volume node. ``modelName``:
         a bundled model name or bundle folder (None: the default model for these contrasts).
-        ``maskNode``: optional brain mask (labelmap volume or segmentation). ``threshold``: a
-        number, "calibrated" or "otsu" (None: calibrated when the model has a calibration, else
-        Otsu). ``median`` (voxels, 0 = off) and ``minSizeMm3``: None uses the model's defaults.
-        ``progressCallback(fraction, stage)``; ``cancelEvent``: a threading.Event. Raises
-        ``UADBrainLib.errors.UADBrainError`` subclasses with a message for the user.
+        ``maskNode``: optional brain mask (labelmap volume or segmentation). ``options``: a
+        ``UADBrainLib.DetectOptions``; or give its fields by name (``threshold="otsu"``, ``fpr=0.005``,
+        ``median=3``, ``min_size_mm3=10``, ``erosion_mm=2``, ``device="cpu"``, ...): None keeps the
+        engine's default, which for post-processing is the model's. ``progressCallback(fraction,
+        stage)``; ``cancelEvent``: a threading.Event. Raises ``UADBrainLib.errors.UADBrainError``
+        subclasses with a message for the user.
         """
         progress = progressCallback or (lambda fraction, stage: None)
         cancel = cancelEvent or threading.Event()
         progress(0.0, "reading inputs")
-        request = self.makeRequest(inputVolumes, modelName, device, maskNode, threshold, median, minSizeMm3)
+        options = replace(options or DetectOptions(), **optionValues)
+        request = self.makeRequest(inputVolumes, modelName, maskNode, options)
         result = self.runEngine(request, lambda fraction, stage: progress(
             PREPARE_SHARE + (1.0 - PREPARE_SHARE - IMPORT_SHARE) * fraction, stage), cancel)
         if cancel.is_set():
@@ -71,10 +75,10 @@ class UADBrainMRMLLogic:
 
     # ------------------------------------------------------------------ the three stages
     @staticmethod
-    def makeRequest(inputVolumes: dict, modelName=None, device="auto", maskNode=None, threshold=None,
-                    median=None, minSizeMm3=None) -> EngineRequest:
+    def makeRequest(inputVolumes: dict, modelName=None, maskNode=None,
+                    options: DetectOptions | None = None) -> EngineRequest:
         """Stage 1 (main thread): the engine's inputs, copied out of the nodes."""
-        return make_request(inputVolumes, modelName, device, maskNode, threshold, median, minSizeMm3)
+        return make_request(inputVolumes, modelName, maskNode, options)
 
     @staticmethod
     def runEngine(request: EngineRequest, progressCallback=None, cancelEvent=None):
@@ -102,20 +106,25 @@ class UADBrainMRMLLogic:
         return create_outputs(self.scene, reference, result, nodes, replaceExisting)
 
     # ------------------------------------------------------------------ after a run
-    def rethreshold(self, outputs: Outputs, threshold=None, median=None, minSizeMm3=None) -> dict:
+    def rethreshold(self, outputs: Outputs, threshold=None, median=None, minSizeMm3=None, fpr=None,
+                    erosionMm=None) -> dict:
         """New segmentation, lesion table and overlay window from the cached map (no model rerun).
 
         ``threshold``: a number, "calibrated", "otsu", or None to keep the current one (a manual
-        number stays; calibrated/Otsu are recomputed for the new median). ``median`` (0 = off) and
-        ``minSizeMm3``: None keeps the current value. Returns the new settings and totals.
+        number stays; calibrated/Otsu are recomputed for the new median, false-positive rate and
+        erosion). ``median`` (0 = off), ``minSizeMm3``, ``fpr`` (healthy false-positive rate of the
+        calibrated threshold) and ``erosionMm`` (brain-mask erosion): None keeps the current value.
+        Returns the new settings and totals.
         """
-        result = outputs.result.rethreshold(threshold=threshold, median=median, min_size_mm3=minSizeMm3)
+        result = outputs.result.rethreshold(threshold=threshold, median=median, min_size_mm3=minSizeMm3,
+                                            fpr=fpr, erosion_mm=erosionMm)
         outputs.result = result
         update_segmentation(outputs)
         fill_table(outputs.tableNode, result.lesions)
         update_anomaly_window(outputs.anomalyMapNode, result.threshold)
         return {"threshold": result.threshold, "thresholdMethod": result.threshold_method,
-                "median": result.median, "minSizeMm3": result.min_size_mm3,
+                "median": result.median, "minSizeMm3": result.min_size_mm3, "fpr": result.fpr,
+                "erosionMm": result.erosion_mm,
                 "flaggedVolumeMl": result.flagged_volume_ml, "lesionCount": result.lesion_count}
 
     def exportResults(self, outputs: Outputs, folder) -> list[Path]:
@@ -134,9 +143,18 @@ class UADBrainMRMLLogic:
 
     # ------------------------------------------------------------------ helpers for the panel
     @staticmethod
-    def thresholdRange(outputs: Outputs) -> tuple[float, float]:
-        """(low, high) for a threshold slider: from the brain's median score to above the map's top."""
-        return threshold_range(outputs.result)
+    def tuneSlider(outputs: Outputs) -> Slider:
+        """The threshold slider (minimum, maximum, step, decimals) for this run's map."""
+        return slider_for(outputs.result)
+
+    @staticmethod
+    def readout(outputs: Outputs) -> str:
+        """One line: flagged volume, lesion count, threshold and how it was chosen."""
+        return readout(outputs.result)
+
+    def removeOutputs(self, outputs: Outputs) -> None:
+        """Remove every node of a run (also its pseudo-healthy reconstructions) from the scene."""
+        remove_outputs(self.scene, outputs)
 
     @staticmethod
     def inputProblems(inputVolumes: dict, modelName=None, maskNode=None) -> list[str]:

@@ -28,8 +28,8 @@ class EngineRequest:
         return next(iter(self.images))
 
 
-def make_request(input_volumes: dict, model_name=None, device="auto", mask_node=None, threshold=None,
-                 median=None, min_size_mm3=None) -> EngineRequest:
+def make_request(input_volumes: dict, model_name=None, mask_node=None, options: DetectOptions | None = None) -> EngineRequest:
+    """``options``: every run parameter (None: the engine's defaults, the model's post-processing)."""
     volumes = {contrast: node for contrast, node in (input_volumes or {}).items() if node is not None}
     if not volumes:
         raise InputError(f"no input volume — select at least one of: {', '.join(CONTRASTS)}.")
@@ -39,6 +39,5 @@ def make_request(input_volumes: dict, model_name=None, device="auto", mask_node=
     ordered = [contrast for contrast in CONTRASTS if contrast in volumes]
     images = {contrast: image_from_volume_node(volumes[contrast], contrast) for contrast in ordered}
     mask = mask_image_from_node(mask_node) if mask_node is not None else None
-    options = DetectOptions(threshold=threshold, median=median, min_size_mm3=min_size_mm3, device=device)
-    return EngineRequest(images=images, mask=mask, model=model_name, options=options,
+    return EngineRequest(images=images, mask=mask, model=model_name, options=options or DetectOptions(),
                          input_node_ids={contrast: volumes[contrast].GetID() for contrast in ordered})

@@ -19,7 +19,6 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import fields
 from pathlib import Path
 
 REQUEST_FILE = "request.json"
@@ -64,13 +63,13 @@ class ProgressFile:
 def run(folder: Path) -> None:
     import SimpleITK as sitk
 
-    from UADBrainLib.inference.pipeline import DetectOptions, detect
+    from UADBrainLib.inference.options import DetectOptions
+    from UADBrainLib.inference.pipeline import detect
 
     request = json.loads((folder / REQUEST_FILE).read_text(encoding="utf-8"))
     images = {contrast: sitk.ReadImage(str(folder / name)) for contrast, name in request["images"].items()}
     mask = sitk.ReadImage(str(folder / request["mask"])) if request["mask"] else None
-    known = {field.name for field in fields(DetectOptions)}
-    options = DetectOptions(**{key: value for key, value in request["options"].items() if key in known})
+    options = DetectOptions.from_dict(request["options"])
     result = detect(images, model=request["model"], options=options, mask=mask,
                     progress=ProgressFile(folder / PROGRESS_FILE), cancel=CancelFile(folder / CANCEL_FILE))
     result.inputs = {}  # the caller holds the inputs already; no need to send them back

@@ -5,21 +5,23 @@ change in one place. A run uses the Logic's three stages so that MRML is only to
 event-loop thread (the one that renders the views):
 
     logic = UADBrainMRMLLogic(scene)
-    request = logic.makeRequest(inputVolumes, modelName, device, maskNode, threshold, median, minSizeMm3)
+    request = logic.makeRequest(inputVolumes, modelName, maskNode, options)      # options: a DetectOptions
     result = logic.runEngine(request, progressCallback, cancelEvent)      # worker thread, no MRML
     outputs = logic.createOutputs(request, result, replaceExisting=True)
     logic.showOutputs(outputs); logic.jumpToLesion(outputs, index)
-    logic.rethreshold(outputs, threshold=..., median=..., minSizeMm3=...)
+    logic.rethreshold(outputs, threshold=..., median=..., minSizeMm3=..., fpr=..., erosionMm=...)
+    logic.tuneSlider(outputs); logic.removeOutputs(outputs)
     paths = logic.exportResults(outputs, folder)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.errors import Cancelled
+from UADBrainLib.inference.options import DEFAULTS, DetectOptions
 from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
@@ -35,9 +37,17 @@ DOWNLOAD_FILE_NAMES = {
 
 @dataclass(frozen=True)
 class PostProcessing:
+    """What the Tune controls set; None keeps the run's value (the model's default on a new run)."""
+
     threshold: float | None
-    median: int = 5  # 0 = off
+    median: int | None = None  # 0 = off
     min_size_mm3: float | None = None
+    fpr: float = DEFAULTS.fpr
+    erosion_mm: float | None = None
+
+    def options(self, device: str) -> DetectOptions:
+        return replace(DEFAULTS, threshold=self.threshold, median=self.median, min_size_mm3=self.min_size_mm3,
+                       fpr=self.fpr, erosion_mm=self.erosion_mm, device=device)
 
 
 def create_logic(scene):
@@ -69,8 +79,7 @@ def write_example_volumes(folder: Path) -> dict[str, Path]:
 
 def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing):
     """Loop thread: the engine's inputs, copied out of the volume nodes."""
-    return logic.makeRequest(volumes, modelName=model or None, device=device, maskNode=None,
-                             threshold=post.threshold, median=post.median, minSizeMm3=post.min_size_mm3)
+    return logic.makeRequest(volumes, modelName=model or None, maskNode=None, options=post.options(device))
 
 
 def run_engine(logic, request, progress, cancel_event):
@@ -88,14 +97,18 @@ def finish_run(logic, request, result):
     return outputs
 
 
-def remove_outputs(scene, outputs) -> None:
-    for node in (outputs.anomalyMapNode, outputs.segmentationNode, outputs.tableNode):
-        if node is not None and node.GetScene() is scene:
-            scene.RemoveNode(node)
+def remove_outputs(logic, outputs) -> None:
+    logic.removeOutputs(outputs)
 
 
 def rethreshold(logic, outputs, post: PostProcessing) -> None:
-    logic.rethreshold(outputs, threshold=post.threshold, median=post.median, minSizeMm3=post.min_size_mm3)
+    logic.rethreshold(outputs, threshold=post.threshold, median=post.median, minSizeMm3=post.min_size_mm3,
+                      fpr=post.fpr, erosionMm=post.erosion_mm)
+
+
+def slider(logic, outputs):
+    """The threshold slider's span, step and decimals, as the Slicer panel shows them."""
+    return logic.tuneSlider(outputs)
 
 
 def jump_to_lesion(logic, outputs, index: int) -> None:

@@ -11,6 +11,7 @@ import logging
 import re
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from trame.app.file_upload import ClientFile
@@ -89,8 +90,11 @@ class Session:
             "threshold_min": 0.0,
             "threshold_max": 1.0,
             "threshold_step": 0.005,
-            "median": 5,
-            "min_size_mm3": 0,
+            # the engine's defaults (None: the model's own, shown once a run used them)
+            "median": adapter.DEFAULTS.median,
+            "min_size_mm3": adapter.DEFAULTS.min_size_mm3,
+            "fpr": adapter.DEFAULTS.fpr,
+            "erosion_mm": adapter.DEFAULTS.erosion_mm,
             "lesions": [],
             "summary": "No result yet: load a volume and press Run.",
             "error_message": "",
@@ -107,7 +111,8 @@ class Session:
         ctrl.jump_to_lesion = self._guarded(self.jump_to_lesion)
         ctrl.dismiss_error = lambda: self.state.update({"error_message": ""})
         self.state.change("upload_files")(self._guarded(self.on_upload))
-        self.state.change("threshold", "median", "min_size_mm3")(lambda **_: self.request_rethreshold())
+        self.state.change("threshold", "median", "min_size_mm3", "fpr", "erosion_mm")(
+            lambda **_: self.request_rethreshold())
         self.download_trigger = self.server.trigger_name(self.download)
 
     def _guarded(self, action):
@@ -189,7 +194,7 @@ class Session:
 
     def _forget_result(self) -> None:
         if self.outputs is not None:
-            adapter.remove_outputs(self.scene, self.outputs)
+            adapter.remove_outputs(self.logic, self.outputs)
         self.outputs = self.applied = None
         self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "", "run_warnings": [],
                            "summary": "No result yet: press Run."})
@@ -221,9 +226,9 @@ class Session:
         try:
             with self.state:
                 self._forget_result()
-                # the model's own threshold and minimum lesion size; the page shows them afterwards
+                # the automatic threshold; what the page leaves empty is the model's default
                 request = adapter.start_run(self.logic, self._input_volumes(), self.state.model, self.state.device,
-                                            adapter.PostProcessing(None, int(self.state.median), None))
+                                            self._post_processing(threshold=None))
                 self.state.update({"running": True, "error_message": "", "stage": "starting"})
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(None, adapter.run_engine, self.logic, request,
@@ -255,12 +260,11 @@ class Session:
             self.state.stage = str(stage)
 
     def _show_run_result(self) -> None:
-        threshold = adapter.threshold_of(self.outputs)
-        low, high = self.outputs.anomalyMapNode.GetImageData().GetScalarRange()
-        bottom, top = min(low, threshold), max(high, threshold)
-        self.state.update({"has_result": True, "threshold_min": bottom, "threshold_max": top,
-                           "threshold_step": max(top - bottom, 1e-6) / 200, "threshold": threshold,
-                           "min_size_mm3": self.outputs.result.min_size_mm3,
+        result, slider = self.outputs.result, adapter.slider(self.logic, self.outputs)
+        self.state.update({"has_result": True, "threshold_min": slider.minimum, "threshold_max": slider.maximum,
+                           "threshold_step": slider.step, "threshold": adapter.threshold_of(self.outputs),
+                           "median": result.median, "min_size_mm3": result.min_size_mm3, "fpr": result.fpr,
+                           "erosion_mm": result.erosion_mm,
                            "run_warnings": list(self.outputs.result.report.get("warnings", [])),
                            "progress": 100, "stage": "done"})
         self.applied = self._post_processing()
@@ -274,15 +278,15 @@ class Session:
 
     # ----- post-processing -----
     def _post_processing(self, threshold="from state") -> adapter.PostProcessing:
-        try:
-            min_size = float(self.state.min_size_mm3 or 0)
-        except (TypeError, ValueError):
-            raise UserError("Minimum lesion size must be a number of mm³.") from None
-        if min_size < 0:
-            raise UserError("Minimum lesion size cannot be negative.")
+        min_size = _number(self.state.min_size_mm3, "Minimum lesion size", "mm³")
+        erosion = _number(self.state.erosion_mm, "Brain-mask erosion", "mm")
+        fpr = _number(self.state.fpr, "The healthy false-positive rate", "")
+        if fpr is None or not 0 < fpr < 1:
+            raise UserError("The healthy false-positive rate must be a fraction between 0 and 1, e.g. 0.01.")
         if threshold == "from state":
             threshold = float(self.state.threshold)
-        return adapter.PostProcessing(threshold, int(self.state.median), min_size)
+        median = None if self.state.median is None else int(self.state.median)
+        return adapter.PostProcessing(threshold, median, min_size, fpr, erosion)
 
     def request_rethreshold(self) -> None:
         """Apply the newest slider/median/size values once the loop is free; values that arrive
@@ -297,8 +301,15 @@ class Session:
             await asyncio.sleep(0)  # let pending slider messages update the state first
             while self.outputs is not None and (wanted := self._post_processing()) != self.applied:
                 with self.state:
+                    if wanted.fpr != self.applied.fpr and self.outputs.result.calibration is not None:
+                        # a new false-positive rate means a new calibrated threshold, not the slider's
+                        wanted = replace(wanted, threshold="calibrated")
                     adapter.rethreshold(self.logic, self.outputs, wanted)
-                    self.applied = wanted
+                    threshold = adapter.threshold_of(self.outputs)
+                    self.state.update({"threshold": threshold,
+                                       "threshold_min": min(self.state.threshold_min, threshold),
+                                       "threshold_max": max(self.state.threshold_max, threshold)})
+                    self.applied = self._post_processing()
                     self._show_lesions()
                 await asyncio.sleep(0)
         except Exception as error:  # noqa: BLE001
@@ -320,3 +331,16 @@ class Session:
         except Exception as error:  # noqa: BLE001
             self._show_error(error)
             return None
+
+
+def _number(value, what: str, unit: str) -> float | None:
+    """A non-negative number typed in the page; empty is None (the model's default)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number{' of ' + unit if unit else ''}.") from None
+    if number < 0:
+        raise UserError(f"{what} cannot be negative.")
+    return number

@@ -122,6 +122,15 @@ def _post_processing_panel() -> None:
                   hide_details=True, disabled=("running",), raw_attrs=testid("median"))
         v.VTextField(label="Min lesion size (mm³)", v_model=("min_size_mm3",), type="number", min=0,
                      density="compact", hide_details=True, disabled=("running",), raw_attrs=testid("min-size"))
+    with html.Div(classes="d-flex ga-2"):
+        v.VTextField(label="Healthy false-positive rate", v_model=("fpr",), type="number", min=0, max=1,
+                     step=0.001, density="compact", hide_details=True, disabled=("running",),
+                     title="Share of healthy brain voxels the calibrated threshold flags (calibrated models)",
+                     raw_attrs=testid("fpr"))
+        v.VTextField(label="Brain-mask erosion (mm)", v_model=("erosion_mm",), type="number", min=0,
+                     density="compact", hide_details=True, disabled=("running",),
+                     title="Ignore this rim inside the brain mask (empty: the model's default)",
+                     raw_attrs=testid("erosion"))
 
 
 def _downloads_panel(download_trigger: str) -> None:

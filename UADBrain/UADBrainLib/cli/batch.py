@@ -122,8 +122,8 @@ def run_batch(args) -> int:
     if not contrasts:
         raise InputError(f"batch: no usable scan in '{args.batch}' — {scans[0].problem}.")
     bundle = find_bundle(args.model, None if args.model else contrasts)
-    model = load_model(bundle, resolve_device(args.device))
     options = detect_options(args)
+    model = load_model(bundle, resolve_device(options.device))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     progress = tqdm(scans, desc=f"batch ({bundle.name})", unit="scan", disable=args.quiet)

@@ -1,6 +1,6 @@
 """The learned brain extractor: a small 3D U-Net that maps a raw head (any contrast) to a brain mask.
 
-Trained on synthetic whole heads (``brainmask_training.py``), in the spirit of SynthStrip
+Trained on synthetic whole heads (``training/brainmask.py``), in the spirit of SynthStrip
 (Hoopes et al. 2022). The network sees the head on a canonical grid at the bundle's spacing
 (2 mm); its probability is resampled onto the input's exact native grid, thresholded and cleaned
 (largest component, holes filled). Training and inference prepare intensities with the same

@@ -2,7 +2,7 @@
 
 A T1 given as ``--flair``, or FLAIR and T2 swapped, makes any anomaly model flag half the brain.
 A tiny 3D CNN (the ``input-check`` bundle, trained on synthetic brains only by
-``input_check_training.py``) looks at each input brain-masked, normalised with
+``training/input_check.py``) looks at each input brain-masked, normalised with
 ``preprocessing.normalise(..., "robust_z")`` and reduced to a coarse canonical grid
 (:data:`GRID_SPACING_MM`, :data:`GRID_SHAPE` around the brain), and gives the probability of each
 class in :data:`CLASSES`; ``other`` means "not a brain MRI of a known contrast" (phantoms,

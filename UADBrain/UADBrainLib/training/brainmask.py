@@ -1,6 +1,6 @@
 """Training the learned brain extractor on synthetic whole heads (``uadbrain train --model brainmask``).
 
-Every step draws a fresh synthetic head from the SynthSeg label maps (``synthesis.py``): a random
+Every step draws a fresh synthetic head from the SynthSeg label maps (``synthesis/brains.py``): a random
 contrast (T1, T2, FLAIR, T1c-like or fully random per tissue), pose, field of view, thick slices,
 blur, bias and noise; ``head_augmentation.py`` adds field-of-view cut-offs, skull-stripped inputs,
 flips and gamma. The last label maps are held out: validation heads come only from them. Heads are

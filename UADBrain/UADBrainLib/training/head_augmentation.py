@@ -1,6 +1,6 @@
 """Training-time augmentation of synthetic whole heads for the brain extractor.
 
-The generator (``synthesis.py``) draws anatomy, contrast, pose, resolution, bias and noise; this
+The generator (``synthesis/brains.py``) draws anatomy, contrast, pose, resolution, bias and noise; this
 module adds what a scanner's field of view and a user's earlier processing do to a head: smaller
 and off-centre fields of view, cut-offs inside the brain, skull-stripped inputs (zero or z-score-like
 constant background, often in a field of view hugging the brain), left-right flips, an empty border

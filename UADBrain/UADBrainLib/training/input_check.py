@@ -3,7 +3,7 @@
 Two phases, both resumable:
 
 1. *Make samples* (the costly part): per synthetic anatomy, one FLAIR, T1, T2 and T1c image from
-   the SynthSeg label maps (``synthesis.py``) with heavy augmentation — wider contrast, bias,
+   the SynthSeg label maps (``synthesis/brains.py``) with heavy augmentation — wider contrast, bias,
    noise, thick slices, pose and size ranges than the default generator, monotone intensity
    warps, lesions and large tumours (``anomalies.py``), imperfect brain masks (eroded, dilated
    into the skull as a coarse atlas mask would be, shifted, cut by the field of view) — plus

@@ -1,0 +1,84 @@
+"""One options object end to end: ``DetectOptions`` holds every run parameter and its default, and
+the CLI, the Slicer panel's parameter node and the web app take their defaults from it."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from UADBrainLib.errors import InputError
+from UADBrainLib.inference.options import DEFAULTS, DetectOptions
+
+SOURCE = Path(__file__).resolve().parent.parent / "UADBrain"
+
+
+def test_options_travel_as_json_and_back():
+    options = DetectOptions(threshold="otsu", fpr=0.002, median=3, min_size_mm3=7.0, erosion_mm=2.0,
+                            device="cpu", check_contrast=False)
+    assert DetectOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
+    with pytest.raises(InputError, match="unknown detect option 'frp'"):
+        DetectOptions.from_dict({"frp": 0.01})
+
+
+def test_the_model_defaults_apply_in_one_place():
+    assert DetectOptions().postprocessing({"median": 3, "min_size_mm3": 20.0}) == (3, 20.0, 0.0)
+    assert DetectOptions(median=0, erosion_mm=2).postprocessing({"median": 3, "erosion_mm": 1.0}) == (0, 0.0, 2.0)
+
+
+def test_the_cli_gives_the_engine_defaults_and_what_was_typed():
+    from UADBrainLib.cli.main import build_parser
+    from UADBrainLib.cli.options import detect_options
+
+    parser = build_parser()
+    assert detect_options(parser.parse_args(["detect", "--example", "--out", "x"])) == DEFAULTS
+    typed = detect_options(parser.parse_args(["detect", "--example", "--out", "x", "--fpr", "0.002",
+                                              "--erosion-mm", "3", "--no-contrast-check", "--device", "cpu"]))
+    assert typed == DetectOptions(fpr=0.002, erosion_mm=3.0, check_contrast=False, device="cpu")
+
+
+# Changes the engine's default false-positive rate before anything imports it, in a fresh process,
+# and reads what each front end would show.
+FOLLOW_THE_DEFAULT = """
+import sys
+sys.path.insert(0, {source!r})
+from UADBrainLib.inference import calibration
+calibration.DEFAULT_FPR = 0.0421
+from UADBrainLib.cli.main import build_parser
+from UADBrainLib.cli.options import detect_options
+parser = build_parser()
+detect_help = parser._subparsers._group_actions[0].choices["detect"].format_help()
+cli = detect_options(parser.parse_args(["detect", "--example", "--out", "x"])).fpr
+from UADBrainWeb import adapter
+web = adapter.PostProcessing(None).options("cpu").fpr
+print(cli, web, "0.0421" in " ".join(detect_help.split()))
+"""
+
+
+def test_a_changed_default_reaches_the_cli_and_the_web_app():
+    code = FOLLOW_THE_DEFAULT.format(source=str(SOURCE))
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.split() == ["0.0421", "0.0421", "True"]
+
+
+def _parameter_defaults(path: Path, class_name: str) -> dict[str, str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    return {n.target.id: ast.unparse(n.value) for n in cls.body if isinstance(n, ast.AnnAssign) and n.value}
+
+
+def test_the_slicer_parameter_node_takes_its_defaults_from_the_engine():
+    """The panel cannot be imported outside Slicer: its parameter node class is read instead."""
+    defaults = _parameter_defaults(SOURCE / "UADBrain.py", "UADBrainParameterNode")
+    assert defaults["fpr"] == "DEFAULTS.fpr"
+    assert defaults["device"] == "DEFAULTS.device"
+    for name, key in (("median", "median"), ("minSizeMm3", "min_size_mm3"), ("erosionMm", "erosion_mm")):
+        assert f"MODEL_DEFAULT_POSTPROCESSING['{key}']" in defaults[name], (name, defaults[name])
+
+
+def test_the_web_state_starts_from_the_engine_defaults():
+    source = (SOURCE / "UADBrainWeb" / "session.py").read_text(encoding="utf-8")
+    for name in ("median", "min_size_mm3", "fpr", "erosion_mm"):
+        assert f'"{name}": adapter.DEFAULTS.{name},' in source, name
