@@ -71,7 +71,7 @@ def _parameter_defaults(path: Path, class_name: str) -> dict[str, str]:
 
 def test_the_slicer_parameter_node_takes_its_defaults_from_the_engine():
     """The panel cannot be imported outside Slicer: its parameter node class is read instead."""
-    defaults = _parameter_defaults(SOURCE / "UADBrain.py", "UADBrainParameterNode")
+    defaults = _parameter_defaults(SOURCE / "UADBrainSlicer" / "parameters.py", "RunOptions")
     assert defaults["fpr"] == "DEFAULTS.fpr"
     assert defaults["device"] == "DEFAULTS.device"
     for name, key in (("median", "median"), ("minSizeMm3", "min_size_mm3"), ("erosionMm", "erosion_mm")):
@@ -82,3 +82,39 @@ def test_the_web_state_starts_from_the_engine_defaults():
     source = (SOURCE / "UADBrainWeb" / "session.py").read_text(encoding="utf-8")
     for name in ("median", "min_size_mm3", "fpr", "erosion_mm"):
         assert f'"{name}": adapter.DEFAULTS.{name},' in source, name
+
+
+# Slicer's parameter node wrapper is not in slicer-core: stand-ins that keep the classes' logic
+PANEL_PARAMETERS = """
+import dataclasses, json, sys, types
+sys.path.insert(0, {source!r})
+import slicer
+wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+wrapper.parameterPack = dataclasses.dataclass
+wrapper.parameterNodeWrapper = lambda cls: cls
+wrapper.Choice = wrapper.Minimum = lambda *args: "validator"
+sys.modules["slicer.parameterNodeWrapper"] = wrapper
+from UADBrainLib.inference.options import DEFAULTS, DetectOptions
+from UADBrainSlicer.parameters import RunOptions
+
+class Result:
+    median, min_size_mm3, erosion_mm, fpr = 3, 12.0, 2.0, 0.004
+
+options = RunOptions()
+checks = {{"apply_defaults": options.forApply() == DEFAULTS}}
+options.device, options.fpr = "cpu", 0.002
+checks["apply_chosen"] = options.forApply() == DetectOptions(device="cpu", fpr=0.002)
+options.showResult(Result)
+checks["tune_follows_result"] = options.tuneSettings() == RunOptions.resultSettings(Result)
+checks["tune_values"] = options.tuneSettings() == {{"median": 3, "minSizeMm3": 12.0, "erosionMm": 2.0, "fpr": 0.004}}
+print(json.dumps(checks))
+"""
+
+
+def test_the_slicer_run_options_make_the_engines_options():
+    pytest.importorskip("slicer", reason="the panel's parameters need slicer-core's MRML classes")
+    completed = subprocess.run([sys.executable, "-c", PANEL_PARAMETERS.format(source=str(SOURCE))],
+                               capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert json.loads(completed.stdout) == {"apply_defaults": True, "apply_chosen": True,
+                                            "tune_follows_result": True, "tune_values": True}

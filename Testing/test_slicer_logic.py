@@ -708,10 +708,11 @@ def test_cancel_stops_the_interpreter_behind_a_launcher(scene, flair, logic, tmp
 
 def test_the_phantom_of_uadbraintest_has_lesions_the_default_model_finds(scene, logic):
     """UADBrainTest (desktop Slicer only) runs on this NumPy phantom; here it runs on real MRML."""
-    module = ast.parse((Path(__file__).resolve().parent.parent / "UADBrain" / "UADBrain.py").read_text(encoding="utf-8"))
+    selftest = Path(__file__).resolve().parent.parent / "UADBrain" / "UADBrainSlicer" / "selftest.py"
+    module = ast.parse(selftest.read_text(encoding="utf-8"))
     function = next(node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == "makePhantomFlair")
     namespace = {}
-    exec(compile(ast.Module(body=[function], type_ignores=[]), "UADBrain.py", "exec"), namespace)
+    exec(compile(ast.Module(body=[function], type_ignores=[]), str(selftest), "exec"), namespace)
     flair = namespace["makePhantomFlair"](scene)
     out = logic.process({"flair": flair}, device="cpu")
     assert out.result.lesion_count > 0

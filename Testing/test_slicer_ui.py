@@ -1,9 +1,10 @@
 """The Slicer panel's .ui file against the module code that drives it (read, not imported).
 
-``UADBrain.py`` needs Qt and a running Slicer to import, so it is parsed with ``ast``: every
-``.ui.<widget>`` it touches must exist in the .ui file, and every widget bound to the parameter
-node (dynamic property ``SlicerParameterName``) must name a parameter of the
-``@parameterNodeWrapper`` class, with a type that widget can show. Signals connected, properties
+``UADBrain.py`` and the panel package ``UADBrainSlicer`` need Qt and a running Slicer to import, so
+they are parsed with ``ast``: every ``.ui.<widget>`` they touch must exist in the .ui file, and every
+widget bound to the parameter node (dynamic property ``SlicerParameterName``) must name a parameter
+of the ``@parameterNodeWrapper`` class (or, dotted, of a ``@parameterPack`` in it), with a type that
+widget can show. Signals connected, properties
 set (in the .ui file and in code) and ``slicer.util`` functions called are checked against tables
 taken from the Qt, CTK and Slicer headers named beside each entry, since a wrong name only fails
 at run time inside desktop Slicer.
@@ -21,6 +22,8 @@ import pytest
 MODULE_DIR = Path(__file__).resolve().parent.parent / "UADBrain"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "UADBrain.ui"
 MODULE_FILE = MODULE_DIR / "UADBrain.py"
+PANEL_DIR = MODULE_DIR / "UADBrainSlicer"
+PANEL_FILES = [MODULE_FILE, *sorted(PANEL_DIR.glob("*.py"))]
 MRML_LOGIC_DIR = MODULE_DIR / "UADBrainMRML"
 
 # widget class → predicate on the parameter's annotation source, from Slicer's GUI connectors
@@ -132,16 +135,32 @@ def ui_widgets():
 
 @pytest.fixture(scope="module")
 def module_tree():
-    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    """The module file and every file of the panel package, as one tree."""
+    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in PANEL_FILES]
+    return ast.Module(body=[statement for tree in trees for statement in tree.body], type_ignores=[])
+
+
+def _annotations(node: ast.ClassDef) -> dict[str, str]:
+    return {statement.target.id: ast.unparse(statement.annotation)
+            for statement in node.body if isinstance(statement, ast.AnnAssign)}
+
+
+def _decorated(tree, decorator_name: str) -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+            and any(ast.unparse(decorator) == decorator_name for decorator in node.decorator_list)}
 
 
 def parameter_annotations(tree) -> dict[str, str]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and any(
-                ast.unparse(decorator) == "parameterNodeWrapper" for decorator in node.decorator_list):
-            return {statement.target.id: ast.unparse(statement.annotation)
-                    for statement in node.body if isinstance(statement, ast.AnnAssign)}
-    raise AssertionError("no @parameterNodeWrapper class in UADBrain.py")
+    """Parameter name → annotation source; a parameter pack's members as ``pack.member``."""
+    wrappers = _decorated(tree, "parameterNodeWrapper")
+    assert len(wrappers) == 1, f"expected one @parameterNodeWrapper class, found {sorted(wrappers)}"
+    packs = {name: _annotations(node) for name, node in _decorated(tree, "parameterPack").items()}
+    parameters = {}
+    for name, annotation in _annotations(next(iter(wrappers.values()))).items():
+        parameters[name] = annotation
+        for member, member_annotation in packs.get(annotation, {}).items():
+            parameters[f"{name}.{member}"] = member_annotation
+    return parameters
 
 
 def enum_classes(tree) -> set[str]:
@@ -171,7 +190,7 @@ def test_every_widget_the_code_touches_exists(ui_widgets, module_tree):
     touched = touched_widget_names(module_tree)
     assert len(touched) > 15  # the parser found the widget accesses
     missing = sorted(touched - set(widgets))
-    assert not missing, f"UADBrain.py uses widgets that UADBrain.ui lacks: {missing}"
+    assert not missing, f"the panel uses widgets that UADBrain.ui lacks: {missing}"
 
 
 def test_every_bound_widget_names_a_parameter_of_a_fitting_type(ui_widgets, module_tree):
@@ -315,7 +334,7 @@ def test_median_choices_are_the_engines(module_tree):
 
 def colour_node_literals() -> set[str]:
     literals = set()
-    for path in [MODULE_FILE, *MRML_LOGIC_DIR.glob("*.py")]:
+    for path in [*PANEL_FILES, *MRML_LOGIC_DIR.glob("*.py")]:
         literals |= {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
                      and re.match(r"vtkMRML\w*Color\w*Node", node.value)}
@@ -347,3 +366,14 @@ def test_the_module_loads_without_the_optional_engine_packages(module_tree):
             f"sys.path.insert(0, {str(MODULE_DIR)!r})\n" + "".join(f"import {m}\n" for m in modules))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_module_file_is_thin():
+    """Module, a Widget that embeds the panel, the Logic entry point and the test hook; the panel's
+    code lives in the importable package UADBrainSlicer."""
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 150
+    tree = ast.parse(source)
+    assert {node.name for node in tree.body if isinstance(node, ast.ClassDef)} == {"UADBrain", "UADBrainWidget"}
+    imported = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert {"UADBrainLogic", "UADBrainTest", "UADBrainPanel"} <= imported

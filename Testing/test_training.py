@@ -133,6 +133,23 @@ def test_learning_rate_warms_up_then_decays():
     assert rates[0] < rates[1] == pytest.approx(config.learning_rate) and rates[1] > rates[2] > rates[3]
 
 
+
+def test_the_trainers_share_one_schedule_and_write_weights_the_bundle_can_verify(tmp_path):
+    from UADBrainLib.bundle import sha256_of
+    from UADBrainLib.training.common import WEIGHTS_FILE, load_checkpoint, save_checkpoint, warmup_cosine, write_weights
+
+    factors = [warmup_cosine(step, 1000, 100, floor=0.02) for step in (0, 99, 100, 550, 999, 5000)]
+    assert factors[0] == pytest.approx(0.01) and factors[1] == factors[2] == pytest.approx(1.0)
+    assert factors[2] > factors[3] > factors[4] and factors[5] == pytest.approx(0.02)
+    state = {"weight": torch.arange(4, dtype=torch.float32), "count": torch.tensor([3])}
+    entry = write_weights(state, tmp_path, half=True)
+    assert entry == {"file": WEIGHTS_FILE, "sha256": sha256_of(tmp_path / WEIGHTS_FILE)}
+    loaded = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
+    assert loaded["weight"].dtype == torch.float16 and loaded["count"].dtype == torch.int64
+    save_checkpoint(tmp_path / "checkpoint.pt", {"step": 5, "network": state})
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 5
+    assert not (tmp_path / "checkpoint.tmp").exists()
+
 SMOKE = ["--contrast", "flair", "--contrast", "t1", "--steps", "2", "--channels", "4,8",
          "--batch-size", "2", "--patch", "32", "--spacing", "4", "--calibration-spacing", "4",
          "--validation-volumes", "1", "--calibration-volumes", "1", "--pool-size", "1",

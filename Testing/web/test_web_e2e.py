@@ -116,7 +116,7 @@ def run_and_wait(page) -> None:
     expect(stage).to_have_text(re.compile(r"^(done|failed|cancelled)$"), timeout=RUN_TIMEOUT_MS)
     if stage.inner_text() != "done":
         pytest.fail(f"the run ended '{stage.inner_text()}': {page.get_by_test_id('error').all_inner_texts()}")
-    expect(page.get_by_test_id("summary")).to_contain_text("total")
+    expect(page.get_by_test_id("summary")).to_contain_text("flagged")
 
 
 def shown_lesion_volumes(page) -> list[float]:

@@ -10,7 +10,7 @@ event-loop thread (the one that renders the views):
     outputs = logic.createOutputs(request, result, replaceExisting=True)
     logic.showOutputs(outputs); logic.jumpToLesion(outputs, index)
     logic.rethreshold(outputs, threshold=..., median=..., minSizeMm3=..., fpr=..., erosionMm=...)
-    logic.tuneSlider(outputs); logic.removeOutputs(outputs)
+    logic.tuneSlider(outputs); logic.readout(outputs); logic.removeOutputs(outputs)
     paths = logic.exportResults(outputs, folder)
 """
 
@@ -104,6 +104,11 @@ def remove_outputs(logic, outputs) -> None:
 def rethreshold(logic, outputs, post: PostProcessing) -> None:
     logic.rethreshold(outputs, threshold=post.threshold, median=post.median, minSizeMm3=post.min_size_mm3,
                       fpr=post.fpr, erosionMm=post.erosion_mm)
+
+
+def readout(logic, outputs) -> str:
+    """Flagged volume, lesion count and threshold in one line, as the Slicer panel shows them."""
+    return logic.readout(outputs)
 
 
 def slider(logic, outputs):

@@ -271,10 +271,8 @@ class Session:
         self._show_lesions()
 
     def _show_lesions(self) -> None:
-        lesions = adapter.lesion_rows(self.outputs)
-        total_ml = sum(row["volume_ml"] for row in lesions)
-        self.state.lesions = lesions
-        self.state.summary = f"{len(lesions)} lesion{'s' if len(lesions) != 1 else ''}, total {total_ml:.3f} ml"
+        self.state.lesions = adapter.lesion_rows(self.outputs)
+        self.state.summary = adapter.readout(self.logic, self.outputs)
 
     # ----- post-processing -----
     def _post_processing(self, threshold="from state") -> adapter.PostProcessing:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,10 +24,11 @@ import torch
 from scipy import ndimage
 
 from .. import __version__
-from ..bundle import sha256_of, write_metadata
+from ..bundle import write_metadata
 from ..device import resolve_device
 from ..inference.brainmask_net import (BRAINMASK_BUNDLE, MARGIN_VOXELS, TASK, build_network, normalise_head,
                                        pad_for_network)
+from .common import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, warmup_cosine, write_weights
 from .head_augmentation import AugmentationConfig, HeadSample, augment, crop_around_brain, network_input, skull_strip
 
 SPACING_MM = 2.0
@@ -38,8 +38,6 @@ NETWORK = {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 1, "out_ch
                                     "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
                                     "num_res_units": 1}}
 VALIDATION_KINDS = ("raw", "augmented", "stripped")
-WEIGHTS_FILE = "weights.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclasses.dataclass
@@ -189,13 +187,6 @@ def validate(network, heads, device: str = "cpu") -> dict:
     return summary
 
 
-def _learning_rate_factor(step: int, options: BrainmaskTrainingOptions) -> float:
-    if step < options.warmup_steps:
-        return (step + 1) / options.warmup_steps
-    progress = (step - options.warmup_steps) / max(options.steps - options.warmup_steps, 1)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def train_brainmask(options: BrainmaskTrainingOptions,
                     log: Callable[[str], None] = print) -> Path:
     """Train and write the bundle into ``options.out``; returns the bundle folder."""
@@ -212,12 +203,12 @@ def train_brainmask(options: BrainmaskTrainingOptions,
     device = resolve_device(options.device)
     network = build_network(NETWORK).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _learning_rate_factor(s, options))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, options.steps, options.warmup_steps, floor=0.02))
     loss_function = DiceCELoss(sigmoid=True)
     step, wall_before, history = 0, 0.0, []
     checkpoint_path = out / CHECKPOINT_FILE
     if options.resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        state = load_checkpoint(checkpoint_path, device)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -264,17 +255,16 @@ def train_brainmask(options: BrainmaskTrainingOptions,
                 history.append(scores)
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in scores.items()))
-                torch.save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "step": step, "wall_s": wall,
-                            "history": json.dumps(history)}, checkpoint_path)
+                save_checkpoint(checkpoint_path, {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                                                  "scheduler": scheduler.state_dict(), "step": step, "wall_s": wall,
+                                                  "history": json.dumps(history)})
     wall = wall_before + time.perf_counter() - started
     return write_bundle(network, out, options, step, wall, history)
 
 
 def write_bundle(network, out: Path, options: BrainmaskTrainingOptions, steps: int, wall_s: float,
                  history: list[dict]) -> Path:
-    weights = out / WEIGHTS_FILE
-    torch.save({name: tensor.cpu() for name, tensor in network.state_dict().items()}, weights)
+    weights = write_weights(network.state_dict(), out)
     (out / "validation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     metadata = {
         "schema_version": 1,
@@ -291,7 +281,7 @@ def write_bundle(network, out: Path, options: BrainmaskTrainingOptions, steps: i
         "preprocessing": {"spacing_mm": SPACING_MM, "margin_voxels": MARGIN_VOXELS, "normalisation": "head percentiles 0.5-99.5"},
         "network": NETWORK,
         "postprocessing": {"threshold": 0.5, "largest_component": True, "fill_holes": True},
-        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)},
+        "weights": weights,
         "expected_runtime_s": {"cpu": 5},
         "training": {
             "uadbrain_version": __version__,

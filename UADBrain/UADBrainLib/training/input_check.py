@@ -33,12 +33,12 @@ from ..errors import InputError
 from ..inference.input_check import (CLASSES, GRID_SHAPE, GRID_SPACING_MM, GROUP_OF, INPUT_CHECK_BUNDLE, TASK,
                                      build_network, decide, network_input)
 from ..preprocessing import normalise
+from .common import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, warmup_cosine, write_weights
 
 BRAIN_CONTRASTS = ("flair", "t1", "t2", "t1c")
 NETWORK = {"name": "ContrastNet", "in_channels": 2, "channels": [12, 24, 48, 64], "dropout": 0.2,
            "classes": list(CLASSES)}
-WEIGHTS_FILE = "weights.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
+WARMUP_STEPS = 100
 SHARD_ANATOMIES = 25  # anatomies per shard file
 OTHER_PER_ANATOMY = 1.0  # 'other' volumes made per anatomy (20 % of the samples)
 OTHER_KINDS = {"phantom": 0.2, "blobs": 0.15, "field": 0.15, "noise": 0.08, "labels": 0.1,
@@ -424,13 +424,6 @@ def recalibrate_batch_norm(network, arrays, where, rng: np.random.Generator, bat
     network.eval()
 
 
-def _learning_rate_factor(step: int, steps: int, warmup: int = 100) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(steps - warmup, 1))
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def predict_all(network, arrays, where, device: str, batch_size: int = 32) -> np.ndarray:
     import torch
 
@@ -469,13 +462,13 @@ def train_input_check(options: InputCheckTrainingOptions, log: Callable[[str], N
     device = resolve_device(options.device)
     network = build_network(NETWORK).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _learning_rate_factor(s, options.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, options.steps, WARMUP_STEPS, floor=0.02))
     loss_function = torch.nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)
     rng = np.random.default_rng(options.seed)
     step, history, best = 0, [], None
     checkpoint = out / CHECKPOINT_FILE
     if options.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = load_checkpoint(checkpoint, device)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -509,10 +502,10 @@ def train_input_check(options: InputCheckTrainingOptions, log: Callable[[str], N
             if best is None or score >= best["score"]:
                 best = {"score": score, "step": step,
                         "state": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}}
-            torch.save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": step, "history": json.dumps(history),
-                        "best_state": best["state"],
-                        "best": json.dumps({k: v for k, v in best.items() if k != "state"})}, checkpoint)
+            save_checkpoint(checkpoint, {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "scheduler": scheduler.state_dict(), "step": step,
+                                         "history": json.dumps(history), "best_state": best["state"],
+                                         "best": json.dumps({k: v for k, v in best.items() if k != "state"})})
     training_s = time.perf_counter() - train_started
     network.load_state_dict(best["state"])
     recalibrate_batch_norm(network, arrays, where, rng)
@@ -528,13 +521,9 @@ def train_input_check(options: InputCheckTrainingOptions, log: Callable[[str], N
 
 def write_bundle(network, out: Path, options: InputCheckTrainingOptions, best_step: int, validation: dict,
                  history: list, minutes: dict, class_counts: list) -> Path:
-    import torch
+    from ..bundle import write_metadata
 
-    from ..bundle import sha256_of, write_metadata
-
-    weights = out / WEIGHTS_FILE
-    torch.save({name: tensor.detach().cpu().half() if tensor.is_floating_point() else tensor.cpu()
-                for name, tensor in network.state_dict().items()}, weights)
+    weights = write_weights(network.state_dict(), out, half=True)  # float16: the bundle stays small
     (out / "validation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     metadata = {
         "schema_version": 1,
@@ -550,7 +539,7 @@ def write_bundle(network, out: Path, options: InputCheckTrainingOptions, best_st
         "preprocessing": {"normalisation": "robust_z", "grid_spacing_mm": GRID_SPACING_MM,
                           "grid_shape": list(GRID_SHAPE)},
         "network": NETWORK,
-        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)},
+        "weights": weights,
         "training": {
             "uadbrain_version": __version__, "data": "synthetic only (SynthSeg label maps)",
             "anatomies": options.anatomies, "validation_anatomies": options.validation_anatomies,

@@ -1,8 +1,8 @@
 """What each learned family trains on: networks, batches, loss, validation, bundle metadata.
 
-A :class:`TrainingTask` plugs one family into the generic loop of ``training.py``; register new
-ones with :func:`register_task`. Every anomaly family is validated the same way: on held-out
-validation brains with synthetic anomalies inserted in 3D (``anomalies.py``) before
+A :class:`TrainingTask` plugs one family into the generic loop of ``train.py``; a new family adds
+its task to :data:`TASKS`. Every anomaly family is validated the same way: on held-out
+validation brains with synthetic anomalies inserted in 3D (``synthesis/anomalies.py``) before
 normalisation, scored exactly as at inference, by the mean AUPRC over contrasts. The segmenter
 never trains on the anomaly kinds it is validated on (Baugh et al. 2023).
 """
@@ -413,10 +413,6 @@ class SegmenterTask(TrainingTask):
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask, "diffusion": DiffusionTask,
                                          "segmenter": SegmenterTask}
-
-
-def register_task(name: str, task_class: type[TrainingTask]) -> None:
-    TASKS[name] = task_class
 
 
 def make_task(config) -> TrainingTask:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..bundle import read_bundle, sha256_of, write_metadata
+from ..bundle import read_bundle, write_metadata
+from .common import CHECKPOINT_FILE, load_checkpoint, machine, save_checkpoint, warmup_cosine, write_weights
 
-WEIGHTS_FILE = "weights.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "training_history.json"
 
 
@@ -80,10 +77,7 @@ class TrainConfig:
 
 def lr_at(step: int, config: TrainConfig, warmup: int = 200) -> float:
     """Linear warm-up, then cosine decay to 5 % of the base rate at the last step."""
-    if step < warmup:
-        return config.learning_rate * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
-    return config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return config.learning_rate * warmup_cosine(step, config.steps, warmup, floor=0.05)
 
 
 def make_sources(config: TrainConfig, preprocessing: dict):
@@ -104,13 +98,11 @@ def _save_checkpoint(path: Path, networks, optimizer, step: int, best: dict, his
                      minutes: float = 0.0) -> None:
     import torch
 
-    temporary = path.with_suffix(".tmp")
-    torch.save({"step": step, "minutes": float(minutes), "networks": networks.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best_state": best.get("state"), "best": json.dumps({k: v for k, v in best.items() if k != "state"}),
-                "history": json.dumps(history), "numpy_rng": json.dumps(rng.bit_generator.state),
-                "torch_rng": torch.get_rng_state()}, temporary)
-    temporary.replace(path)
+    save_checkpoint(path, {"step": step, "minutes": float(minutes), "networks": networks.state_dict(),
+                           "optimizer": optimizer.state_dict(), "best_state": best.get("state"),
+                           "best": json.dumps({k: v for k, v in best.items() if k != "state"}),
+                           "history": json.dumps(history), "numpy_rng": json.dumps(rng.bit_generator.state),
+                           "torch_rng": torch.get_rng_state()})
 
 
 def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, list, float]:
@@ -118,7 +110,7 @@ def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, l
     minutes of training it holds."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     networks.load_state_dict(state["networks"])
     optimizer.load_state_dict(state["optimizer"])
     rng.bit_generator.state = json.loads(state["numpy_rng"])
@@ -202,21 +194,14 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                         train_source.describe(), calibration_source, device)
 
 
-def _machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), {platform.system()}"
-
-
 def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: list,
                  training_minutes: float, data_description: str, calibration_source, device: str) -> Path:
     """Weights, metadata, healthy calibration and model card in ``config.out``."""
-    import torch
     from tqdm import tqdm
 
     from .calibrate import CALIBRATION_SEED, calibrate_model
 
     out = Path(config.out)
-    weights = out / WEIGHTS_FILE
-    torch.save({k: v.detach().cpu() for k, v in state.items()}, weights)
     metadata = {
         "schema_version": 1,
         "name": config.bundle_name,
@@ -230,13 +215,13 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
         "scoring": task.scoring(),
         "postprocessing": task.postprocessing(),
         "calibration": None,
-        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)},
+        "weights": write_weights(state, out),
         "network": task.network_spec(),
         "expected_runtime_s": {"cpu": None, "cuda": None},
         "training": {
             "data": data_description, "steps": config.steps, "best_step": best.get("step"),
             "validation": best.get("metrics"), "time_minutes": round(training_minutes, 1),
-            "machine": _machine(), "device": device, "seed": config.seed,
+            "machine": machine(), "device": device, "seed": config.seed,
             "command": config.command, "uadbrain_version": __version__,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
                          if k not in ("out", "command", "resume")},

@@ -20,10 +20,6 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
 }
 
 
-def register_family(name: str, model_class: type[AnomalyModel] | str) -> None:
-    FAMILIES[name] = model_class
-
-
 def family_class(name: str) -> type[AnomalyModel] | None:
     model_class = FAMILIES.get(name)
     if isinstance(model_class, str):
@@ -43,4 +39,4 @@ def load_model(bundle: Bundle, device: str = "cpu") -> AnomalyModel:
     return model_class(bundle, device)
 
 
-__all__ = ["AnomalyModel", "ModelOutput", "FAMILIES", "family_class", "load_model", "register_family"]
+__all__ = ["AnomalyModel", "ModelOutput", "FAMILIES", "family_class", "load_model"]
