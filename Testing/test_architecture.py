@@ -159,3 +159,38 @@ def test_the_bundled_example_gives_the_recorded_outputs(tmp_path):
     if report["model"] != "auto" or report["scored_by"] != "threshold 1.0.0":
         pytest.fail(f"the default model changed ({report['model']}, {report['scored_by']}): record its checksums")
     assert output_checksums(tmp_path) == EXAMPLE_CHECKSUMS
+
+
+def _front_end_imports(folder: Path) -> set[str]:
+    """The engine modules that the Python files of ``folder`` import (any depth, lazily or not)."""
+    known = modules()
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                while name.startswith(ENGINE + ".") and name not in known:
+                    name = name.rpartition(".")[0]
+                if name in known:
+                    found.add(name)
+    return found
+
+
+def test_the_slicer_extension_packages_everything_the_module_runs():
+    """UADBrain/CMakeLists.txt packages the foundation and the runtime, not the wings: every engine
+    module the panel, the Logic or the background worker reach must be among them."""
+    graph, reached = engine_graph(), set()
+    todo = _front_end_imports(SOURCE) | _front_end_imports(SOURCE / "UADBrainMRML") | \
+        _front_end_imports(SOURCE / "UADBrainSlicer")
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo |= {target for target in graph[module] if target.startswith(ENGINE + ".")}
+    assert "UADBrainLib.inference.pipeline" in reached  # the walk reached the engine
+    cmake = (SOURCE / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "file(GLOB MODULE_ENGINE_FOUNDATION RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} UADBrainLib/*.py)" in cmake
+    assert "UADBrainLib/inference/*.py" in cmake
+    packaged = {m for m in modules() if part_of(m) in ("package", "foundation", "inference")}
+    assert reached <= packaged, f"the Slicer module reaches modules the extension leaves out: {sorted(reached - packaged)}"

@@ -42,7 +42,7 @@ def test_the_cli_gives_the_engine_defaults_and_what_was_typed():
 # Changes the engine's default false-positive rate before anything imports it, in a fresh process,
 # and reads what each front end would show.
 FOLLOW_THE_DEFAULT = """
-import sys
+import dataclasses, sys, types
 sys.path.insert(0, {source!r})
 from UADBrainLib.inference import calibration
 calibration.DEFAULT_FPR = 0.0421
@@ -53,14 +53,25 @@ detect_help = parser._subparsers._group_actions[0].choices["detect"].format_help
 cli = detect_options(parser.parse_args(["detect", "--example", "--out", "x"])).fpr
 from UADBrainWeb import adapter
 web = adapter.PostProcessing(None).options("cpu").fpr
-print(cli, web, "0.0421" in " ".join(detect_help.split()))
+import slicer  # the panel's parameters, with stand-ins for Slicer's parameter node wrapper
+wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+wrapper.parameterPack = dataclasses.dataclass
+wrapper.parameterNodeWrapper = lambda cls: cls
+wrapper.Choice = wrapper.Minimum = lambda *args: "validator"
+sys.modules["slicer.parameterNodeWrapper"] = wrapper
+from UADBrainSlicer.parameters import RunOptions
+from UADBrainSlicer.texts import HELP_TEXT
+print(cli, web, "0.0421" in " ".join(detect_help.split()), RunOptions().fpr, RunOptions().forApply().fpr,
+      "1 in 24 by default" in HELP_TEXT)
 """
 
 
-def test_a_changed_default_reaches_the_cli_and_the_web_app():
+def test_a_changed_default_reaches_the_cli_the_web_app_and_the_slicer_panel():
+    pytest.importorskip("slicer", reason="the panel's parameters need slicer-core's MRML classes")
     code = FOLLOW_THE_DEFAULT.format(source=str(SOURCE))
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert completed.stdout.split() == ["0.0421", "0.0421", "True"]
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["0.0421", "0.0421", "True", "0.0421", "0.0421", "True"]
 
 
 def _parameter_defaults(path: Path, class_name: str) -> dict[str, str]:

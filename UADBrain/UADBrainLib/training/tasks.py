@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from ..inference.options import MODEL_DEFAULT_POSTPROCESSING
 from .data import SlabBatch, TrainingVolume, sample_slabs
 
 KASCENAS_2022 = ("Kascenas A, Pugeault N, O'Neil AQ. Denoising autoencoders for unsupervised anomaly "
@@ -34,7 +35,7 @@ LESJAK_2018 = ("Lesjak Ž, Galimzianova A, Koren A, et al. A novel public MR ima
                "sclerosis patients with lesion segmentations based on multi-rater consensus. "
                "Neuroinformatics 16:51-63, 2018 (lesion shapes).")
 VALIDATION_SEED = 2_000_000
-VALIDATION_MEDIAN = 5  # the bundles' default median kernel
+VALIDATION_MEDIAN = MODEL_DEFAULT_POSTPROCESSING["median"]  # the median kernel the bundles are written with
 
 
 @dataclasses.dataclass
