@@ -39,9 +39,10 @@ class UADBrainWidget(ScriptedLoadableModuleWidget):
     """Embeds ``UADBrainSlicer.panel.UADBrainPanel``, which holds the panel's code."""
 
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # set before the base __init__, which calls setup() itself when no parent is given
         self.panel = None
         self.logic = None
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

@@ -64,6 +64,7 @@ class UADBrainPanel(VTKObservationMixin):
 
     def cleanup(self) -> None:
         self._cancelRun()
+        self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self) -> None:
