@@ -106,12 +106,12 @@ def test_calibrated_model_reports_dice_at_its_calibrated_threshold(tmp_path):
     healthy = write_image(tmp_path / "h_flair.nii.gz", "flair", lesions=(), seed=7)
     raw = detect_raw_scores({"flair": healthy}, model="threshold")
     maps = {name: sitk.GetArrayFromImage(image) for name, image in raw.channel_maps.items()}
-    mask = sitk.GetArrayFromImage(raw.brain_mask) > 0
+    mask = raw.postprocessor.working_mask  # the channel maps' grid: 1 mm
     bundle_dir = tmp_path / "calibrated"
     shutil.copytree(find_bundle("threshold").path, bundle_dir)
     metadata = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
     metadata["name"] = "threshold-calibrated"
-    metadata["calibration"] = compute_calibration([(maps, mask, 0.008)], ["flair"])
+    metadata["calibration"] = compute_calibration([(maps, mask, 0.001)], ["flair"])
     write_metadata(bundle_dir, metadata)
 
     datasets = find_cases(write_case(tmp_path / "d" / "c1").parent)

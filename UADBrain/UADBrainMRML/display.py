@@ -36,7 +36,7 @@ def anomaly_color_node(scene):
 
 def display_maximum(result) -> float:
     """Top of the colour window: the 99.9th percentile of brain scores (robust to a few outliers)."""
-    scores = result.postprocessor.brain_scores(0)
+    scores = result.postprocessor.brain_scores(result.median)
     top = float(np.percentile(scores, 99.9)) if scores.size else 1.0
     return max(top, result.threshold + 1e-3)
 

@@ -31,7 +31,7 @@ from .checks import input_problems
 from .display import jump_slices_to, show_in_slice_views, update_anomaly_window
 from .export import export_outputs
 from .lesiontable import fill_table
-from .outputs import Outputs, create_outputs, update_segmentation
+from .outputs import Outputs, create_outputs, show_anomaly_map, update_segmentation
 from .request import EngineRequest, make_request
 from .segmentation import create_segmentation_node, set_segment_mask
 from .tune import Slider, readout, remove_outputs, slider_for
@@ -116,12 +116,16 @@ class UADBrainMRMLLogic:
         calibrated threshold) and ``erosionMm`` (brain-mask erosion): None keeps the current value.
         Returns the new settings and totals.
         """
-        result = outputs.result.rethreshold(threshold=threshold, median=median, min_size_mm3=minSizeMm3,
-                                            fpr=fpr, erosion_mm=erosionMm)
+        previous = outputs.result
+        result = previous.rethreshold(threshold=threshold, median=median, min_size_mm3=minSizeMm3,
+                                      fpr=fpr, erosion_mm=erosionMm)
         outputs.result = result
         update_segmentation(outputs)
         fill_table(outputs.tableNode, result.lesions)
-        update_anomaly_window(outputs.anomalyMapNode, result.threshold)
+        if result.median != previous.median:  # another kernel: the shown map itself changes
+            show_anomaly_map(outputs)
+        else:
+            update_anomaly_window(outputs.anomalyMapNode, result.threshold)
         return {"threshold": result.threshold, "thresholdMethod": result.threshold_method,
                 "median": result.median, "minSizeMm3": result.min_size_mm3, "fpr": result.fpr,
                 "erosionMm": result.erosion_mm,

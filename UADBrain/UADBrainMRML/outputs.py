@@ -47,6 +47,13 @@ def remove_with_dependents(scene, node) -> None:
             scene.RemoveNode(dependent)
 
 
+def show_anomaly_map(outputs: Outputs) -> None:
+    """The anomaly map node holds the result's map (the one the threshold acts on) and its colours."""
+    set_volume_node_array(outputs.anomalyMapNode, sitk.GetArrayViewFromImage(outputs.result.anomaly_map),
+                          outputs.inputNode)
+    style_anomaly_map(outputs.anomalyMapNode, outputs.result)
+
+
 def create_outputs(scene, reference, result, contrast_nodes: dict, replace_existing: bool = False) -> Outputs:
     """New output nodes for ``result`` beside ``reference``; all or nothing.
 

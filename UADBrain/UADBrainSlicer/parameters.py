@@ -21,7 +21,7 @@ class MedianKernel(enum.Enum):
     SEVEN = 7
 
     def label(self):
-        return "off" if self.value == 0 else f"{self.value}×{self.value}×{self.value} voxels"
+        return "off" if self.value == 0 else f"{self.value} mm"
 
 
 @parameterPack

@@ -26,7 +26,7 @@ from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
 DEVICES = DEVICE_CHOICES
-MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else str(kernel), "value": kernel} for kernel in MEDIAN_KERNELS]
+MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else f"{kernel} mm", "value": kernel} for kernel in MEDIAN_KERNELS]
 DOWNLOAD_FILE_NAMES = {
     "segmentation_nrrd": "segmentation.seg.nrrd",
     "segmentation_nifti": "segmentation.nii.gz",

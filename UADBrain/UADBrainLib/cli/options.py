@@ -26,7 +26,7 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                         help="share of healthy brain voxels flagged by the calibrated threshold "
                              f"(default {DEFAULTS.fpr:g})")
     parser.add_argument("--median", type=int, choices=MEDIAN_KERNELS, default=None,
-                        help="median filter kernel in voxels, 0 = off (default: the model's)")
+                        help="median filter kernel width in mm (run on a 1 mm grid, whatever the scan's voxel size), 0 = off (default: the model's)")
     parser.add_argument("--min-size-mm3", type=float, default=None,
                         help="drop lesions smaller than this volume (default: the model's)")
     parser.add_argument("--erosion-mm", type=float, default=None,

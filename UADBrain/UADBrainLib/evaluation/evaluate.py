@@ -187,7 +187,7 @@ def central_slab(result: Result, fraction: float) -> np.ndarray:
     keep = (np.arange(span.start, span.stop) >= low) & (np.arange(span.start, span.stop) < high)
     shape = [1, 1, 1]
     shape[axial_axis] = keep.size
-    return np.broadcast_to(keep.reshape(shape), postprocessor.map.shape)
+    return np.broadcast_to(keep.reshape(shape), postprocessor.mask.shape)
 
 
 def read_truth(path, reference: sitk.Image) -> np.ndarray:
@@ -211,7 +211,7 @@ def score_case(result: Result, truth: np.ndarray, central_slices: float | None) 
     if central_slices is not None:
         region = region & central_slab(result, central_slices)
     truth_crop = truth[postprocessor.crop]
-    scores = postprocessor.filtered(result.median)[region]
+    scores = postprocessor.map(result.median)[region]  # the map the threshold acts on
     labels = truth_crop[region]
     curve = RankingCurve.from_scores(scores, labels)
     best_dice, best_threshold = curve.best_dice()

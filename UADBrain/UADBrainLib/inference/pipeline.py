@@ -4,8 +4,9 @@ The CLI, the Slicer module, the web app, evaluation, calibration and the tests a
 module orchestrates; each stage lives in its own module.
 
 Stages: load and validate → brain mask → canonical model grid → bias correction → normalisation
-(``preparation.py``) → model → back to the native grid → calibrated fusion → post-processing
-(``postprocessing.py``, threshold policy in ``thresholds.py``). Every output is on the exact native
+(``preparation.py``) → model → the 1 mm working grid → calibrated fusion → filters in millimetres,
+carried back to the native grid and thresholded there (``postprocessing.py``, threshold policy in
+``thresholds.py``). Every output is on the exact native
 grid (origin, spacing, direction) of the reference input: the first given contrast in the order
 flair, t1, t2, t1c.
 """
@@ -29,7 +30,7 @@ from .input_check import check_inputs
 from .models import AnomalyModel, load_model
 from .models.ensemble import runs_a_network
 from .options import DetectOptions
-from .postprocessing import PostProcessor
+from .postprocessing import WORKING_SPACING_MM, PostProcessor, working_grid
 from .preparation import load_scan, prepare_scan
 from .result import Result
 from .thresholds import otsu_fallback_warning, resolve_threshold
@@ -133,8 +134,9 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
 
     preprocessing = settings.preprocessing
     bias = preprocessing.get("bias_correction", False) if options.bias_correction is None else options.bias_correction
-    scan = prepare_scan(inputs, given_mask, preprocessing.get("spacing_mm"), options.brain_mask_method, bias,
-                        device, stage=run.stage)
+    # a model without a spacing of its own runs on the working grid's, whatever the acquisition's
+    spacing = preprocessing.get("spacing_mm") or [WORKING_SPACING_MM] * 3
+    scan = prepare_scan(inputs, given_mask, spacing, options.brain_mask_method, bias, device, stage=run.stage)
     reference, grid, model_mask = scan.reference, scan.grid, scan.mask
 
     run.stage("normalise")
@@ -152,22 +154,20 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
                             progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled)
 
     run.stage("resample back")
-    native_brain = sitk.GetArrayViewFromImage(scan.native_mask) > 0
-    channel_maps = {}
-    for name, channel in output.contrast_maps.items():
-        channel = np.where(model_mask, channel, 0.0).astype(np.float32)
-        native = sitk.GetArrayFromImage(resample_like(array_to_image(channel, grid), reference))
-        channel_maps[name] = np.where(native_brain, native, 0.0).astype(np.float32)
+    # channels are fused and filtered on the 1 mm working grid, then carried back (postprocessing.py)
+    work_grid = working_grid(scan.native_mask)
+    channel_maps = {name: resample_like(array_to_image(np.where(model_mask, channel, 0.0).astype(np.float32), grid),
+                                        work_grid)
+                    for name, channel in output.contrast_maps.items()}
     calibration = settings.calibration if calibrated else None
-    fused = calib.fuse(channel_maps, calibration, settings.contrast_fusion)
-    fused = np.where(native_brain, fused, 0.0).astype(np.float32)
-    anomaly_map = array_to_image(fused, reference)
+    fused = calib.fuse({name: sitk.GetArrayViewFromImage(image) for name, image in channel_maps.items()},
+                       calibration, settings.contrast_fusion)
     reconstructions = {name: resample_like(array_to_image(array.astype(np.float32), grid), reference)
                        for name, array in output.reconstructions.items()}
 
     run.stage("post-process")
     median, min_size, erosion = options.postprocessing(settings.postprocessing)
-    postprocessor = PostProcessor(anomaly_map, scan.native_mask)
+    postprocessor = PostProcessor(array_to_image(fused, work_grid), scan.native_mask)
     channels = list(output.contrast_maps)
     threshold, threshold_method = resolve_threshold(options.threshold, postprocessor, calibration,
                                                     channels, median, erosion, options.fpr)
@@ -200,13 +200,13 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
         "warnings": warnings,
     }
     return Result(
-        anomaly_map=anomaly_map, brain_mask=scan.native_mask, labels_array=segmentation.labels,
+        anomaly_map=postprocessor.anomaly_map(median), brain_mask=scan.native_mask, labels_array=segmentation.labels,
         lesions=segmentation.lesions, threshold=threshold, threshold_method=threshold_method,
         median=median, min_size_mm3=min_size, erosion_mm=erosion, fpr=options.fpr,
         volume_score=volume_score,
         volume_percentile=calib.volume_percentile(calibration, channels, volume_score),
         model_name=bundle.name, channels=channels, inputs=given,
-        channel_maps={name: array_to_image(array, reference) for name, array in channel_maps.items()},
+        channel_maps=channel_maps,
         reconstructions=reconstructions,
         preprocessed=({name: array_to_image(array, grid) for name, array in arrays.items()}
                       if options.keep_preprocessed else {}),

@@ -1,10 +1,11 @@
 """Post-processing of an anomaly map: median filter, brain-mask erosion, threshold, lesions.
 
-:class:`PostProcessor` works on the map's native grid, cropped to the brain's bounding box, and
-caches median-filtered maps and eroded masks, so re-thresholding costs a comparison (or an exact
-box count, :func:`median_above`, for a kernel not filtered yet) and a connected-component
-labelling (the slider in the Slicer module and the web app). Lesion scores (max, mean) are taken
-from the unfiltered map, so they do not depend on the kernel.
+Every size is in millimetres. The median filter and the erosion run on a 1 mm canonical working
+grid (:func:`working_grid`), so a kernel means the same whatever the acquisition (a 5-voxel kernel
+spans 35 mm through 7 mm slices); the filtered map is carried back onto the native grid, where it
+is shown, written and thresholded, so overlay, segmentation and histogram agree voxel for voxel.
+:class:`PostProcessor` caches filtered maps and eroded masks: re-thresholding (the slider in the
+Slicer module and the web app) costs a comparison and a connected-component labelling.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..geometry import lps_to_ras
+from ..geometry import array_to_image, canonical_reference, lps_to_ras, resample_like
 
-MEDIAN_KERNELS = (0, 3, 5, 7)  # 0 = off
+MEDIAN_KERNELS = (0, 3, 5, 7)  # mm, 0 = off
+WORKING_SPACING_MM = 1.0  # the grid filters run on; healthy calibrations are made on it
 CROP_MARGIN = 4  # voxels kept around the brain so filters see the same neighbourhood
 
 
@@ -59,11 +61,12 @@ def _check_kernel(median: int) -> int:
     if median == 1:
         median = 0
     if median not in MEDIAN_KERNELS:
-        raise ValueError(f"median kernel must be one of {MEDIAN_KERNELS} voxels (0 = off), got {median}")
+        raise ValueError(f"median kernel must be one of {MEDIAN_KERNELS} mm (0 = off), got {median}")
     return median
 
 
 def median_filter(array: np.ndarray, kernel: int) -> np.ndarray:
+    """Cubic median filter of ``kernel`` voxels (on the 1 mm working grid: millimetres)."""
     kernel = _check_kernel(kernel)
     if kernel == 0:
         return array
@@ -71,35 +74,21 @@ def median_filter(array: np.ndarray, kernel: int) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.Median(image, [kernel // 2] * 3))
 
 
-def median_above(array: np.ndarray, threshold: float, kernel: int) -> np.ndarray:
-    """``median_filter(array, kernel) > threshold``, exactly, without computing the median.
-
-    The median of k³ values exceeds t exactly when more than half of them do, so the binary
-    segmentation of a median-filtered map is a box count of ``array > t``: three 1D sums instead
-    of a k³ sort per voxel (the edge is replicated, as ITK's median filter does).
-    """
-    kernel = _check_kernel(kernel)
-    above = array > threshold
-    if kernel == 0:
-        return above
-    counts = above.astype(np.uint16)
-    window = np.ones(kernel, np.uint16)
-    for axis in range(3):
-        counts = ndimage.convolve1d(counts, window, axis=axis, mode="nearest")
-    return counts > kernel ** 3 // 2
-
-
 def erode_mask(mask: np.ndarray, erosion_mm: float, spacing_ijk) -> np.ndarray:
-    """Erode a mask by a physical distance (ellipsoidal element in voxels for anisotropic grids)."""
+    """Erode a mask by a physical distance: keep the voxels farther than ``erosion_mm`` from every
+    voxel outside it (and from the array's edge), whatever the spacing.
+
+    The same set as a binary erosion by an ellipsoidal ball of that radius, computed with a
+    Euclidean distance transform: its cost does not grow with the radius.
+    """
     if not erosion_mm or erosion_mm <= 0:
         return mask
     spacing_kji = np.array(spacing_ijk, dtype=float)[::-1]
-    radii = np.floor(erosion_mm / spacing_kji).astype(int)
-    if not radii.any():
+    if np.all(np.floor(erosion_mm / spacing_kji) == 0):
         return mask
-    grids = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
-    element = sum((g * s / erosion_mm) ** 2 for g, s in zip(grids, spacing_kji)) <= 1.0
-    return ndimage.binary_erosion(mask, structure=element)
+    padded = np.pad(mask.astype(bool), 1)  # beyond the array counts as outside
+    distance = ndimage.distance_transform_edt(padded, sampling=spacing_kji)
+    return (distance > erosion_mm)[1:-1, 1:-1, 1:-1]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -131,45 +120,74 @@ def volume_score(brain_scores: np.ndarray, voxel_ml: float, top_ml: float = 1.0)
     return float(np.partition(brain_scores, brain_scores.size - count)[brain_scores.size - count:].mean())
 
 
+def _padded_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The brain's bounding box plus :data:`CROP_MARGIN` voxels (the whole array without a brain)."""
+    box = bounding_box(mask)
+    if box is None:
+        return tuple(slice(0, n) for n in mask.shape)
+    return tuple(slice(max(b.start - CROP_MARGIN, 0), min(b.stop + CROP_MARGIN, n))
+                 for b, n in zip(box, mask.shape))
+
+
+def working_grid(native_mask: sitk.Image) -> sitk.Image:
+    """The 1 mm canonical grid post-processing runs on: the native extent, cropped to the brain."""
+    whole = canonical_reference(native_mask, [WORKING_SPACING_MM] * 3)
+    brain = sitk.GetArrayFromImage(resample_like(native_mask, whole, is_label=True)) > 0
+    box = _padded_box(brain)
+    return _region(whole, box)
+
+
+def _region(image: sitk.Image, box: tuple[slice, ...]) -> sitk.Image:
+    """The part of ``image`` inside ``box`` (numpy [k, j, i] slices), with its own origin."""
+    return sitk.RegionOfInterest(image, [int(b.stop - b.start) for b in box[::-1]], [int(b.start) for b in box[::-1]])
+
+
 class PostProcessor:
-    """Cached post-processing of one anomaly map on its native grid."""
+    """Cached post-processing of one anomaly map.
 
-    def __init__(self, anomaly_map: sitk.Image, brain_mask: sitk.Image):
-        self.reference = anomaly_map
-        self.spacing = anomaly_map.GetSpacing()
-        self.voxel_ml = float(np.prod(self.spacing)) / 1000.0
-        full_map = sitk.GetArrayViewFromImage(anomaly_map)
-        mask = sitk.GetArrayViewFromImage(brain_mask) > 0
-        self.shape = full_map.shape
-        self.crop = self._brain_box(mask)
-        self.mask = np.ascontiguousarray(mask[self.crop])
+    ``working_map`` is the raw fused map on the 1 mm canonical working grid (:func:`working_grid`),
+    ``native_mask`` the brain mask on the reference input's native grid. Filters run on the working
+    grid, so a kernel or an erosion means the same millimetres whatever the acquisition; the map
+    carried back onto the native grid (linear interpolation, 0 outside the brain) is the one shown,
+    written, evaluated and thresholded.
+    """
+
+    def __init__(self, working_map: sitk.Image, native_mask: sitk.Image):
+        self.grid = working_map
+        working_mask = resample_like(native_mask, working_map, is_label=True)
+        self.working_mask = sitk.GetArrayFromImage(working_mask) > 0
         # outside the brain counts as 0 (not anomalous) for the filters
-        self.map = np.where(self.mask, full_map[self.crop], 0.0).astype(np.float32)
+        self.working = np.where(self.working_mask, sitk.GetArrayViewFromImage(working_map), 0.0).astype(np.float32)
+        self.reference = native_mask
+        self.spacing = native_mask.GetSpacing()
+        self.voxel_ml = float(np.prod(self.spacing)) / 1000.0
+        mask = sitk.GetArrayViewFromImage(native_mask) > 0
+        self.shape = mask.shape
+        self.crop = _padded_box(mask)
+        self.mask = np.ascontiguousarray(mask[self.crop])  # the native brain, on the crop
+        self._native_crop = _region(native_mask, self.crop)
         self._filtered: dict[int, np.ndarray] = {}
-        self._eroded: dict[float, np.ndarray] = {}
+        self._working_eroded: dict[float, np.ndarray] = {}
+        self._native_eroded: dict[float, np.ndarray] = {}
+        self._shown: tuple[int, sitk.Image] | None = None  # the native map of the last kernel asked for
 
-    def _brain_box(self, mask: np.ndarray) -> tuple[slice, ...]:
-        box = bounding_box(mask)
-        if box is None:
-            return tuple(slice(0, n) for n in mask.shape)
-        return tuple(slice(max(b.start - CROP_MARGIN, 0), min(b.stop + CROP_MARGIN, n))
-                     for b, n in zip(box, mask.shape))
-
+    # ---- the working grid: statistics of the map (thresholds, volume score, display range)
     def filtered(self, median: int) -> np.ndarray:
-        """The map median-filtered with a cubic kernel."""
+        """The working-grid map median-filtered with a cubic kernel of ``median`` mm."""
         median = _check_kernel(median)
         if median not in self._filtered:
-            self._filtered[median] = median_filter(self.map, median)
+            self._filtered[median] = median_filter(self.working, median)
         return self._filtered[median]
 
-    def brain(self, erosion_mm: float = 0.0) -> np.ndarray:
+    def working_brain(self, erosion_mm: float = 0.0) -> np.ndarray:
         key = float(erosion_mm or 0.0)
-        if key not in self._eroded:
-            self._eroded[key] = erode_mask(self.mask, key, self.spacing)
-        return self._eroded[key]
+        if key not in self._working_eroded:
+            self._working_eroded[key] = erode_mask(self.working_mask, key, self.grid.GetSpacing())
+        return self._working_eroded[key]
 
     def brain_scores(self, median: int, erosion_mm: float = 0.0) -> np.ndarray:
-        return self.filtered(median)[self.brain(erosion_mm)]
+        """The filtered map's values inside the (eroded) brain, on the working grid."""
+        return self.filtered(median)[self.working_brain(erosion_mm)]
 
     def otsu(self, median: int, erosion_mm: float = 0.0) -> float:
         """Otsu's threshold over the upper half of the brain's scores.
@@ -182,16 +200,45 @@ class PostProcessor:
         return otsu_threshold(upper if upper.size else scores)
 
     def volume_score(self, median: int) -> float:
-        return volume_score(self.brain_scores(median), self.voxel_ml)
+        return volume_score(self.brain_scores(median), float(np.prod(self.grid.GetSpacing())) / 1000.0)
+
+    # ---- the native grid: what is shown, written and thresholded
+    def anomaly_map(self, median: int) -> sitk.Image:
+        """The filtered map on the whole native grid (0 outside the brain)."""
+        median = _check_kernel(median)
+        if self._shown is None or self._shown[0] != median:
+            self._shown = None  # let the previous kernel's full-size map go before making the next
+            filtered = array_to_image(self.filtered(median), self.grid)
+            carried = sitk.GetArrayFromImage(resample_like(filtered, self._native_crop))
+            full = np.zeros(self.shape, np.float32)
+            full[self.crop] = np.where(self.mask, carried, 0.0)
+            self._shown = (median, array_to_image(full, self.reference))
+        return self._shown[1]
+
+    def map(self, median: int) -> np.ndarray:
+        """:meth:`anomaly_map` on the native crop, as a read-only view."""
+        return sitk.GetArrayViewFromImage(self.anomaly_map(median))[self.crop]
+
+    def brain(self, erosion_mm: float = 0.0) -> np.ndarray:
+        """The native brain on the crop, eroded by ``erosion_mm`` (computed on the working grid)."""
+        key = float(erosion_mm or 0.0)
+        if key == 0.0:
+            return self.mask
+        if key not in self._native_eroded:
+            eroded = array_to_image(self.working_brain(key).astype(np.uint8), self.grid)
+            carried = sitk.GetArrayFromImage(resample_like(eroded, self._native_crop, is_label=True)) > 0
+            self._native_eroded[key] = self.mask & carried
+        return self._native_eroded[key]
+
+    def shown_scores(self, median: int, erosion_mm: float = 0.0) -> np.ndarray:
+        """The shown map's values inside the (eroded) brain, on the native grid."""
+        return self.map(median)[self.brain(erosion_mm)]
 
     def segment(self, threshold: float, median: int = 0, min_size_mm3: float = 0.0,
                 erosion_mm: float = 0.0) -> Segmentation:
-        median = _check_kernel(median)
-        if median in self._filtered:
-            above = self._filtered[median] > threshold
-        else:
-            above = median_above(self.map, threshold, median)
-        flagged = above & self.brain(erosion_mm)
+        """Lesions where the shown map (:meth:`anomaly_map`) exceeds ``threshold`` in the brain."""
+        scores = self.map(median)
+        flagged = (scores > threshold) & self.brain(erosion_mm)
         full = np.zeros(self.shape, np.int32)
         box = bounding_box(flagged)
         if box is None:
@@ -199,7 +246,7 @@ class PostProcessor:
         # label only the box around flagged voxels: a few lesions need not cost a whole-brain pass
         labels, count = ndimage.label(flagged[box])
         offset = tuple(c.start + b.start for c, b in zip(self.crop, box))
-        lesions, box_labels = self._measure(labels, count, self.map[box], min_size_mm3, offset)
+        lesions, box_labels = self._measure(labels, count, scores[box], min_size_mm3, offset)
         full[tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))] = box_labels
         return Segmentation(labels=full, lesions=lesions)
 

@@ -17,7 +17,7 @@ from .thresholds import resolve_threshold
 class Result:
     """Everything a run produced, on the reference input's native grid."""
 
-    anomaly_map: sitk.Image
+    anomaly_map: sitk.Image  # the median-filtered map the threshold acts on (what is shown and written)
     brain_mask: sitk.Image
     labels_array: np.ndarray  # int32, lesion i = label i, 1 = most anomalous
     lesions: list[Lesion]
@@ -32,7 +32,7 @@ class Result:
     model_name: str
     channels: list[str]
     inputs: dict[str, sitk.Image] = field(default_factory=dict)  # validated inputs, reference first
-    channel_maps: dict[str, sitk.Image] = field(default_factory=dict)
+    channel_maps: dict[str, sitk.Image] = field(default_factory=dict)  # raw, on the 1 mm working grid
     reconstructions: dict[str, sitk.Image] = field(default_factory=dict)
     preprocessed: dict[str, sitk.Image] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
@@ -72,7 +72,7 @@ class Result:
         value, method = resolve_threshold(threshold, self.postprocessor, self.calibration,
                                           self.channels, median, erosion_mm, fpr)
         segmentation = self.postprocessor.segment(value, median, min_size_mm3, erosion_mm)
-        return replace(self, labels_array=segmentation.labels, lesions=segmentation.lesions,
+        return replace(self, anomaly_map=self.postprocessor.anomaly_map(median), labels_array=segmentation.labels, lesions=segmentation.lesions,
                        threshold=value, threshold_method=method, median=median,
                        min_size_mm3=min_size_mm3, erosion_mm=erosion_mm, fpr=fpr)
 

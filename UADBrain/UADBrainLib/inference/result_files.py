@@ -103,7 +103,7 @@ def render_overview(result: Result, path) -> None:
             axis.contour(plane_label > 0, levels=[0.5], colors="cyan", linewidths=0.8)
         axis.set_title(title)
         axis.axis("off")
-    brain_scores = result.postprocessor.brain_scores(result.median, result.erosion_mm)
+    brain_scores = result.postprocessor.shown_scores(result.median, result.erosion_mm)
     hist_axis = axes[3]
     hist_axis.hist(brain_scores, bins=200, color="0.4", log=True)
     hist_axis.axvline(result.threshold, color="red", label=f"threshold {result.threshold:.3g} ({result.threshold_method})")

@@ -20,20 +20,10 @@ from .. import __version__
 from ..bundle import Bundle, find_bundle
 from ..errors import InputError
 from ..inference.calibration import compute_calibration
-from ..inference.postprocessing import CROP_MARGIN
 from .data import FolderSource, HealthyCase, SyntheticSource
 
 DEFAULT_VOLUMES = 8
 CALIBRATION_SEED = 1_000_000  # calibration draws never coincide with training draws
-
-
-def _brain_crop(mask: np.ndarray) -> tuple[slice, ...]:
-    """The brain's bounding box plus the margin the post-processing filters need."""
-    box = []
-    for axis in range(3):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(int(present[0]) - CROP_MARGIN, 0), int(present[-1]) + 1 + CROP_MARGIN))
-    return tuple(box)
 
 
 def calibrate_model(model, cases: Iterable[HealthyCase], device: str = "cpu", description: str = "",
@@ -58,11 +48,10 @@ def calibrate_model(model, cases: Iterable[HealthyCase], device: str = "cpu", de
         started = time.perf_counter()
         result = detect_raw_scores(case.images, model=model, options=options, mask=case.mask)
         seconds.append(time.perf_counter() - started)
-        mask = sitk.GetArrayFromImage(result.brain_mask) > 0
-        crop = _brain_crop(mask)
-        maps = {name: sitk.GetArrayFromImage(image)[crop] for name, image in result.channel_maps.items()}
-        voxel_ml = float(np.prod(result.brain_mask.GetSpacing())) / 1000.0
-        maps_per_case.append((maps, mask[crop], voxel_ml))
+        # on the working grid (cropped to the brain), where detect filters and thresholds its statistics
+        maps = {name: sitk.GetArrayFromImage(image) for name, image in result.channel_maps.items()}
+        grid = result.postprocessor.grid
+        maps_per_case.append((maps, result.postprocessor.working_mask, float(np.prod(grid.GetSpacing())) / 1000.0))
         channels += [name for name in maps if name not in channels]
         if progress:
             progress(case.name)
