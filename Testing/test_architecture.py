@@ -16,7 +16,8 @@ import SimpleITK as sitk
 
 SOURCE = Path(__file__).resolve().parent.parent / "UADBrain"
 ENGINE = "UADBrainLib"
-FOUNDATION = {"errors", "resources", "device", "geometry", "io", "preprocessing", "bundle", "metrics", "cohort"}
+FOUNDATION = {"errors", "resources", "device", "geometry", "io", "preprocessing", "bundle", "schema", "metrics",
+              "cohort"}
 WINGS = {"synthesis", "training", "evaluation", "cli"}
 FRONT_ENDS = ("UADBrainMRML", "UADBrainWeb", "UADBrainSlicer", "slicer", "qt", "vtk", "trame", "trame_slicer")
 

@@ -307,8 +307,9 @@ def test_ensemble_min_fusion_flags_only_where_all_members_agree(tmp_path):
 
 
 def test_ensemble_with_an_unknown_member_fusion_is_refused(tmp_path):
-    ensemble, _ = _two_member_ensemble(tmp_path, member_fusion="median")
-    with pytest.raises(ModelError, match="fusion 'median' is unknown"):
+    # the metadata schema names the field and the allowed values
+    with pytest.raises(ModelError, match='member_fusion is "median", not one of "max", "min"'):
+        ensemble, _ = _two_member_ensemble(tmp_path, member_fusion="median")
         load_model(ensemble)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .errors import ModelError
 from .resources import MODELS_DIR as BUNDLED_MODELS_DIR
+from .schema import schema_errors
 
 METADATA_FILE = "metadata.json"
 DEFAULT_MODEL_ORDER_FILE = "default.txt"  # names the default model(s), one per line, best first
@@ -101,7 +102,14 @@ class Bundle:
         unpickling code, on ``device`` in eval mode."""
         import torch
 
-        state = torch.load(self.verified_weights_path(), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.verified_weights_path(), map_location="cpu", weights_only=True)
+        except ModelError:
+            raise
+        except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            raise ModelError(f"model '{self.name}': the weights file cannot be loaded ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:80] if str(error) else 'damaged'}) — reinstall or "
+                             "retrain the model.") from None
         try:
             # weights may be stored in half precision to keep bundles small
             network.load_state_dict({key: value.float() if value.is_floating_point() else value
@@ -143,10 +151,11 @@ def read_bundle(path) -> Bundle:
     except (OSError, ValueError) as error:
         raise ModelError(f"model bundle '{path}': {METADATA_FILE} is unreadable ({error}) — "
                          "reinstall or retrain the model.") from None
-    missing = [key for key in ("name", "family", "contrasts") if key not in metadata]
-    if missing:
-        raise ModelError(f"model bundle '{path}': {METADATA_FILE} lacks {', '.join(missing)} — "
-                         "reinstall or retrain the model.")
+    problems = schema_errors(metadata)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ModelError(f"model bundle '{path}': {METADATA_FILE} is not valid: {problems[0]}{more} — "
+                         "reinstall or retrain the model, or fix the file.")
     return Bundle(path=path, metadata=metadata)
 
 
@@ -210,7 +219,7 @@ def find_bundle(name_or_path=None, contrasts=None, models_dir: Path = BUNDLED_MO
         raise ModelError(f"no bundled model handles the contrasts {sorted(contrasts or [])} — "
                          f"available: {', '.join(list_bundled(models_dir)) or 'none'}.")
     candidate = Path(name_or_path)
-    if (candidate / METADATA_FILE).is_file():
+    if candidate.is_dir():  # a folder is meant as a bundle: say what is wrong with it
         return read_bundle(candidate)
     if (models_dir / str(name_or_path) / METADATA_FILE).is_file():
         return read_bundle(models_dir / str(name_or_path))

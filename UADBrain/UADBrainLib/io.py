@@ -6,7 +6,9 @@ input can be unusable into an :class:`InputError` whose message says what is wro
 
 from __future__ import annotations
 
+import logging
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,44 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 def read_image(path, name: str = "image") -> sitk.Image:
     """Read a NIfTI/NRRD/MHA file or a DICOM series folder as a float32 3D image, validated."""
+    return validate_image(_read(path, name, "a NIfTI, NRRD, MHA file or a folder with one DICOM series"), name)
+
+
+def read_mask(path, name: str = "mask") -> sitk.Image:
+    """Read a brain mask: any nonzero voxel is brain."""
+    return validate_mask(_read(path, name, "a NIfTI, NRRD or MHA label image"), name)
+
+
+def validate_mask(image, name: str = "mask") -> sitk.Image:
+    """A 3D mask image as 0/1 uint8 (any nonzero voxel is brain), checked like an input."""
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"{name}: expected a file path or a SimpleITK image, got {type(image).__name__} — "
+                         "a bare array has no position in space; wrap it in an image with the scan's geometry.")
+    image = _as_3d(image, name)
+    _check_spacing(image, name)
+    _check_real(image, name)
+    mask = sitk.Cast(sitk.NotEqual(image, 0), sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise InputError(f"{name}: the mask is empty — give a mask with the brain set to nonzero.")
+    return mask
+
+
+def _read(path, name: str, what: str) -> sitk.Image:
+    """A file or DICOM folder as ITK reads it, with a NIfTI file's grid set by the NIfTI rules."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{name}: '{path}' does not exist — check the path.")
+    try:
+        path.stat()
+        readable = os.access(path, os.R_OK)
+    except PermissionError:
+        readable = False
+    except OSError:
+        raise InputError(f"{name}: '{path}' does not exist — check the path.") from None
+    if not readable:
+        raise InputError(f"{name}: '{path}' cannot be read (permission denied) — check its permissions "
+                         "or those of its folder.")
+    nifti = None if path.is_dir() or image_path_suffix(path) not in (".nii", ".nii.gz") else _nifti_geometry(path, name)
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # header oddities are judged here, not printed by ITK
     try:
         image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
     except InputError:
@@ -33,51 +70,85 @@ def read_image(path, name: str = "image") -> sitk.Image:
         if "spacing" in reason.lower():  # ITK refuses zero or negative spacing while reading
             raise InputError(f"{name}: '{path}' has a zero or negative voxel spacing in its header "
                              "— fix the header.") from None
-        raise InputError(
-            f"{name}: cannot read '{path}' ({_short(reason)}) — give a NIfTI, NRRD, MHA file "
-            "or a folder with one DICOM series.") from None
-    if not path.is_dir() and image_path_suffix(path) in (".nii", ".nii.gz"):
-        _check_nifti_finite(path, name)
-    return validate_image(image, name)
+        raise InputError(f"{name}: cannot read '{path}' ({_short(reason)}) — give {what}.") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    if nifti is not None and image.GetDimension() in (3, 4):
+        # ITK prefers the qform and reads a zero or negative pixdim its own way; the NIfTI rules
+        # (sform when set, else qform, else pixdim: nibabel's) decide where each voxel lies
+        spacing, direction, origin = nifti
+        if image.GetDimension() == 4:  # one volume along a 4th axis: _as_3d extracts it
+            spacing, origin = spacing + [image.GetSpacing()[3]], origin + [image.GetOrigin()[3]]
+            direction = [*direction[0:3], 0.0, *direction[3:6], 0.0, *direction[6:9], 0.0, 0.0, 0.0, 0.0, 1.0]
+        image.SetSpacing(spacing)
+        image.SetDirection(direction)
+        image.SetOrigin(origin)
+    return image
 
 
-def _check_nifti_finite(path: Path, name: str) -> None:
-    """ITK's NIfTI reader silently turns NaN into 0: look at the stored floats directly."""
+def _nifti_geometry(path: Path, name: str):
+    """Check a NIfTI file whole and return its grid by the NIfTI rules as ITK geometry
+    ``(spacing, direction, origin)`` in LPS, or None when nibabel cannot judge it.
+
+    Refuses a file cut short (ITK reads it silently, the missing voxels as 0), NaN or infinite
+    voxels (ITK turns them into 0), a zero voxel size no sform overrides (ITK reads it as 1 mm)
+    and a sheared grid.
+    """
     try:
         import nibabel
     except ImportError:  # e.g. inside Slicer, which reads files with its own readers anyway
-        return
+        return None
+    nibabel_log = logging.getLogger("nibabel.global")  # it logs the header repairs it makes
+    level = nibabel_log.level
+    nibabel_log.setLevel(logging.ERROR)
     try:
         stored = nibabel.load(str(path))
-    except Exception:  # unreadable by nibabel but readable by ITK: nothing more to check
-        return
-    if np.issubdtype(stored.get_data_dtype(), np.floating):
+        with nibabel.openers.ImageOpener(str(path)) as handle:  # the header as written, not as repaired
+            written = type(stored.header).from_fileobj(handle, check=False)
+    except Exception:  # unreadable by nibabel: ITK's reader says why
+        return None
+    finally:
+        nibabel_log.setLevel(level)
+    try:
         data = np.asanyarray(stored.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error):
+        raise InputError(f"{name}: '{path}' is cut short or damaged (its voxel data end before the header "
+                         "says they should) — copy or export the file again.") from None
+    if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
         finite = np.isfinite(data)
         if not finite.all():
             raise _non_finite_error(name, finite)
+    del data
+    if not _is_3d_volume(written):
+        return None  # 2D or 4D: refused by the checks that follow
+    sform_code = int(written["sform_code"])
+    if sform_code == 0 and np.any(np.asarray(written["pixdim"][1:4]) == 0):
+        raise InputError(f"{name}: the header gives a voxel size of 0 mm and no sform to replace it — fix the "
+                         "header (pixdim) or export the scan again.")
+    affine = np.asarray(stored.affine, dtype=float)
+    columns = affine[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    if np.any(spacing < MIN_SPACING_MM):
+        raise InputError(f"{name}: the header's {'sform' if sform_code else 'qform'} gives a voxel size of "
+                         f"{tuple(round(float(s), 4) for s in spacing)} mm — fix the header.")
+    direction = columns / spacing
+    if np.abs(direction.T @ direction - np.eye(3)).max() > 1e-4:
+        raise InputError(f"{name}: the voxel axes in the header are not perpendicular (a sheared grid) — "
+                         "resample the scan onto an orthogonal grid first.")
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    return ([float(s) for s in spacing], [float(v) for v in (ras_to_lps @ direction).ravel()],
+            [float(v) for v in ras_to_lps @ affine[:3, 3]])
+
+
+def _is_3d_volume(header) -> bool:
+    """Whether a NIfTI header describes one 3D volume (a 4th axis of length 1 counts as 3D)."""
+    shape = header.get_data_shape()
+    return len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)
 
 
 def _non_finite_error(name: str, finite: np.ndarray) -> InputError:
     return InputError(f"{name}: {int((~finite).sum())} voxels are NaN or infinite — fix or mask "
                       "them (e.g. set them to 0) before running.")
-
-
-def read_mask(path, name: str = "mask") -> sitk.Image:
-    """Read a brain mask: any nonzero voxel is brain."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{name}: '{path}' does not exist — check the path.")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise InputError(f"{name}: cannot read '{path}' — give a NIfTI, NRRD or MHA label image.") from None
-    image = _as_3d(image, name)
-    _check_spacing(image, name)
-    mask = sitk.Cast(sitk.NotEqual(image, 0), sitk.sitkUInt8)
-    if not sitk.GetArrayViewFromImage(mask).any():
-        raise InputError(f"{name}: the mask is empty — give a mask with the brain set to nonzero.")
-    return mask
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -88,9 +159,56 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     if len(series) > 1:
         raise InputError(f"'{folder}' holds {len(series)} DICOM series — put each series in its own "
                          "folder and give the one to analyse.")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    left_out = [path for path in sorted(folder.iterdir()) if _looks_like_dicom(path)
+                and str(path) not in set(files) and path.name.upper() != "DICOMDIR"]
+    if left_out:
+        raise InputError(f"'{folder}': {len(left_out)} DICOM file(s) could not be read with the series "
+                         f"(damaged or cut short?), e.g. '{left_out[0].name}' — export the series again.")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    _check_slice_positions(reader, len(files), folder)
+    return image
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file: 'DICM' after the 128-byte preamble."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _check_slice_positions(reader: sitk.ImageSeriesReader, count: int, folder: Path) -> None:
+    """Refuse a series whose slices are not evenly spaced: ITK would stack them at one spacing,
+    placing every slice after a gap (a missing file) at the wrong position."""
+    if count < 3:
+        return
+    try:
+        orientation = np.array([float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")])
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
+                              for i in range(count)])
+    except (RuntimeError, ValueError):
+        return  # no patient geometry to check (e.g. a secondary capture): ITK's spacing stands
+    normal = np.cross(orientation[:3], orientation[3:6])
+    steps = np.diff(positions @ normal)
+    typical = float(np.median(np.abs(steps)))
+    tolerance = max(0.01 * typical, 1e-3)
+    if typical < tolerance or np.any(np.abs(steps) < tolerance):
+        raise InputError(f"'{folder}': two slices of the series lie at the same position (two acquisitions "
+                         "mixed in one series?) — give a folder with one acquisition.")
+    uneven = np.flatnonzero(np.abs(np.abs(steps) - typical) > tolerance)
+    if uneven.size:
+        first = int(uneven[0])
+        missing = round(abs(steps[first]) / typical) - 1
+        what = (f"a gap of {abs(steps[first]):.2f} mm after slice {first + 1} ({missing} slice(s) missing?)"
+                if missing >= 1 and abs(abs(steps[first]) - (missing + 1) * typical) <= tolerance
+                else f"slice spacing varying from {np.abs(steps).min():.2f} to {np.abs(steps).max():.2f} mm")
+        raise InputError(f"'{folder}': the series has {what}; stacking it evenly would misplace the slices "
+                         "— export the complete series again.")
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -127,10 +245,17 @@ def _check_spacing(image: sitk.Image, name: str) -> None:
         raise InputError(f"{name}: the orientation matrix is not a rotation — fix the header.")
 
 
+def _check_real(image: sitk.Image, name: str) -> None:
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError(f"{name}: has complex-valued voxels (raw k-space or phase data?) — give the "
+                         "magnitude image.")
+
+
 def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     """Check an image is a usable 3D MRI volume and return it as float32."""
     image = _as_3d(image, name)
     _check_spacing(image, name)
+    _check_real(image, name)
     image = sitk.Cast(image, sitk.sitkFloat32)
     values = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(values)

@@ -90,7 +90,7 @@ def write_summary(rows: list[dict], path: Path) -> None:
 def process_scan(scan: Scan, model, options, out_dir: Path) -> dict:
     """Run (or reuse) one scan; never raises for a problem with the scan itself."""
     from ..inference.pipeline import detect
-    from ..inference.result_files import write_result
+    from ..inference.result_files import check_output_folder, write_result
 
     if scan.problem:
         return summary_row(scan, "failed", error=scan.problem)
@@ -101,8 +101,9 @@ def process_scan(scan: Scan, model, options, out_dir: Path) -> dict:
         return summary_row(scan, "reused", report)
     started = time.perf_counter()
     try:
+        check_output_folder(scan_dir, [*scan.images.values(), *([scan.mask] if scan.mask else [])])
         result = detect(scan.images, model=model, options=options, mask=scan.mask)
-        write_result(result, scan_dir, extra_report={"batch": settings, "scan_id": scan.id})
+        write_result(result, scan_dir, extra_report={"batch": settings, "scan_id": scan.id}, replace_folder=True)
     except UADBrainError as error:
         return summary_row(scan, "failed", error=str(error))
     except Exception as error:  # noqa: BLE001 - one broken scan must not stop the cohort
@@ -114,9 +115,11 @@ def run_batch(args) -> int:
     """The ``detect --batch`` command; exit code 1 when any scan failed."""
     from tqdm import tqdm
 
+    from ..inference.result_files import check_output_folder
     from .options import detect_options
 
     out_dir = Path(args.out)
+    check_output_folder(out_dir)
     scans = load_cohort(args.batch, args.contrast, out_dir)
     contrasts = sorted({c for scan in scans for c in scan.images})
     if not contrasts:

@@ -9,6 +9,8 @@ from ..bundle import CONTRASTS
 from ..errors import UADBrainError
 from .options import add_detect_options, detect_options
 
+EXAMPLE_OUTPUTS = ("example_flair.nii.gz", "example_lesion.nii.gz")  # the example's input and truth
+
 
 class StageProgress:
     """A tqdm progress bar that shows the current pipeline stage."""
@@ -53,7 +55,7 @@ def add_parser(subparsers) -> None:
 
 def run_detect(args) -> int:
     from ..inference.pipeline import detect
-    from ..inference.result_files import write_result
+    from ..inference.result_files import check_output_folder, write_result
 
     images = {c: getattr(args, c) for c in CONTRASTS if getattr(args, c)}
     if args.batch:
@@ -76,6 +78,8 @@ def run_detect(args) -> int:
         extra = {"example": {"inputs": ["example_flair.nii.gz"], "ground_truth": "example_lesion.nii.gz"}}
     if not images:
         raise UADBrainError("no input — give at least one of --flair, --t1, --t2, --t1c (or --example).")
+    check_output_folder(args.out, [p for p in [*images.values(), mask] if isinstance(p, (str, Path))],
+                        EXAMPLE_OUTPUTS if example is not None else ())
     progress = StageProgress(disable=args.quiet)
     try:
         result = detect(images, model=args.model, options=detect_options(args), mask=mask, progress=progress)
@@ -85,8 +89,8 @@ def run_detect(args) -> int:
     if example is not None:  # the example's input and truth, to view beside the outputs
         from ..io import write_image
 
-        for name in ("flair", "lesion"):
-            write_image(example[name], args.out / f"example_{name}.nii.gz")
+        for name, file_name in zip(("flair", "lesion"), EXAMPLE_OUTPUTS):
+            write_image(example[name], args.out / file_name)
     for warning in result.report.get("warnings", []):
         print(f"uadbrain: warning: {warning}", file=sys.stderr)
     print(f"{result.lesion_count} lesion(s), {result.flagged_volume_ml:.2f} mL flagged "

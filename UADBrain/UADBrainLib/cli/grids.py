@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..bundle import CONTRASTS
-from ..cohort import find_cases
+from ..cohort import find_cases, scans_in_folder
 from ..device import DEVICE_CHOICES
 from ..errors import InputError
 from ..evaluation.acquisition import ACQUISITIONS, GridRow, comparison_table, grid_invariance, parse_spacing
@@ -20,8 +20,10 @@ def add_parser(subparsers) -> None:
         description="Simulate each case (images, brain mask, ground truth) at other voxel sizes with "
                     "each voxel's slice profile, run detect on every version, and compare flagged "
                     "volume and Dice with the first acquisition. Writes grids.csv and grids.md to --out.")
-    parser.add_argument("--cases", required=True, nargs="+", type=Path, metavar="DIR",
+    parser.add_argument("--cases", nargs="+", type=Path, default=[], metavar="DIR",
                         help="case folders as for 'uadbrain evaluate' (with a ground truth)")
+    parser.add_argument("--healthy", type=Path, metavar="DIR",
+                        help="healthy scans as for 'uadbrain evaluate --healthy': all they flag is false positive")
     parser.add_argument("--contrast", nargs="+", default=["flair"], choices=CONTRASTS,
                         help="contrasts given to the model (default: flair)")
     parser.add_argument("--model", default=None, help="model name or bundle folder (default: auto)")
@@ -36,9 +38,12 @@ def run_grids(args) -> int:
     for acquisition in args.acquisitions:
         parse_spacing(acquisition)
     scans = [scan for root in args.cases for cases in find_cases(root).values() for scan in cases
-             if all(c in scan.images for c in args.contrast) and scan.truth]
+             if all(c in scan.images for c in args.contrast)]
+    if args.healthy:
+        scans += [scan for scan in scans_in_folder(args.healthy)
+                  if not scan.problem and all(c in scan.images for c in args.contrast)]
     if not scans:
-        raise InputError(f"no case with {'+'.join(args.contrast)} and a ground truth under the given folders.")
+        raise InputError(f"no scan with {'+'.join(args.contrast)} under the given folders — give --cases or --healthy.")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def show(row: GridRow) -> None:

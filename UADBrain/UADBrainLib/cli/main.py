@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 
 from .. import __version__
@@ -33,17 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that unfinished outputs are cleaned up on the way out."""
+
+
+def _stop(signal_number, frame):
+    raise Stopped()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if in_main_thread else None
     try:
         return args.func(args)
     except UADBrainError as error:
         print(f"uadbrain: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("uadbrain: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Stopped)
+        print(f"uadbrain: stopped ({'SIGTERM' if terminated else 'interrupted'}); no partial output was left",
+              file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

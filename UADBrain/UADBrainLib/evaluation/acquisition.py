@@ -27,6 +27,7 @@ from ..metrics import dice
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 ACQUISITIONS = ("1", "0.5", "2", "0.45x0.45x5")  # the issue's grids; the first is the reference
+SKULL_STRIPPED_ZERO_FRACTION = 0.3  # a source with more exact zeros than this was skull-stripped
 
 
 def parse_spacing(text: str) -> tuple[float, float, float]:
@@ -91,10 +92,20 @@ def run_acquisition(scan: Scan, contrasts, spacing, model, options: DetectOption
     """One case at one acquisition: its inputs, brain mask and truth simulated, then ``detect``."""
     from ..inference.pipeline import detect
 
-    images = {c: simulate_acquisition(sitk.ReadImage(str(scan.images[c]), sitk.sitkFloat32), spacing)
-              for c in contrasts}
+    images = {}
+    for contrast in contrasts:
+        source = sitk.ReadImage(str(scan.images[contrast]), sitk.sitkFloat32)
+        acquired = simulate_acquisition(source, spacing)
+        if float(np.mean(sitk.GetArrayViewFromImage(source) == 0)) > SKULL_STRIPPED_ZERO_FRACTION:
+            # a skull-stripped scan is stripped after acquisition: zero outside its mask on the new grid
+            stripped = simulate_acquisition(source != 0, spacing, is_label=True)
+            acquired = sitk.Mask(acquired, stripped)
+        images[contrast] = acquired
     mask = simulate_acquisition(sitk.ReadImage(str(scan.mask)), spacing, is_label=True) if scan.mask else None
-    truth = sitk.GetArrayFromImage(simulate_acquisition(sitk.ReadImage(str(scan.truth)), spacing, True)) > 0
+    reference = next(iter(images.values()))
+    # a healthy scan has no ground truth: everything it flags is a false positive
+    truth = (sitk.GetArrayFromImage(simulate_acquisition(sitk.ReadImage(str(scan.truth)), spacing, True)) > 0
+             if scan.truth else np.zeros(reference.GetSize()[::-1], bool))
     started = time.perf_counter()
     result = detect(images, model=model, options=options, mask=mask)
     seconds = time.perf_counter() - started
@@ -102,7 +113,7 @@ def run_acquisition(scan: Scan, contrasts, spacing, model, options: DetectOption
     voxel_ml = float(np.prod(result.anomaly_map.GetSpacing())) / 1000.0
     return GridRow(case=scan.id, acquisition=acquisition, voxels=int(flagged.size),
                    flagged_ml=float(flagged.sum() * voxel_ml), truth_ml=float(truth.sum() * voxel_ml),
-                   dice=dice(flagged, truth), false_positive_ml=float((flagged & ~truth).sum() * voxel_ml),
+                   dice=dice(flagged, truth) if scan.truth else float("nan"), false_positive_ml=float((flagged & ~truth).sum() * voxel_ml),
                    lesions=result.lesion_count, seconds=seconds)
 
 
@@ -131,10 +142,12 @@ def comparison_table(rows: list[GridRow]) -> str:
         group = [row for row in rows if row.acquisition == acquisition]
         ratios = [row.flagged_ml / reference[row.case].flagged_ml if reference[row.case].flagged_ml else
                   float("inf") if row.flagged_ml else 1.0 for row in group]
-        changes = [row.dice - reference[row.case].dice for row in group]
+        changes = [row.dice - reference[row.case].dice for row in group if not math.isnan(row.dice)]
         worst_ratio = max(ratios, key=lambda r: abs(math.log(r)) if 0 < r < float("inf") else float("inf"))
-        worst_change = min(changes, key=lambda c: -abs(c))
+        worst_change = f"{min(changes, key=lambda c: -abs(c)):+.3f}" if changes else "n/a"
+        dices = [row.dice for row in group if not math.isnan(row.dice)]
+        mean_dice = f"{np.mean(dices):.3f}" if dices else "n/a"
         lines.append(f"| {acquisition} mm | {sum(r.flagged_ml for r in group):.1f} | "
-                     f"{sum(r.false_positive_ml for r in group):.1f} | {np.mean([r.dice for r in group]):.3f} | "
-                     f"{worst_ratio:.2f} | {worst_change:+.3f} | {np.mean([r.seconds for r in group]):.1f} |")
+                     f"{sum(r.false_positive_ml for r in group):.1f} | {mean_dice} | "
+                     f"{worst_ratio:.2f} | {worst_change} | {np.mean([r.seconds for r in group]):.1f} |")
     return "\n".join(lines)

@@ -179,7 +179,8 @@ def run_in_subprocess(spec: dict) -> dict:
         spec_path, result_path = Path(folder) / "spec.json", Path(folder) / "result.json"
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         process = subprocess.run([sys.executable, "-m", "UADBrainLib.evaluation.benchmark", "--worker", str(spec_path),
-                                  str(result_path)], capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+                                  str(result_path)], capture_output=True, encoding="utf-8", errors="replace",
+                                 timeout=WORKER_TIMEOUT_S,
                                  cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": _package_root()})
         if process.returncode != 0 or not result_path.is_file():
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["no output"]

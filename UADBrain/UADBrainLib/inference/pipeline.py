@@ -102,7 +102,7 @@ def detect(images: Mapping[str, object], model=None, options: DetectOptions | No
     for the default model that handles the given contrasts. ``mask``: optional brain mask (path or
     image). ``cancel``: anything with ``is_set()`` (a ``threading.Event``). Inputs are never modified.
     """
-    return _detect(images, model, options or DetectOptions(), mask, progress, cancel, calibrated=True)
+    return _detect(images, model, _options(options), mask, progress, cancel, calibrated=True)
 
 
 def detect_raw_scores(images: Mapping[str, object], model=None, options: DetectOptions | None = None,
@@ -110,7 +110,14 @@ def detect_raw_scores(images: Mapping[str, object], model=None, options: DetectO
     """``detect`` without the healthy calibration, for computing one (``uadbrain calibrate``):
     every given contrast is scored (lead contrasts do not set the others aside) and the raw
     channel scores are fused."""
-    return _detect(images, model, options or DetectOptions(), mask, None, None, calibrated=False)
+    return _detect(images, model, _options(options), mask, None, None, calibrated=False)
+
+
+def _options(options) -> DetectOptions:
+    """The run's options: a DetectOptions, a dict of its fields, or None for the defaults."""
+    if options is None:
+        return DetectOptions()
+    return options if isinstance(options, DetectOptions) else DetectOptions.from_dict(options)
 
 
 def _detect(images, model, options: DetectOptions, mask, progress, cancel, calibrated: bool) -> Result:

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..errors import InputError
 from ..geometry import array_to_image, canonical_reference, lps_to_ras, resample_like
 
 MEDIAN_KERNELS = (0, 3, 5, 7)  # mm, 0 = off
@@ -182,7 +183,10 @@ class PostProcessor:
     def working_brain(self, erosion_mm: float = 0.0) -> np.ndarray:
         key = float(erosion_mm or 0.0)
         if key not in self._working_eroded:
-            self._working_eroded[key] = erode_mask(self.working_mask, key, self.grid.GetSpacing())
+            eroded = erode_mask(self.working_mask, key, self.grid.GetSpacing())
+            if key > 0 and not eroded.any():
+                raise InputError(f"a brain-mask erosion of {key:g} mm leaves no brain — choose a smaller erosion.")
+            self._working_eroded[key] = eroded
         return self._working_eroded[key]
 
     def brain_scores(self, median: int, erosion_mm: float = 0.0) -> np.ndarray:

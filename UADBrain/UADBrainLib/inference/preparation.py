@@ -20,11 +20,12 @@ import SimpleITK as sitk
 from ..bundle import CONTRASTS
 from ..errors import InputError
 from ..geometry import overlap_fraction, resample_like, to_canonical
-from ..io import read_image, read_mask, validate_image
+from ..io import read_image, read_mask, validate_image, validate_mask
 from ..preprocessing import check_mask_volume, n4_bias_correction
 from .brain_extraction import brain_mask_for
 
 MIN_OVERLAP = 0.5
+MAX_MASK_FRACTION = 0.99  # a given brain mask covering more of its image is not a brain mask
 
 
 @dataclass
@@ -68,7 +69,7 @@ def load_mask(mask) -> sitk.Image | None:
         return None
     if isinstance(mask, (str, Path)):
         return read_mask(mask)
-    return sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
+    return validate_mask(mask)
 
 
 def check_overlap(images: dict[str, sitk.Image], mask: sitk.Image | None = None) -> None:
@@ -88,6 +89,9 @@ def load_scan(images: Mapping[str, object], mask=None) -> tuple[dict[str, sitk.I
     """The validated inputs (canonical contrast order) and brain mask of one subject, checked to
     overlap in space."""
     inputs, given_mask = load_inputs(images), load_mask(mask)
+    if given_mask is not None and float(np.mean(sitk.GetArrayViewFromImage(given_mask))) > MAX_MASK_FRACTION:
+        raise InputError("the brain mask covers the whole image — give a mask of the brain, or none to "
+                         "have the brain found.")
     check_overlap(inputs, given_mask)
     return inputs, given_mask
 

@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..geometry import array_to_image
+from .options import check_erosion, check_fpr, check_median, check_min_size, check_threshold
 from .postprocessing import Lesion, PostProcessor
 from .thresholds import resolve_threshold
 
@@ -63,10 +64,11 @@ class Result:
         Arguments left as None keep this result's values; ``threshold`` None keeps the number if
         it was manual, else re-resolves the same method (calibrated/otsu) for the new settings.
         """
-        median = self.median if median is None else int(median)
-        min_size_mm3 = self.min_size_mm3 if min_size_mm3 is None else float(min_size_mm3)
-        erosion_mm = self.erosion_mm if erosion_mm is None else float(erosion_mm)
-        fpr = self.fpr if fpr is None else float(fpr)
+        median = self.median if median is None else check_median(median)
+        min_size_mm3 = self.min_size_mm3 if min_size_mm3 is None else check_min_size(min_size_mm3)
+        erosion_mm = self.erosion_mm if erosion_mm is None else check_erosion(erosion_mm)
+        fpr = self.fpr if fpr is None else check_fpr(fpr)
+        threshold = check_threshold(threshold)
         if threshold is None:
             threshold = self.threshold if self.threshold_method == "manual" else self.threshold_method
         value, method = resolve_threshold(threshold, self.postprocessor, self.calibration,

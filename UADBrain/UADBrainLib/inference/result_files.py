@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import InputError
 from ..geometry import to_canonical
 from ..io import write_image
 from .result import Result
@@ -31,17 +33,41 @@ def write_lesion_table(result: Result, path) -> None:
             writer.writerow(lesion.as_row())
 
 
-def write_result(result: Result, out_dir, overview: bool = True,
-                 extra_report: dict | None = None) -> list[Path]:
-    """Write the standard output files into ``out_dir`` (created if needed).
-
-    Files are written to a temporary folder inside ``out_dir`` first and moved into place only
-    when all succeeded, so a failure leaves no partial output behind. Existing files of the same
-    names are replaced; nothing else in the folder is touched.
-    """
+def check_output_folder(out_dir, inputs=(), also_written=()) -> None:
+    """Refuse, before any work is done, an output folder that cannot be written or whose outputs
+    would overwrite an input (``inputs``: paths; ``also_written``: file names beyond OUTPUT_FILES)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".uadbrain-", dir=out_dir))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder '{out_dir}' is a file — give a folder (it is created if needed).")
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"output folder '{out_dir}' lies inside the file '{existing}' — give a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"output folder '{out_dir}' cannot be written (permission denied on '{existing}') — "
+                         "choose another --out.")
+    written = set(OUTPUT_FILES) | set(also_written)
+    for path in inputs:
+        path = Path(path)
+        if path.name in written and path.absolute().parent.resolve() == out_dir.absolute().resolve():
+            raise InputError(f"the input '{path}' has the name of an output in --out and would be overwritten "
+                             "— choose another output folder.")
+
+
+def write_result(result: Result, out_dir, overview: bool = True, extra_report: dict | None = None,
+                 replace_folder: bool = False) -> list[Path]:
+    """Write the standard output files into ``out_dir``; all of them appear, or none.
+
+    Files are written into a staging folder beside ``out_dir`` first. A missing or empty
+    ``out_dir`` is then replaced by the staging folder in one rename; so is an ``out_dir`` that
+    belongs to this scan alone (``replace_folder``: a batch run's per-scan folder, whose earlier
+    outputs are swapped out whole, never mixed with new ones). In a folder that holds other files
+    the outputs are moved in one by one, replacing files of the same names and touching nothing
+    else. A failure, or a stop by the user, leaves no partial output.
+    """
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
     try:
         write_image(result.anomaly_map, staging / "anomaly_map.nii.gz")
         write_image(result.segmentation, staging / "segmentation.nii.gz")
@@ -50,14 +76,43 @@ def write_result(result: Result, out_dir, overview: bool = True,
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if overview:
             render_overview(result, staging / "overview.png")
-        written = []
-        for staged in sorted(staging.iterdir()):
-            target = out_dir / staged.name
-            staged.replace(target)
-            written.append(target)
-        return written
+        names = sorted(path.name for path in staging.iterdir())
+        if replace_folder or not out_dir.exists() or all(p.name in OUTPUT_FILES for p in out_dir.iterdir()):
+            _swap_in(staging, out_dir)
+        else:
+            for name in names:
+                (staging / name).replace(out_dir / name)
+        return [out_dir / name for name in names]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_prefix(out_dir: Path) -> str:
+    return f".{out_dir.name}.uadbrain-partial-"
+
+
+def remove_stale_staging(out_dir: Path) -> None:
+    """Staging folders a killed run left beside ``out_dir`` (never outputs: they were not moved in)."""
+    if out_dir.parent.is_dir():
+        for stale in out_dir.parent.glob(_staging_prefix(out_dir) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Put the staging folder in ``out_dir``'s place: an existing folder is moved aside first and
+    deleted after, so the folder holds the old outputs or the new ones, never a mix."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    previous = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
+    previous.rmdir()
+    out_dir.rename(previous)
+    try:
+        staging.rename(out_dir)
+    except OSError:
+        previous.rename(out_dir)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _display_planes(volume: np.ndarray, index_kji) -> list[np.ndarray]:
