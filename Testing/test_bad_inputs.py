@@ -312,3 +312,39 @@ def test_outputs_carry_the_input_affine_exactly(tmp_path):
     assert main(["detect", "--flair", path, "--out", str(out), "--quiet", "--no-contrast-check"]) == 0
     for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
         np.testing.assert_allclose(nib.load(str(out / name)).affine, affine, atol=1e-4)
+
+
+def test_sigterm_stops_with_one_line_and_no_output(tmp_path, capsys, monkeypatch):
+    import signal
+
+    import UADBrainLib.inference.pipeline as pipeline
+
+    image, _, _ = phantom_brain()
+    flair = save(image, tmp_path / "flair.nii.gz")
+    real_detect = pipeline.detect
+
+    def terminated_midway(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as a job scheduler stops a run
+        return real_detect(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "detect", terminated_midway)
+    out = tmp_path / "out"
+    assert main(["detect", "--flair", flair, "--out", str(out), "--quiet"]) == 143
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["uadbrain: stopped (SIGTERM); no partial output was left"]
+    assert not out.exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_stop_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
+    import UADBrainLib.inference.result_files as result_files
+
+    image, _, _ = phantom_brain()
+    flair = save(image, tmp_path / "flair.nii.gz")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(result_files, "render_overview", interrupted)
+    out = tmp_path / "out"
+    assert main(["detect", "--flair", flair, "--out", str(out), "--quiet"]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flair.nii.gz"]  # no output, no staging

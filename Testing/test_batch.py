@@ -56,6 +56,30 @@ def test_rerun_resumes_and_recomputes_when_settings_change(cohort, tmp_path):
     assert {row["status"] for row in read_summary(out).values()} == {"done", "failed"}
 
 
+def test_rerun_recomputes_a_scan_whose_input_changed_in_place(cohort, tmp_path):
+    out = tmp_path / "out"
+    arguments = ["detect", "--batch", str(cohort), "--contrast", "flair", "--out", str(out), "--quiet"]
+    main(arguments)
+    write_image(cohort / "s3.nii.gz", "flair", seed=9)  # same path, other content
+    main(arguments)
+    summary = read_summary(out)
+    assert summary["s3"]["status"] == "done" and summary["s1"]["status"] == "reused"
+
+
+def test_a_scan_folder_is_replaced_whole_and_stale_staging_is_removed(cohort, tmp_path):
+    out = tmp_path / "out"
+    arguments = ["detect", "--batch", str(cohort), "--contrast", "flair", "--out", str(out), "--quiet"]
+    main(arguments)
+    (out / "s1" / "leftover.txt").write_text("from an older version")
+    stale = out / ".s1.uadbrain-partial-killed"  # what a run killed while writing leaves
+    stale.mkdir()
+    (stale / "anomaly_map.nii.gz").write_bytes(b"half")
+    main(arguments + ["--median", "3"])
+    assert not stale.exists() and not (out / "s1" / "leftover.txt").exists()
+    assert sorted(p.name for p in (out / "s1").iterdir()) == sorted(OUTPUT_FILES)
+    assert not [p for p in out.iterdir() if "uadbrain-partial" in p.name]
+
+
 def test_plain_files_need_a_contrast(tmp_path):
     folder = tmp_path / "cohort"
     folder.mkdir()

@@ -82,3 +82,21 @@ def test_console_script_and_models_listing():
     completed = subprocess.run([sys.executable, "-m", "UADBrainLib.cli.main", "models"], capture_output=True,
                                text=True, cwd="UADBrain", check=True)
     assert "threshold" in completed.stdout
+
+
+def test_serve_without_the_web_packages_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "slicer_layer_dm" else real_find_spec(name, *args))
+    assert main(["serve"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "pip install --no-deps slicer-layer-dm==2.0.0" in error
+
+
+def test_help_does_not_import_torch():
+    """--help answers at once: PyTorch (about a second to import) loads only when a model runs."""
+    code = "import sys; from UADBrainLib.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "False"

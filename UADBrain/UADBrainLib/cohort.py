@@ -174,3 +174,28 @@ def safe_id(scan_id: str) -> str:
     """A scan id usable as a folder name."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", scan_id).strip("._")
     return cleaned or "scan"
+
+
+FINGERPRINT_BYTES = 1 << 16  # hashed from each end of a file: headers and the last slices
+
+
+def content_fingerprint(path) -> str:
+    """What an input file (or DICOM folder) holds, cheaply: size, modification time and a hash of
+    its first and last 64 KiB per file. A rerun of a cohort recomputes a scan whose input changed
+    even where its path did not."""
+    import hashlib
+
+    path = Path(path)
+    if not path.exists():
+        return "missing"  # detect says so in its own words
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        status = file.stat()
+        digest.update(f"{file.name}:{status.st_size}:{status.st_mtime_ns}".encode())
+        with open(file, "rb") as handle:
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            if status.st_size > 2 * FINGERPRINT_BYTES:
+                handle.seek(-FINGERPRINT_BYTES, 2)
+                digest.update(handle.read())
+    return digest.hexdigest()[:32]

@@ -106,15 +106,17 @@ MIN_BRAIN_ML = 50.0
 MAX_BRAIN_ML = 3000.0  # intracranial volumes stay below about 2 L
 
 
-def check_mask_volume(mask: sitk.Image, name: str = "brain mask") -> float:
-    """Brain volume in mL; raises when the mask cannot be a brain (e.g. a non-brain image)."""
+def check_mask_volume(mask: sitk.Image, name: str = "brain mask",
+                      advice: str = "check the image and mask") -> float:
+    """Brain volume in mL; raises when the mask cannot be a brain (e.g. a non-brain image, or a
+    brain extraction that failed)."""
     volume_ml = np.count_nonzero(sitk.GetArrayViewFromImage(mask)) * np.prod(mask.GetSpacing()) / 1000.0
     if volume_ml < MIN_BRAIN_ML:
         raise InputError(f"{name}: covers only {volume_ml:.1f} mL — this does not look like a brain "
-                         "MRI (or the mask is wrong); check the image and mask.")
+                         f"MRI (or the mask is wrong); {advice}.")
     if volume_ml > MAX_BRAIN_ML:
         raise InputError(f"{name}: covers {volume_ml / 1000:.1f} L, more than any brain (at most about 2 L) — "
-                         "this is not a brain MRI, or the brain mask is wrong; check the image and mask.")
+                         f"this is not a brain MRI, or the brain mask is wrong; {advice}.")
     return float(volume_ml)
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from UADBrainLib.errors import UADBrainError
 
 
@@ -16,12 +18,16 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run_serve)
 
 
+# import name → what to install; trame-slicer imports slicer-layer-dm only when it draws a view
+WEB_PACKAGES = {"trame_slicer": 'pip install ".[web]"',
+                "slicer_layer_dm": "pip install --no-deps slicer-layer-dm==2.0.0"}
+
+
 def run_serve(args) -> int:
-    try:
-        import trame_slicer  # noqa: F401
-    except ImportError:
-        raise UADBrainError("the web app needs its extra packages — install them as README's "
-                            "'Web app' section says (pip install -e \".[web]\" and slicer-layer-dm).") from None
+    missing = [install for module, install in WEB_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise UADBrainError(f"the web app needs packages that are not installed — run: {'; '.join(missing)} "
+                            "(README, 'Web app').")
     from UADBrainWeb.app import run
 
     return run(args)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..bundle import find_bundle
-from ..cohort import Scan, safe_id, scans_from_csv, scans_in_folder
+from ..cohort import Scan, content_fingerprint, safe_id, scans_from_csv, scans_in_folder
 from ..device import resolve_device
 from ..errors import InputError, UADBrainError
 from ..inference.models import load_model
@@ -44,10 +44,13 @@ def load_cohort(source, contrast: str | None, out_dir) -> list[Scan]:
 
 
 def run_settings(scan: Scan, model_name: str, model_version, options) -> dict:
-    """What a scan's outputs depend on; outputs made with other settings are recomputed."""
+    """What a scan's outputs depend on — model, settings and the inputs' content, not only their
+    paths; outputs made from anything else are recomputed."""
+    files = {**scan.images, **({"mask": scan.mask} if scan.mask else {})}
     return {"model": model_name, "model_version": model_version,
             "inputs": {c: str(Path(p).resolve()) for c, p in scan.images.items()},
             "mask": str(Path(scan.mask).resolve()) if scan.mask else None,
+            "content": {name: content_fingerprint(path) for name, path in files.items()},
             "options": {k: getattr(options, k) for k in ("threshold", "fpr", "median", "min_size_mm3",
                                                           "erosion_mm", "brain_mask_method", "bias_correction")}}
 
@@ -94,7 +97,10 @@ def process_scan(scan: Scan, model, options, out_dir: Path) -> dict:
 
     if scan.problem:
         return summary_row(scan, "failed", error=scan.problem)
-    settings = run_settings(scan, model.bundle.name, model.bundle.metadata.get("version"), options)
+    try:
+        settings = run_settings(scan, model.bundle.name, model.bundle.metadata.get("version"), options)
+    except OSError as error:
+        return summary_row(scan, "failed", error=f"cannot read '{error.filename}' ({error.strerror}) — check it")
     scan_dir = out_dir / scan.id
     report = completed_report(scan_dir, settings)
     if report is not None:

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
                     "writes bench.json and bench.md to --out.")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: ./bench)")
     parser.add_argument("--device", nargs="+", choices=[d for d in DEVICE_CHOICES if d != "auto"],
-                        help=f"devices (default: all available here: {', '.join(available_devices())})")
+                        help="devices (default: every one available here: the CPU, and CUDA when a GPU is usable)")
     parser.add_argument("--cases", type=Path, metavar="DIR",
                         help=f"evaluation cases; the first is benchmarked (default: {DEFAULT_REAL_CASES} "
                              "when present)")

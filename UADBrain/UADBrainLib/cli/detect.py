@@ -23,10 +23,14 @@ class StageProgress:
                         bar_format="{desc:<32} {percentage:3.0f}%|{bar}| [{elapsed}]")
 
     def __call__(self, fraction: float, stage: str) -> None:
+        # the engine's "done" comes before the outputs are written: say what is still going on
+        stage = "writing outputs" if stage == "done" else stage
         self.bar.set_description_str(f"{self.description}: {stage}", refresh=False)
         self.bar.update(round(fraction * 100) - self.bar.n)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        if finished:
+            self.bar.set_description_str(f"{self.description}: done", refresh=True)
         self.bar.close()
 
 
@@ -81,16 +85,18 @@ def run_detect(args) -> int:
     check_output_folder(args.out, [p for p in [*images.values(), mask] if isinstance(p, (str, Path))],
                         EXAMPLE_OUTPUTS if example is not None else ())
     progress = StageProgress(disable=args.quiet)
+    finished = False
     try:
         result = detect(images, model=args.model, options=detect_options(args), mask=mask, progress=progress)
-    finally:
-        progress.close()
-    written = write_result(result, args.out, extra_report=extra)
-    if example is not None:  # the example's input and truth, to view beside the outputs
-        from ..io import write_image
+        written = write_result(result, args.out, extra_report=extra)
+        if example is not None:  # the example's input and truth, to view beside the outputs
+            from ..io import write_image
 
-        for name, file_name in zip(("flair", "lesion"), EXAMPLE_OUTPUTS):
-            write_image(example[name], args.out / file_name)
+            for name, file_name in zip(("flair", "lesion"), EXAMPLE_OUTPUTS):
+                write_image(example[name], args.out / file_name)
+        finished = True
+    finally:
+        progress.close(finished)
     for warning in result.report.get("warnings", []):
         print(f"uadbrain: warning: {warning}", file=sys.stderr)
     print(f"{result.lesion_count} lesion(s), {result.flagged_volume_ml:.2f} mL flagged "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..bundle import find_bundle, list_bundled
+from ..bundle import ANOMALY_TASK, BUNDLED_MODELS_DIR, find_bundle, list_bundled, read_bundle
 
 
 def add_parser(subparsers) -> None:
@@ -16,4 +16,11 @@ def run_models(args) -> int:
         marker = " (default)" if index == 0 else ""
         print(f"{name}{marker}: {bundle.summary()}")
         print(f"    {bundle.metadata.get('description', '')}")
+    helpers = [read_bundle(path) for path in sorted(BUNDLED_MODELS_DIR.iterdir())
+               if (path / "metadata.json").is_file() and path.name not in list_bundled()]
+    helpers = [bundle for bundle in helpers if bundle.metadata.get("task", ANOMALY_TASK) != ANOMALY_TASK]
+    if helpers:
+        print("\nhelper models detect runs by itself:")
+        for bundle in helpers:
+            print(f"{bundle.name} ({bundle.metadata['task'].replace('_', ' ')}): {bundle.metadata.get('title', '')}")
     return 0

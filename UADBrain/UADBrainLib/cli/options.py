@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ..bundle import list_bundled
 from ..device import DEVICE_CHOICES
+from ..inference.brain_extraction import BRAIN_MASK_METHODS
 from ..inference.options import DEFAULTS, DetectOptions
 from ..inference.postprocessing import MEDIAN_KERNELS
 
@@ -17,11 +18,15 @@ DETECT_ARGUMENTS = ("threshold", "fpr", "median", "min_size_mm3", "erosion_mm", 
 
 def add_detect_options(parser: argparse.ArgumentParser) -> None:
     """Model and post-processing options shared by detect, batch and evaluation commands."""
-    parser.add_argument("--model", help=f"bundled model name or bundle folder (bundled: "
-                        f"{', '.join(list_bundled()) or 'none'}; default: the first that handles the inputs)")
+    bundled = list_bundled()
+    parser.add_argument("--model", help=f"bundled model name or bundle folder (bundled: {', '.join(bundled) or 'none'}; "
+                        f"default: {bundled[0] if bundled else 'none'}, else the first that handles the inputs; "
+                        "'uadbrain models' describes them)")
     parser.add_argument("--threshold", default=None,
-                        help="a number (map units), 'calibrated' (healthy false-positive rate --fpr) "
-                             "or 'otsu'; default: calibrated when the model has a calibration, else otsu")
+                        help="a number on the map's scale — healthy-calibrated units, -log10 of the share of "
+                             "healthy brain voxels scoring as high (2 = 1 in 100, 3 = 1 in 1000) — or "
+                             "'calibrated' (at the healthy false-positive rate --fpr) or 'otsu'; default: "
+                             "calibrated when the model has a calibration, else otsu")
     parser.add_argument("--fpr", type=float, default=None,
                         help="share of healthy brain voxels flagged by the calibrated threshold "
                              f"(default {DEFAULTS.fpr:g})")
@@ -31,9 +36,10 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                         help="drop lesions smaller than this volume (default: the model's)")
     parser.add_argument("--erosion-mm", type=float, default=None,
                         help="erode the brain mask by this distance before thresholding")
-    parser.add_argument("--brain-mask-method", default=None,
-                        help="auto (given mask, else nonzero region of a skull-stripped scan, else "
-                             "brain extraction), nonzero, atlas")
+    parser.add_argument("--brain-mask-method", default=None, metavar="{" + ",".join(BRAIN_MASK_METHODS) + "}",
+                        help="auto (default: the given --mask, else the nonzero region of a skull-stripped "
+                             "scan, else the learned brain extractor), learned (the bundled brain extractor), "
+                             "nonzero (every nonzero voxel), atlas (the registered ICBM152 brain mask)")
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                         help="N4 bias field correction (default: as the model expects)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,

@@ -12,9 +12,15 @@ Decision rule, per given contrast. T1 and T1c are one *group* (they differ only 
 which a healthy-looking brain may not show), so the groups are FLAIR, T2, T1 (t1 + t1c) and other:
 
 * **error** — another contrast group is seen beyond doubt: p(that group) ≥ :data:`REFUSE`
-  (0.98) and p(the given group) ≤ :data:`REFUSE_GIVEN` (0.01); or two inputs each look like the
-  other's contrast (p ≥ :data:`CONFIDENT`, p(given) ≤ :data:`IMPLAUSIBLE` for both): a swap.
-  Raises :class:`InputError`.
+  (0.98) and p(the given group) ≤ :data:`REFUSE_GIVEN` (0.01; 0.001 for a T1-weighted image
+  seen as FLAIR, :data:`UNRELIABLE_CONFUSIONS`); or two inputs each look most like the other's
+  contrast (p ≥ :data:`SWAP_SEEN`, p(given) ≤ :data:`IMPLAUSIBLE` for both): a swap, which two
+  images agreeing on makes beyond doubt. Raises :class:`InputError`.
+  Measured on the 26 real scans of ``../shared/data`` and their 0.45×0.45×5 mm versions (52
+  images, none trained on; ``python -m UADBrainLib.training.input_check``): the network takes
+  real T1 and T1c for FLAIR-like (p of their own group down to 0.0105), so that confusion needs
+  ten times more certainty; real FLAIR and T2 keep p ≥ 0.07 of their own group; every FLAIR/T2
+  pair swapped (8 of 8) is refused.
 * **warning** — another contrast group is seen with p ≥ :data:`CONFIDENT` (0.9) and the given
   one has p ≤ :data:`IMPLAUSIBLE` (0.05), or p(other) ≥ :data:`CONFIDENT` (the image does not
   look like a brain MRI): the run goes on, with a warning in ``result.report["warnings"]``.
@@ -49,6 +55,9 @@ CONFIDENT = 0.9
 IMPLAUSIBLE = 0.05
 REFUSE = 0.98
 REFUSE_GIVEN = 0.01
+# (given group, seen group) → the given group's p to refuse at, where real scans fool the network
+UNRELIABLE_CONFUSIONS = {("t1", "flair"): 0.001}
+SWAP_SEEN = 0.5
 GRID_SPACING_MM = 3.0
 GRID_SHAPE = (56, 68, 56)  # canonical [S, P, L]: 168 x 204 x 168 mm around the brain
 CLIP_Z = (-10.0, 25.0)  # robust z-scores beyond these carry no contrast information
@@ -136,21 +145,32 @@ class ContrastChecker:
         grid = bundle.preprocessing
         self.grid = (float(grid.get("grid_spacing_mm", GRID_SPACING_MM)), tuple(grid.get("grid_shape", GRID_SHAPE)))
         self.network = bundle.load_weights_into(build_network(bundle.metadata["network"]), device)
+        # confidence calibrated on real scans the network never saw (training/input_check.py)
+        self.temperature = float((bundle.metadata.get("calibration") or {}).get("temperature", 1.0))
 
-    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
-        """Softmax probabilities ``[n, classes]`` of network inputs ``[n, 2, S, P, L]``."""
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The network's raw outputs ``[n, classes]`` for network inputs ``[n, 2, S, P, L]``."""
         import torch
 
         with torch.inference_mode():
-            logits = self.network(torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return self.network(torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)).float().cpu().numpy()
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities ``[n, classes]``: softmax of the logits over the temperature."""
+        return softmax(self.logits(inputs) / self.temperature)
+
+    def prepared(self, images: dict[str, np.ndarray], mask: np.ndarray, spacing) -> np.ndarray:
+        return np.stack([prepare(images[name], mask, spacing, *self.grid) for name in images])
 
     def predict(self, images: dict[str, np.ndarray], mask: np.ndarray, spacing) -> dict[str, dict[str, float]]:
         """Class probabilities of each raw canonical image (contrast name → {class: p})."""
-        names = list(images)
-        batch = np.stack([prepare(images[name], mask, spacing, *self.grid) for name in names])
-        return {name: dict(zip(self.classes, map(float, row)))
-                for name, row in zip(names, self.probabilities(batch))}
+        rows = self.probabilities(self.prepared(images, mask, spacing))
+        return {name: dict(zip(self.classes, map(float, row))) for name, row in zip(images, rows)}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def load_checker(bundle: Bundle | str | None = None, device: str = "cpu") -> ContrastChecker:
@@ -184,21 +204,24 @@ def looks_like_no_brain(probabilities: dict[str, float]) -> bool:
 
 def decide(predictions: dict[str, dict[str, float]]) -> list[str]:
     """Apply the decision rule: raise :class:`InputError` on a wrong contrast; return warnings."""
-    wrong = {name: found for name in predictions if (found := mismatch(name, predictions[name]))}
-    for name, (seen, p) in wrong.items():
-        partner = next((other for other, (other_seen, _) in wrong.items()
+    swapped = {name: found for name in predictions if (found := mismatch(name, predictions[name], SWAP_SEEN))}
+    for name, (seen, p) in swapped.items():
+        partner = next((other for other, (other_seen, _) in swapped.items()
                         if other != name and other_seen == GROUP_OF[name] and seen == GROUP_OF[other]), None)
         if partner is not None:
-            partner_p = wrong[partner][1]
+            partner_p = swapped[partner][1]
             raise InputError(f"{name} and {partner} look swapped: the {name} image looks like a "
                              f"{GROUP_NAMES[seen]} scan ({p:.0%}) and the {partner} image like a "
                              f"{GROUP_NAMES[GROUP_OF[name]]} scan ({partner_p:.0%}) — swap the two "
                              f"files, {OFF_HINT}.")
-    for name in wrong:
-        if found := mismatch(name, predictions[name], REFUSE, REFUSE_GIVEN):
+    for name in predictions:
+        found = mismatch(name, predictions[name], REFUSE, REFUSE_GIVEN)
+        if found and group_probabilities(predictions[name])[GROUP_OF[name]] <= UNRELIABLE_CONFUSIONS.get(
+                (GROUP_OF[name], found[0]), REFUSE_GIVEN):
             seen, p = found
             raise InputError(f"{name}: this image looks like a {GROUP_NAMES[seen]} scan ({p:.0%}), not "
                              f"{CONTRAST_NAMES[name]} — check which file goes with which contrast, {OFF_HINT}.")
+    wrong = {name: found for name in predictions if (found := mismatch(name, predictions[name]))}
     warnings = [f"{name}: this image looks rather like a {GROUP_NAMES[seen]} scan ({p:.0%}) than "
                 f"{CONTRAST_NAMES[name]} (input check) — check which file goes with which contrast; "
                 "if it is right, the anomaly map may still be unreliable."
@@ -236,7 +259,9 @@ def check_inputs(images: dict[str, np.ndarray], mask: np.ndarray, spacing, enabl
     predictions = checker.predict(images, mask, spacing)
     report = {"model_version": checker.bundle.metadata.get("version"),
               "rule": f"error when another contrast group has p >= {REFUSE} and the given one p <= "
-                      f"{REFUSE_GIVEN}, or two inputs look swapped; warning when another group has p >= "
+                      f"{REFUSE_GIVEN} ({UNRELIABLE_CONFUSIONS} for given/seen groups the network confuses on "
+                      "real scans), or two inputs look swapped (each most like the other's contrast, p >= "
+                      f"{SWAP_SEEN}, its own p <= {IMPLAUSIBLE}); warning when another group has p >= "
                       f"{CONFIDENT} and the given one p <= {IMPLAUSIBLE}, or p(other) >= {CONFIDENT} "
                       "(t1 and t1c are one group)",
               "probabilities": {name: {c: round(p, 4) for c, p in probs.items()}

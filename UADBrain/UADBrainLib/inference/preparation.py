@@ -106,7 +106,12 @@ def prepare_scan(inputs: dict[str, sitk.Image], given_mask: sitk.Image | None = 
     reference = next(iter(inputs.values()))
     stage("brain mask")
     native_mask, mask_method = brain_mask_for(reference, given_mask, brain_mask_method, device)
-    brain_volume_ml = check_mask_volume(native_mask)
+    if given_mask is None:
+        brain_volume_ml = check_mask_volume(native_mask, f"brain mask ({mask_method})",
+                                            "check the image, or give a brain mask (--mask) or another "
+                                            "--brain-mask-method")
+    else:
+        brain_volume_ml = check_mask_volume(native_mask)
 
     stage("resample")
     grid = to_canonical(reference, spacing_mm)

@@ -40,6 +40,11 @@ class Result:
     calibration: dict | None = field(default=None, repr=False)
     postprocessor: PostProcessor | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:  # the arrays and images stay out of print(result)
+        return (f"Result(model={self.model_name!r}, lesions={self.lesion_count}, flagged_volume_ml="
+                f"{self.flagged_volume_ml:.2f}, threshold={self.threshold:.4g} ({self.threshold_method}), "
+                f"median={self.median} mm, volume_score={self.volume_score:.4g}, size={self.anomaly_map.GetSize()})")
+
     @cached_property
     def lesion_labels(self) -> sitk.Image:
         return array_to_image(self.labels_array, self.anomaly_map)

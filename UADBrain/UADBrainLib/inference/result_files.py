@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..geometry import to_canonical
+from ..geometry import canonical_spacing, resample_like, to_canonical
 from ..io import write_image
 from .result import Result
 
@@ -115,6 +115,12 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+OVERVIEW_SPACING_MM = 1.0
+SCORE_UNITS = "−log10 healthy exceedance"  # calibrated: 2 = 1 healthy voxel in 100 scores as high
+# (left, right, top, bottom) of each displayed plane, radiological convention (_display_planes)
+PLANE_SIDES = (("R", "L", "A", "P"), ("R", "L", "S", "I"), ("A", "P", "S", "I"))
+
+
 def _display_planes(volume: np.ndarray, index_kji) -> list[np.ndarray]:
     """Axial, coronal, sagittal slices of a canonical [S, P, L] array, radiological display."""
     k, j, i = index_kji
@@ -132,11 +138,14 @@ def render_overview(result: Result, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    anomaly = to_canonical(result.anomaly_map)
-    labels = sitk.GetArrayFromImage(to_canonical(result.lesion_labels))
-    brain = sitk.GetArrayFromImage(to_canonical(result.brain_mask)) > 0
+    # at most 1 mm per voxel: a picture needs no more, and a 0.5 mm volume would cost 8 times the memory
+    spacing = np.maximum(canonical_spacing(result.anomaly_map), OVERVIEW_SPACING_MM)
+    anomaly = to_canonical(result.anomaly_map, spacing)
+    labels = sitk.GetArrayFromImage(resample_like(result.lesion_labels, anomaly, is_label=True))
+    brain = sitk.GetArrayFromImage(resample_like(result.brain_mask, anomaly, is_label=True)) > 0
     scores = sitk.GetArrayFromImage(anomaly)
-    image = sitk.GetArrayFromImage(to_canonical(next(iter(result.inputs.values()))))
+    image = sitk.GetArrayFromImage(resample_like(sitk.Cast(result.inputs[result.report.get(
+        "reference_contrast", next(iter(result.inputs)))], sitk.sitkFloat32), anomaly))
     # the peak of the most anomalous lesion (its centroid can fall outside an irregular lesion)
     region = labels == 1 if result.lesions else brain
     centre = np.unravel_index(np.argmax(np.where(region, scores, -np.inf)), scores.shape)
@@ -145,28 +154,46 @@ def render_overview(result: Result, path) -> None:
 
     inside = image[brain] if brain.any() else image.ravel()
     low, high = np.percentile(inside, [1, 99.5])
-    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.2]})
+    figure, axes = plt.subplots(1, 5, figsize=(17, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 0.05, 1.2]})
     overlay_max = max(float(np.percentile(scores[brain], 99.99)) if brain.any() else 1.0, result.threshold * 1.5, 1e-6)
-    for axis, title, plane_image, plane_score, plane_label, aspect in zip(
-            axes[:3], ("axial", "coronal", "sagittal"), _display_planes(image, centre),
-            _display_planes(scores, centre), _display_planes(labels, centre), aspects):
+    units = SCORE_UNITS if result.calibration else "model units"
+    point = anomaly.TransformIndexToPhysicalPoint([int(c) for c in centre[::-1]])
+    ras = (-point[0], -point[1], point[2])
+    overlay = None
+    for axis, title, plane_image, plane_score, plane_label, aspect, sides in zip(
+            axes[:3], (f"axial, S {ras[2]:.0f} mm", f"coronal, A {ras[1]:.0f} mm", f"sagittal, R {ras[0]:.0f} mm"),
+            _display_planes(image, centre), _display_planes(scores, centre), _display_planes(labels, centre),
+            aspects, PLANE_SIDES):
         axis.imshow(plane_image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
         shown = np.ma.masked_less_equal(plane_score, result.threshold)
-        axis.imshow(shown, cmap="hot", vmin=result.threshold, vmax=overlay_max, alpha=0.7,
-                    aspect=aspect, interpolation="nearest")
+        overlay = axis.imshow(shown, cmap="hot", vmin=result.threshold, vmax=overlay_max, alpha=0.7,
+                              aspect=aspect, interpolation="nearest")
         if plane_label.any():
             axis.contour(plane_label > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+        for text, position, alignment in zip(sides, ((0.01, 0.5), (0.99, 0.5), (0.5, 0.99), (0.5, 0.01)),
+                                             (("left", "center"), ("right", "center"), ("center", "top"),
+                                              ("center", "bottom"))):
+            axis.text(*position, text, transform=axis.transAxes, color="yellow", fontsize=10, fontweight="bold",
+                      ha=alignment[0], va=alignment[1])
         axis.set_title(title)
         axis.axis("off")
+    figure.colorbar(overlay, cax=axes[3], label=f"anomaly score ({units})")
     brain_scores = result.postprocessor.shown_scores(result.median, result.erosion_mm)
-    hist_axis = axes[3]
+    hist_axis = axes[4]
     hist_axis.hist(brain_scores, bins=200, color="0.4", log=True)
     hist_axis.axvline(result.threshold, color="red", label=f"threshold {result.threshold:.3g} ({result.threshold_method})")
-    hist_axis.set_xlabel("anomaly score (brain voxels, median-filtered)")
+    hist_axis.set_xlabel("anomaly score of the brain voxels, as shown")
     hist_axis.set_ylabel("voxels")
     hist_axis.legend(loc="upper right", fontsize=8)
+    listed = "\n".join(f"{lesion.label}: {lesion.volume_ml:.2f} mL at RAS ({lesion.centroid_ras[0]:.0f}, "
+                        f"{lesion.centroid_ras[1]:.0f}, {lesion.centroid_ras[2]:.0f})" for lesion in result.lesions[:5])
+    if listed:
+        hist_axis.text(0.98, 0.70, listed, transform=hist_axis.transAxes, ha="right", va="top", fontsize=7,
+                       family="monospace")
+    percentile = ("" if result.volume_percentile is None
+                  else f", above {result.volume_percentile:.0%} of healthy calibration brains")
     figure.suptitle(f"{result.model_name}: {result.lesion_count} lesion(s), {result.flagged_volume_ml:.2f} mL flagged"
-                    f" — volume score {result.volume_score:.3g}")
+                    f" — volume score {result.volume_score:.3g} (mean score of the most anomalous 1 mL{percentile})")
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)

@@ -601,10 +601,10 @@ def model_card(metadata: dict, real_table: str | None = None) -> str:
         f"wrong-group contrasts refused {validation['caught_wrong_contrast']:.1%}; 'other' warned "
         f"{validation['other_warned']:.1%}.", "", header, "|" + "---|" * (len(CLASSES) + 1), *rows, "",
         "## Real scans (measured only, never trained on)", "",
-        "`python -m UADBrainLib.input_check_training ../shared/data [bundle]` prints this table. "
+        "`python -m UADBrainLib.training.input_check ../shared/data [bundle]` prints this table. "
         "False alarm: the scan given as its true contrast is refused. Caught: the scan given as each "
         "contrast of another group is refused. BraTS and MS with their brain masks, IXI raw heads "
-        "with the atlas mask.", "", real_table or "Not measured yet.", "",
+        "with the brain mask detect finds itself (auto).", "", real_table or "Not measured yet.", "",
         "## References", "", *[f"- {r}" for r in metadata["references"]], ""])
 
 
@@ -614,7 +614,8 @@ def real_scans(shared_data: Path) -> list[tuple[str, dict[str, Path], Path | Non
     """The evaluation scans and raw IXI T1 heads: (name, contrast → file, mask, brain-mask method).
 
     BraTS and the MS scans are skull-stripped and come with brain masks; the IXI heads are raw
-    and get the atlas mask. MS ``t1post`` is a post-contrast T1: it goes in as ``t1c``.
+    and get the brain mask detect finds itself (auto). MS ``t1post`` is a post-contrast T1: it goes in
+    as ``t1c``. The two tumour cases without ground truth (``eval_nogt``) come with all four contrasts.
     """
     shared_data = Path(shared_data)
     scans = []
@@ -625,8 +626,11 @@ def real_scans(shared_data: Path) -> list[tuple[str, dict[str, Path], Path | Non
         files = {c: case / f"{c}.nii.gz" for c in ("flair", "t1", "t2")}
         files["t1c"] = case / "t1post.nii.gz"
         scans.append((f"ms/{case.name}", {c: p for c, p in files.items() if p.is_file()}, None, "auto"))
+    for case in sorted(p for p in (shared_data / "eval_nogt").glob("*") if p.is_dir()):
+        files = {c: case / f"{c}.nii.gz" for c in BRAIN_CONTRASTS}
+        scans.append((f"nogt/{case.name}", {c: p for c, p in files.items() if p.is_file()}, None, "auto"))
     for path in sorted((shared_data / "healthy" / "ixi_small").glob("*_T1.nii.gz")):
-        scans.append((f"ixi/{path.name.split('_')[0]}", {"t1": path}, None, "atlas"))
+        scans.append((f"ixi/{path.name.split('_')[0]}", {"t1": path}, None, "auto"))
     return scans
 
 
@@ -664,7 +668,7 @@ def real_scan_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m UADBrainLib.input_check_training ../shared/data [bundle folder]
+if __name__ == "__main__":  # python -m UADBrainLib.training.input_check ../shared/data [bundle folder]
     import sys
 
     print(real_scan_table(measure_real_scans(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)))
