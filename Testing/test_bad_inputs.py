@@ -348,3 +348,32 @@ def test_a_stop_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert main(["detect", "--flair", flair, "--out", str(out), "--quiet"]) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flair.nii.gz"]  # no output, no staging
+
+
+@pytest.mark.parametrize("case", ["out is a folder", "out is the input", "out inside a file", "overlay not png",
+                                  "writing fails midway"])
+def test_brainmask_outputs_appear_whole_or_not_at_all(tmp_path, capsys, case, monkeypatch):
+    image, _, _ = phantom_brain()
+    scan = save(image, tmp_path / "scan.nii.gz")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "folder.nii.gz").mkdir()
+    out, extra, expected = {
+        "out is a folder": (tmp_path / "folder.nii.gz", [], "is a folder"),
+        "out is the input": (Path(scan), [], "is the input"),
+        "out inside a file": (tmp_path / "a_file" / "mask.nii.gz", [], "not a writable folder"),
+        "overlay not png": (tmp_path / "mask.nii.gz", ["--overlay", str(tmp_path / "o.jpg")], ".png"),
+        "writing fails midway": (tmp_path / "mask.nii.gz", ["--overlay", str(tmp_path / "o.png")], "cannot write"),
+    }[case]
+    if case == "writing fails midway":  # the mask is written, then the picture fails
+        import UADBrainLib.cli.brainmask as brainmask
+
+        def failing(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(brainmask, "render_mask_overlay", failing)
+    before = fingerprints(tmp_path)
+    code = main(["brainmask", "--image", scan, "--out", str(out), "--method", "nonzero", *extra])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and expected in error[0], error
+    assert fingerprints(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder.nii.gz",
+                                                                                          "scan.nii.gz"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -44,27 +45,61 @@ def run_brainmask(args) -> int:
         if path is not None and not str(path).lower().endswith(MASK_SUFFIXES):
             raise InputError(f"'{path}': unknown output format — end the name with "
                              f"{', '.join(MASK_SUFFIXES)}.")
+    if args.overlay is not None and args.overlay.suffix.lower() != ".png":
+        raise InputError(f"'{args.overlay}': the overlay is a picture — end the name with .png.")
+    targets = [path for path in (args.out, args.probability, args.overlay) if path is not None]
+    for path in targets:
+        check_output_file(path, args.image)
     image = read_image(args.image, "image")
     device = resolve_device(args.device)
     started = time.perf_counter()
     mask, path_taken = brain_mask_for(image, None, args.method, device)
     seconds = time.perf_counter() - started
     volume_ml = check_mask_volume(mask)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_image(mask, args.out)
-    written = [args.out]
+    writers = {args.out: lambda staged: write_image(mask, staged)}
     if args.probability is not None:
         from ..inference.brainmask_net import load_brainmask_model
 
-        write_image(load_brainmask_model(device=device).probability(image), args.probability)
-        written.append(args.probability)
+        probability = load_brainmask_model(device=device).probability(image)
+        writers[args.probability] = lambda staged: write_image(probability, staged)
     if args.overlay is not None:
-        render_mask_overlay(image, mask, args.overlay, f"{Path(args.image).name}: {path_taken}, "
-                                                       f"{volume_ml:.0f} mL")
-        written.append(args.overlay)
+        title = f"{Path(args.image).name}: {path_taken}, {volume_ml:.0f} mL"
+        writers[args.overlay] = lambda staged: render_mask_overlay(image, mask, staged, title)
+    write_all_or_nothing(writers)
     print(f"brain mask: {path_taken}, {volume_ml:.1f} mL, {seconds:.1f} s; wrote "
-          f"{', '.join(str(p) for p in written)}")
+          f"{', '.join(str(p) for p in writers)}")
     return 0
+
+
+def check_output_file(path: Path, image_path) -> None:
+    """Refuse, before any work, an output file that cannot be written or would replace the input."""
+    if path.exists() and path.is_dir():
+        raise InputError(f"'{path}' is a folder — give a file name for the output.")
+    if path.absolute().resolve() == Path(image_path).absolute().resolve():
+        raise InputError(f"'{path}' is the input image — give another name for the output.")
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"'{path}' cannot be written ('{existing}' is not a writable folder) — choose another "
+                         "output path.")
+
+
+def write_all_or_nothing(writers: dict) -> None:
+    """Each ``writer(staged_path)`` writes beside its target; the files are renamed into place only
+    when every one succeeded, and a failure leaves none of them behind."""
+    staged = {}
+    try:
+        for target, writer in writers.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged[target] = target.with_name(f".{target.name}.uadbrain-partial{''.join(target.suffixes)}")
+            writer(staged[target])
+        for target, path in staged.items():
+            path.replace(target)
+    except (OSError, RuntimeError) as error:  # RuntimeError: ITK's writers
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[-1][:80]
+        raise InputError(f"cannot write '{target}' ({reason}) — choose another output path.") from None
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
 
 
 def render_mask_overlay(image: sitk.Image, mask: sitk.Image, path, title: str = "") -> None:

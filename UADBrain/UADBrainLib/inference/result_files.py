@@ -130,6 +130,20 @@ def _display_planes(volume: np.ndarray, index_kji) -> list[np.ndarray]:
     return [axial, coronal, sagittal]
 
 
+def _peak_of_first_lesion(result: Result, picture: sitk.Image) -> tuple[int, int, int]:
+    """The most anomalous lesion's peak (its centroid can fall outside an irregular lesion), as an
+    index ``[k, j, i]`` of ``picture``'s grid; found on the native grid within the lesion's box."""
+    lesion = result.lesions[0]
+    box = tuple(slice(low, high + 1) for low, high in zip(lesion.bbox_ijk_min[::-1], lesion.bbox_ijk_max[::-1]))
+    scores = np.where(result.labels_array[box] == lesion.label, sitk.GetArrayViewFromImage(result.anomaly_map)[box],
+                      -np.inf)
+    peak = np.unravel_index(np.argmax(scores), scores.shape)
+    index_ijk = [int(p + b.start) for p, b in zip(peak, box)][::-1]
+    point = result.anomaly_map.TransformIndexToPhysicalPoint(index_ijk)
+    inside = np.clip(picture.TransformPhysicalPointToIndex(point), 0, np.array(picture.GetSize()) - 1)
+    return tuple(int(v) for v in inside[::-1])
+
+
 def render_overview(result: Result, path) -> None:
     """Three orthogonal slices through the most anomalous lesion's peak with the map overlaid, and
     a histogram of brain scores with the threshold marked."""
@@ -141,14 +155,13 @@ def render_overview(result: Result, path) -> None:
     # at most 1 mm per voxel: a picture needs no more, and a 0.5 mm volume would cost 8 times the memory
     spacing = np.maximum(canonical_spacing(result.anomaly_map), OVERVIEW_SPACING_MM)
     anomaly = to_canonical(result.anomaly_map, spacing)
-    labels = sitk.GetArrayFromImage(resample_like(result.lesion_labels, anomaly, is_label=True))
+    labels = sitk.GetArrayFromImage(resample_like(result.segmentation, anomaly, is_label=True))
     brain = sitk.GetArrayFromImage(resample_like(result.brain_mask, anomaly, is_label=True)) > 0
     scores = sitk.GetArrayFromImage(anomaly)
     image = sitk.GetArrayFromImage(resample_like(sitk.Cast(result.inputs[result.report.get(
         "reference_contrast", next(iter(result.inputs)))], sitk.sitkFloat32), anomaly))
-    # the peak of the most anomalous lesion (its centroid can fall outside an irregular lesion)
-    region = labels == 1 if result.lesions else brain
-    centre = np.unravel_index(np.argmax(np.where(region, scores, -np.inf)), scores.shape)
+    centre = _peak_of_first_lesion(result, anomaly) if result.lesions else \
+        np.unravel_index(np.argmax(np.where(brain, scores, -np.inf)), scores.shape)
     spacing_lps = anomaly.GetSpacing()  # canonical: (L, P, S)
     aspects = [spacing_lps[1] / spacing_lps[0], spacing_lps[2] / spacing_lps[0], spacing_lps[2] / spacing_lps[1]]
 
