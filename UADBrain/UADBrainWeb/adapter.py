@@ -21,11 +21,13 @@ from pathlib import Path
 
 from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.errors import Cancelled
+from UADBrainLib.inference.brain_extraction import BRAIN_MASK_METHODS as BRAIN_EXTRACTION_CHOICES
 from UADBrainLib.inference.options import DEFAULTS, DetectOptions
 from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
 DEVICES = DEVICE_CHOICES
+BRAIN_MASK_METHODS = BRAIN_EXTRACTION_CHOICES
 MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else f"{kernel} mm", "value": kernel} for kernel in MEDIAN_KERNELS]
 DOWNLOAD_FILE_NAMES = {
     "segmentation_nrrd": "segmentation.seg.nrrd",
@@ -77,9 +79,11 @@ def write_example_volumes(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing):
+def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing,
+              brain_mask_method: str = DEFAULTS.brain_mask_method):
     """Loop thread: the engine's inputs, copied out of the volume nodes."""
-    return logic.makeRequest(volumes, modelName=model or None, maskNode=None, options=post.options(device))
+    options = replace(post.options(device), brain_mask_method=brain_mask_method)
+    return logic.makeRequest(volumes, modelName=model or None, maskNode=None, options=options)
 
 
 def run_engine(logic, request, progress, cancel_event):

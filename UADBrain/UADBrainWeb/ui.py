@@ -95,6 +95,8 @@ def _run_panel(ctrl) -> None:
     with html.Div(classes="d-flex ga-2"):
         v.VSelect(label="Model", v_model=("model",), items=("models",), density="compact", hide_details=True)
         v.VSelect(label="Device", v_model=("device",), items=("devices",), density="compact", hide_details=True)
+    v.VSelect(label="Brain extraction (raw heads)", v_model=("brain_mask_method",), items=("brain_mask_methods",),
+              density="compact", hide_details=True, raw_attrs=testid("brain-mask-method"))
     with html.Div(classes="d-flex ga-2"):
         v.VBtn("Run", color="primary", click=ctrl.run, disabled=("running || !volumes.length",),
                raw_attrs=testid("run"))

@@ -1,212 +1,210 @@
-"""Measure a brain-extraction bundle: held-out synthetic heads (Dice, surface distance on the native
-grid), the raw IXI heads (brain volume), the skull-stripped BraTS and MS scans (Dice, share of the
-brain kept), the time for a 1 mm head; overlay pictures of each go to --look.
+"""Compare the brain extractors side by side, in one run, on what the repository can reach.
 
-Run from the repository root with the evaluation data at ../shared/data (the figures in
-UADBrain/Resources/Models/brainmask/README.md)::
+- **Synthetic heads with known masks**, from the two label maps the learned model never trained on:
+  T1, T1c, T2 and FLAIR, each as a routine 1 mm head, an atrophied head (ventricles grown 3-6 mm,
+  cortex thinned 0.5-1.5 mm) and a thick-slice stack (re-acquired at 0.9 x 0.9 x 5 mm with its slice
+  profile), stored in six orientations: Dice and mean surface distance on the input's grid.
+- **The two raw IXI T1 heads** (no reference mask): brain volume, agreement with the other
+  extractors, the same head re-acquired at 2 x 2 x 5 mm, and an overlay picture per extractor.
+- **Seconds per head and peak memory**: each extractor runs in its own process (2 threads).
 
-    python docs/tools/eval_brainmask.py --bundle UADBrain/Resources/Models/brainmask \
-        --parts synth,ixi,brats,ms,time,atlas --synth-count 6 --json brainmask_eval.json
+Run from the repository root with the data at ../shared/data (figures in docs/RESULTS.md)::
 
-``--checkpoint`` measures a training checkpoint with the bundle's metadata instead.
+    python docs/tools/eval_brainmask.py --methods learned,deepbet,hd-bet-fast,atlas \
+        --json docs/results/brainmask/brainmask.json --look docs/results/brainmask
 """
 import argparse
 import json
-import shutil
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-
-from UADBrainLib.bundle import read_bundle, sha256_of, write_metadata
-from UADBrainLib.cli.brainmask import render_mask_overlay
-from UADBrainLib.inference.brainmask_net import BrainMaskModel
-from UADBrainLib.preprocessing import atlas_brain_mask, nonzero_brain_mask
-from UADBrainLib.training.brainmask import dice, mean_surface_distance_mm
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-LOOK = Path("brainmask_look")
 ORIENTATIONS = ["LPS", "RAS", "LIP", "PIR", "ASL", "RPI"]
+CONTRASTS = ("t1", "t1c", "t2", "flair")
+VARIANTS = ("routine", "atrophy", "thick")
+THICK_SPACING = (0.9, 0.9, 5.0)
+IXI_THICK_SPACING = (2.0, 2.0, 5.0)
 
 
 def arr(image):
     return sitk.GetArrayFromImage(image) > 0
 
 
-def spacing_kji(image):
-    return tuple(image.GetSpacing()[::-1])
-
-
-def bundle_from_checkpoint(bundle_dir: Path, checkpoint: Path, out: Path) -> Path:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    torch.save(state["network"], out / "weights.pt")
-    metadata = json.loads((bundle_dir / "metadata.json").read_text())
-    metadata["weights"] = {"file": "weights.pt", "sha256": sha256_of(out / "weights.pt")}
-    metadata["training"] = {"step": state["step"]}
-    write_metadata(out, metadata)
-    return out
-
-
-def learned(model, image):
-    started = time.perf_counter()
-    mask = model.mask(image)
-    return mask, time.perf_counter() - started
-
-
-def synth_part(model, tag, count, spacing, with_atlas):
+def write_synthetic_cases(folder: Path, per_variant: int, contrasts, variants, spacing: float) -> list[dict]:
+    from UADBrainLib.evaluation.acquisition import simulate_acquisition
     from UADBrainLib.synthesis.brains import SynthesisConfig, Synthesizer
+    from UADBrainLib.training.brainmask import SYNTHESIS_OVERRIDES, split_label_maps
 
-    paths = sorted((DATA / "label_maps" / "synthseg").glob("*.nii.gz"))[-2:]
-    from UADBrainLib.training.brainmask import SYNTHESIS_OVERRIDES
-    synth = Synthesizer(paths, SynthesisConfig(**SYNTHESIS_OVERRIDES))
+    _, held_out = split_label_maps(DATA / "label_maps" / "synthseg", 2)
+    routine = {**SYNTHESIS_OVERRIDES, "thick_slice_probability": 0.0}
+    configs = {"routine": SynthesisConfig(**routine), "thick": SynthesisConfig(**routine),
+               "atrophy": SynthesisConfig(**{**routine, "ventricle_growth_mm": (3.0, 6.0),
+                                             "cortical_atrophy_mm": (0.5, 1.5)})}
     rng = np.random.default_rng(777)
-    contrasts = ["t1", "t2", "flair", "t1c", "random"]
+    cases = []
+    for variant in variants:
+        synthesizer = Synthesizer(held_out, configs[variant])
+        for contrast in contrasts:
+            for n in range(per_variant):
+                head = synthesizer.sample(rng, contrasts=(contrast,), spacing=spacing, skull_strip=False,
+                                          field_of_view_mm=[float(rng.choice([192, 224, 256])) for _ in range(3)])
+                image, truth = head.image(contrast), head.mask_image()
+                if variant == "thick":
+                    image = simulate_acquisition(image, THICK_SPACING)
+                    truth = simulate_acquisition(truth, THICK_SPACING, is_label=True)
+                orientation = ORIENTATIONS[len(cases) % len(ORIENTATIONS)]
+                name = f"{variant}_{contrast}_{n}_{orientation}"
+                sitk.WriteImage(sitk.DICOMOrient(image, orientation), str(folder / f"{name}.nii.gz"))
+                sitk.WriteImage(sitk.DICOMOrient(truth, orientation), str(folder / f"{name}_truth.nii.gz"))
+                cases.append({"name": name, "set": f"synthetic {variant}", "contrast": contrast,
+                              "image": str(folder / f"{name}.nii.gz"),
+                              "truth": str(folder / f"{name}_truth.nii.gz")})
+    return cases
+
+
+def write_ixi_cases(folder: Path) -> list[dict]:
+    from UADBrainLib.evaluation.acquisition import simulate_acquisition
+
+    cases = []
+    for path in sorted((DATA / "healthy" / "ixi_small").glob("*.nii.gz")):
+        name = path.name[:6]
+        cases.append({"name": name, "set": "IXI raw T1, 2 mm", "contrast": "t1", "image": str(path)})
+        thick = folder / f"{name}_thick.nii.gz"
+        sitk.WriteImage(simulate_acquisition(sitk.ReadImage(str(path)), IXI_THICK_SPACING), str(thick))
+        cases.append({"name": f"{name}_thick", "set": "IXI raw T1, 2x2x5 mm", "contrast": "t1",
+                      "image": str(thick)})
+    return cases
+
+
+def run_worker(method: str, cases: list[dict], masks: Path, look: Path | None) -> dict:
+    """Every case through one extractor (this process): per-case rows and the peak memory."""
+    import torch
+
+    from UADBrainLib.cli.brainmask import render_mask_overlay
+    from UADBrainLib.inference.brain_extraction import extract
+    from UADBrainLib.training.brainmask import dice, mean_surface_distance_mm
+
+    torch.set_num_threads(2)
     rows = []
-    for n in range(count):
-        contrast = contrasts[n % len(contrasts)]
-        fov = [float(rng.choice([192, 224, 256])) for _ in range(3)]
-        head = synth.sample(rng, contrasts=(contrast,), spacing=spacing, skull_strip=False,
-                            field_of_view_mm=fov)
-        orientation = ORIENTATIONS[n % len(ORIENTATIONS)]
-        image = sitk.DICOMOrient(head.image(contrast), orientation)
-        truth = sitk.DICOMOrient(head.mask_image(), orientation)
-        mask, seconds = learned(model, image)
-        row = {"n": n, "contrast": contrast, "orientation": orientation, "fov": fov,
-               "thick": head.parameters["acquisition"][contrast].get("thick_slices"),
-               "dice": dice(arr(mask), arr(truth)),
-               "msd_mm": mean_surface_distance_mm(arr(mask), arr(truth), spacing_kji(image)),
-               "volume_ratio": float(arr(mask).sum() / arr(truth).sum()),
-               "seconds": seconds}
-        if with_atlas:
-            atlas = atlas_brain_mask(image)
-            row["atlas_dice"] = dice(arr(atlas), arr(truth))
-            row["atlas_msd_mm"] = mean_surface_distance_mm(arr(atlas), arr(truth), spacing_kji(image))
+    for case in cases:
+        image = sitk.ReadImage(case["image"])
+        started = time.perf_counter()
+        mask, _ = extract(image, method)
+        seconds = time.perf_counter() - started
+        sitk.WriteImage(mask, str(masks / f"{case['name']}_{method}.nii.gz"))
+        m = arr(mask)
+        row = {"case": case["name"], "set": case["set"], "contrast": case["contrast"], "method": method,
+               "seconds": round(seconds, 2), "volume_ml": float(m.sum() * np.prod(image.GetSpacing()) / 1000)}
+        if "truth" in case:
+            truth = arr(sitk.ReadImage(case["truth"]))
+            row["dice"] = dice(m, truth)
+            row["msd_mm"] = mean_surface_distance_mm(m, truth, image.GetSpacing()[::-1])
+        elif look is not None:
+            render_mask_overlay(image, mask, look / f"{case['name']}_{method}.png",
+                                f"{case['name']}: {method}, {row['volume_ml']:.0f} mL")
         rows.append(row)
         print(json.dumps(row), flush=True)
-        if n < 5:
-            render_mask_overlay(image, mask, LOOK / f"{tag}_synth{n}_{contrast}.png",
-                                f"synthetic {contrast} {orientation} dice {row['dice']:.3f}")
-    summary = {"dice_mean": np.mean([r["dice"] for r in rows]), "dice_min": np.min([r["dice"] for r in rows]),
-               "msd_mean_mm": np.mean([r["msd_mm"] for r in rows]),
-               "volume_ratio_mean": np.mean([r["volume_ratio"] for r in rows]),
-               "seconds_mean": np.mean([r["seconds"] for r in rows])}
-    for c in contrasts:
-        summary[f"dice_{c}"] = np.mean([r["dice"] for r in rows if r["contrast"] == c])
-    if with_atlas:
-        summary["atlas_dice_mean"] = np.mean([r["atlas_dice"] for r in rows])
-        summary["atlas_msd_mean_mm"] = np.mean([r["atlas_msd_mm"] for r in rows])
-    return summary
+    return {"rows": rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def ixi_part(model, tag, with_atlas):
-    out = {}
-    for path in sorted((DATA / "healthy" / "ixi_small").glob("*.nii.gz")):
-        image = sitk.ReadImage(str(path))
-        mask, seconds = learned(model, image)
-        volume = arr(mask).sum() * np.prod(mask.GetSpacing()) / 1000
-        entry = {"learned_ml": round(float(volume), 1), "seconds": round(seconds, 2)}
-        render_mask_overlay(image, mask, LOOK / f"{tag}_ixi_{path.name[:6]}_learned.png",
-                            f"{path.name} learned {volume:.0f} mL")
-        if with_atlas:
-            atlas = atlas_brain_mask(image)
-            entry["atlas_ml"] = round(float(arr(atlas).sum() * np.prod(atlas.GetSpacing()) / 1000), 1)
-            entry["dice_learned_vs_atlas"] = dice(arr(mask), arr(atlas))
-            render_mask_overlay(image, atlas, LOOK / f"{tag}_ixi_{path.name[:6]}_atlas.png",
-                                f"{path.name} atlas {entry['atlas_ml']:.0f} mL")
-        out[path.name] = entry
-        print(path.name, entry, flush=True)
-    return out
+def agreement(rows: list[dict], masks: Path, methods: list[str]) -> None:
+    """For cases without a reference: Dice of each extractor with each other one."""
+    from UADBrainLib.training.brainmask import dice
 
-
-def stripped_part(model, tag, cases):
-    out = {}
-    for name, image_path, truth_path in cases:
-        image = sitk.ReadImage(str(image_path))
-        truth = arr(sitk.ReadImage(str(truth_path))) if truth_path else arr(nonzero_brain_mask(image))
-        mask, seconds = learned(model, image)
-        m = arr(mask)
-        entry = {"dice": dice(m, truth), "kept": float((m & truth).sum() / truth.sum()),
-                 "msd_mm": mean_surface_distance_mm(m, truth, spacing_kji(image)),
-                 "seconds": round(seconds, 2)}
-        out[name] = entry
-        print(name, entry, flush=True)
-        render_mask_overlay(image, mask, LOOK / f"{tag}_{name.replace('/', '_')}.png",
-                            f"{name} dice {entry['dice']:.3f} kept {entry['kept']:.3f}")
-    return out
-
-
-def brats_cases():
-    for p in sorted((DATA / "eval" / "brats2015").glob("pat*")):
-        for c in ("flair", "t1c"):
-            yield f"brats/{p.name}/{c}", p / f"{c}.nii.gz", p / "brainmask.nii.gz"
-
-
-def ms_cases():
-    for p in sorted((DATA / "eval" / "ms_lesjak2017").glob("patient*")):
-        if not p.is_dir():
+    for row in rows:
+        if "dice" in row:
             continue
-        for c in ("flair", "t1", "t2", "t1post"):
-            yield f"ms/{p.name}/{c}", p / f"{c}.nii.gz", None
+        mine = arr(sitk.ReadImage(str(masks / f"{row['case']}_{row['method']}.nii.gz")))
+        for other in methods:
+            if other != row["method"]:
+                theirs = arr(sitk.ReadImage(str(masks / f"{row['case']}_{other}.nii.gz")))
+                row[f"dice_vs_{other}"] = dice(mine, theirs)
 
 
-def time_part(model):
-    """Learned mask of a 1 mm head: IXI resampled to 1 mm (240x240x180), with 2 threads."""
-    torch.set_num_threads(2)
-    path = sorted((DATA / "healthy" / "ixi_small").glob("*.nii.gz"))[0]
-    image = sitk.ReadImage(str(path))
-    reference = sitk.Image([240, 240, 180], sitk.sitkFloat32)
-    reference.SetSpacing((1.0, 1.0, 1.0))
-    reference.SetDirection(image.GetDirection())
-    reference.SetOrigin(image.TransformContinuousIndexToPhysicalPoint((-0.25, -0.25, -0.25)))
-    fine = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
-    times = []
-    for _ in range(3):
-        _, seconds = learned(model, fine)
-        times.append(round(seconds, 2))
-    torch.set_num_threads(1)
-    return {"ixi_1mm_240x240x180_seconds": times}
+def summary_table(rows: list[dict], memory: dict, methods: list[str]) -> str:
+    sets = list(dict.fromkeys(r["set"] for r in rows if "dice" in r))
+    header = ["extractor"] + [f"{s} Dice mean (min)" for s in sets] + \
+             ["synthetic MSD mm", "s / head", "peak RSS MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        cells = [method]
+        for s in sets:
+            d = [r["dice"] for r in mine if r["set"] == s]
+            cells.append(f"{np.mean(d):.3f} ({np.min(d):.3f})")
+        cells.append(f"{np.mean([r['msd_mm'] for r in mine if 'msd_mm' in r]):.2f}")
+        cells.append(f"{np.mean([r['seconds'] for r in mine]):.1f}")
+        cells.append(f"{memory[method]:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    by_contrast = ["", "| extractor | " + " | ".join(f"{c} Dice mean (min)" for c in CONTRASTS) + " |",
+                   "|" + "---|" * (len(CONTRASTS) + 1)]
+    for method in methods:
+        cells = [method]
+        for contrast in CONTRASTS:
+            d = [r["dice"] for r in rows if r["method"] == method and r["contrast"] == contrast and "dice" in r]
+            cells.append(f"{np.mean(d):.3f} ({np.min(d):.3f})" if d else "–")
+        by_contrast.append("| " + " | ".join(cells) + " |")
+    raw = ["", "| head | " + " | ".join(f"{m} mL" for m in methods) + " | " +
+           " | ".join(f"Dice {a} vs {b}" for i, a in enumerate(methods) for b in methods[i + 1:]) + " |"]
+    raw.append("|" + "---|" * (1 + len(methods) + len(methods) * (len(methods) - 1) // 2))
+    for case in dict.fromkeys(r["case"] for r in rows if "dice" not in r):
+        mine = {r["method"]: r for r in rows if r["case"] == case}
+        cells = [case] + [f"{mine[m]['volume_ml']:.0f}" for m in methods]
+        cells += [f"{mine[a][f'dice_vs_{b}']:.3f}" for i, a in enumerate(methods) for b in methods[i + 1:]]
+        raw.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + by_contrast + raw)
 
 
 def main():
-    global LOOK
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--parts", default="synth,ixi,brats,ms")
-    parser.add_argument("--synth-count", type=int, default=10)
-    parser.add_argument("--synth-spacing", type=float, default=1.0)
-    parser.add_argument("--tag", default="eval")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="learned,deepbet,hd-bet-fast,atlas")
+    parser.add_argument("--parts", default="synth,ixi")
+    parser.add_argument("--per-variant", type=int, default=1, help="synthetic heads per variant and contrast")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--contrasts", default=",".join(CONTRASTS))
+    parser.add_argument("--spacing", type=float, default=1.0, help="synthetic heads' voxel size (mm)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--look", type=Path, default=LOOK, help="folder for the overlay pictures")
+    parser.add_argument("--look", type=Path, help="folder for the overlay pictures of the raw heads")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    LOOK = args.look
-    torch.set_num_threads(1)
-    LOOK.mkdir(parents=True, exist_ok=True)
-    bundle_dir = args.bundle
-    if args.checkpoint:
-        bundle_dir = bundle_from_checkpoint(args.bundle, args.checkpoint, Path("/tmp/brainmask_ckpt_bundle"))
-    model = BrainMaskModel(read_bundle(bundle_dir))
-    parts = args.parts.split(",")
-    results = {}
-    if "synth" in parts:
-        results["synthetic"] = synth_part(model, args.tag, args.synth_count, args.synth_spacing, "atlas" in parts)
-        print("synthetic", results["synthetic"], flush=True)
-    if "ixi" in parts:
-        results["ixi"] = ixi_part(model, args.tag, "atlas" in parts)
-    if "brats" in parts:
-        results["brats"] = stripped_part(model, args.tag, brats_cases())
-    if "ms" in parts:
-        results["ms"] = stripped_part(model, args.tag, ms_cases())
-    if "time" in parts:
-        results["time"] = time_part(model)
-        print(results["time"])
+    if args.worker:
+        cases = json.loads((args.work / "cases.json").read_text())
+        result = run_worker(args.worker, cases, args.work, args.look)
+        (args.work / f"rows_{args.worker}.json").write_text(json.dumps(result))
+        return
+    methods = args.methods.split(",")
+    if args.look:
+        args.look.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="eval_brainmask_") as work:
+        work = Path(work)
+        cases = []
+        if "synth" in args.parts:
+            cases += write_synthetic_cases(work, args.per_variant, args.contrasts.split(","),
+                                           args.variants.split(","), args.spacing)
+        if "ixi" in args.parts:
+            cases += write_ixi_cases(work)
+        (work / "cases.json").write_text(json.dumps(cases))
+        rows, memory = [], {}
+        for method in methods:
+            command = [sys.executable, __file__, "--worker", method, "--work", str(work)]
+            subprocess.run(command + (["--look", str(args.look)] if args.look else []), check=True)
+            result = json.loads((work / f"rows_{method}.json").read_text())
+            rows += result["rows"]
+            memory[method] = result["peak_rss_mb"]
+        agreement(rows, work, methods)
+    table = summary_table(rows, memory, methods)
+    print(table)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=float))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "peak_rss_mb": memory, "table": table}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..bundle import CONTRASTS
 from ..device import DEVICE_CHOICES, resolve_device
 from ..errors import InputError
 from ..inference.brain_extraction import BRAIN_MASK_METHODS, brain_mask_for
@@ -27,10 +28,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="MASK",
                         help="output mask file (.nii.gz, .nii, .nrrd or .mha)")
     parser.add_argument("--method", choices=BRAIN_MASK_METHODS, default="auto",
-                        help="auto (nonzero region of a skull-stripped scan, else learned), learned, "
-                             "nonzero, atlas")
+                        help="auto (nonzero region of a skull-stripped scan, else the best installed "
+                             "extractor for the contrast), deepbet, hd-bet-fast, hd-bet (5 folds, for a "
+                             "GPU), learned, nonzero, atlas; deepbet and HD-BET come with "
+                             'pip install "uadbrain[brainmask]"')
+    parser.add_argument("--contrast", choices=CONTRASTS, metavar="{" + ",".join(CONTRASTS) + "}",
+                        help="the image's contrast, for auto's choice of extractor (default: unknown)")
     parser.add_argument("--probability", type=Path, metavar="FILE",
-                        help="also write the learned brain probability (float, input grid)")
+                        help="also write the brain probability of the learned model (float, input grid)")
     parser.add_argument("--overlay", type=Path, metavar="PNG",
                         help="also write a picture of three slices with the mask outline")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
@@ -53,7 +58,7 @@ def run_brainmask(args) -> int:
     image = read_image(args.image, "image")
     device = resolve_device(args.device)
     started = time.perf_counter()
-    mask, path_taken = brain_mask_for(image, None, args.method, device)
+    mask, path_taken = brain_mask_for(image, None, args.method, device, args.contrast)
     seconds = time.perf_counter() - started
     volume_ml = check_mask_volume(mask)
     writers = {args.out: lambda staged: write_image(mask, staged)}

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ..bundle import BUNDLED_MODELS_DIR, METADATA_FILE, Bundle, load_task_model
 from ..errors import ModelError
-from ..geometry import canonical_reference, canonical_spacing, resample_like
-from ..preprocessing import fill_holes, largest_component
+from .head_grid import head_on_grid, mask_on_native, probability_on_native
 
 BRAINMASK_BUNDLE = "brainmask"
 TASK = "brain_extraction"  # metadata "task" of brain-extraction bundles (not anomaly models)
@@ -54,29 +52,9 @@ def normalise_head(array: np.ndarray, valid: np.ndarray | None = None) -> np.nda
 
 
 def network_grid(image: sitk.Image, spacing_mm: float) -> tuple[sitk.Image, np.ndarray]:
-    """The head resampled onto a canonical grid at ``spacing_mm``, normalised: (grid, array).
-
-    Finer inputs are smoothed first so that downsampling averages noise instead of aliasing it.
-    """
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    # a fine grid is first box-averaged by whole factors (cheap, and far less memory than a
-    # Gaussian on every native voxel); the Gaussian adds what is left to reach the model spacing
-    shrink = [max(1, int(spacing_mm / s + 1e-3)) for s in image.GetSpacing()]
-    if max(shrink) > 1:
-        image = sitk.BinShrink(image, shrink)
-    native = np.array(canonical_spacing(image))
-    # Gaussian FWHM that brings each axis' resolution to the model spacing
-    sigma = np.sqrt(np.clip(spacing_mm ** 2 - native ** 2, 0.0, None)) / 2.355
-    direction = np.abs(np.array(image.GetDirection()).reshape(3, 3))
-    sigma_image_axes = sigma[direction.argmax(axis=0)]  # canonical L, P, S → the image's own axes
-    if sigma_image_axes.max() > 0.05:
-        image = sitk.DiscreteGaussian(image, [float(s) ** 2 for s in sigma_image_axes], 32, 0.01, True)
-    grid = canonical_reference(image, (spacing_mm,) * 3)
-    resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, np.nan, sitk.sitkFloat32)
-    array = sitk.GetArrayFromImage(resampled)
-    valid = np.isfinite(array)
-    array[~valid] = 0.0
-    return resampled, normalise_head(array, valid)
+    """The head on a canonical grid at ``spacing_mm``, normalised: (grid, array)."""
+    grid, array, valid = head_on_grid(image, spacing_mm)
+    return grid, normalise_head(array, valid)
 
 
 def pad_for_network(array: np.ndarray, margin: int = 0,
@@ -117,29 +95,13 @@ class BrainMaskModel:
     def probability(self, image: sitk.Image) -> sitk.Image:
         """Brain probability on ``image``'s exact native grid."""
         grid, array = network_grid(image, self.spacing_mm)
-        probability = sitk.GetImageFromArray(self.grid_probability(array))
-        probability.CopyInformation(grid)
-        return resample_like(probability, image)
+        return probability_on_native(self.grid_probability(array), grid, image)
 
     def mask(self, image: sitk.Image) -> sitk.Image:
-        """Binary brain mask (uint8) on ``image``'s exact native grid, one component, no holes.
-
-        The component and the holes are decided on the network's grid, where they cost little
-        whatever the scan's size: the probability is kept within one voxel of the brain's largest
-        component and set to 1 in its holes, then carried onto the native grid and thresholded
-        there (the boundary keeps the probability's sub-voxel position).
-        """
+        """Binary brain mask (uint8) on ``image``'s exact native grid, one component, no holes
+        (:func:`head_grid.mask_on_native`)."""
         grid, array = network_grid(image, self.spacing_mm)
-        probability = self.grid_probability(array)
-        mask = probability >= self.threshold
-        if mask.any():
-            kept = fill_holes(largest_component(mask))
-            near = ndimage.binary_dilation(kept, np.ones((3, 3, 3), bool))
-            probability = np.where(kept & ~mask, 1.0, np.where(near, probability, 0.0))
-        probability_image = sitk.GetImageFromArray(probability.astype(np.float32))
-        probability_image.CopyInformation(grid)
-        native = resample_like(probability_image, image)
-        return sitk.Cast(sitk.BinaryThreshold(native, self.threshold, 1e9, 1, 0), sitk.sitkUInt8)
+        return mask_on_native(self.grid_probability(array), grid, image, self.threshold)
 
 
 def learned_extractor_installed() -> bool:

@@ -103,9 +103,9 @@ def prepare_scan(inputs: dict[str, sitk.Image], given_mask: sitk.Image | None = 
     reference). ``spacing_mm`` None keeps the reference's own spacing. ``stage(name)`` is called
     as each step starts (progress and cancellation in ``detect``)."""
     stage = stage or (lambda name: None)
-    reference = next(iter(inputs.values()))
+    reference_contrast, reference = next(iter(inputs.items()))
     stage("brain mask")
-    native_mask, mask_method = brain_mask_for(reference, given_mask, brain_mask_method, device)
+    native_mask, mask_method = brain_mask_for(reference, given_mask, brain_mask_method, device, reference_contrast)
     if given_mask is None:
         brain_volume_ml = check_mask_volume(native_mask, f"brain mask ({mask_method})",
                                             "check the image, or give a brain mask (--mask) or another "
