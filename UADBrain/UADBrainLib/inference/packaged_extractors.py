@@ -145,16 +145,45 @@ class HdBet(PackagedExtractor):
         return np.ascontiguousarray(probability[:, ::-1, :])
 
 
+class DeepbetAndHdBet(PackagedExtractor):
+    """deepbet and HD-BET fast together: their probabilities averaged on HD-BET's grid."""
+
+    module = HdBet.module
+
+    @classmethod
+    def installed(cls) -> bool:
+        return Deepbet.installed() and HdBet.installed()
+
+    def __init__(self, device: str = "cpu"):
+        self.deepbet, self.hd_bet = packaged_extractor("deepbet", device), packaged_extractor("hd-bet-fast", device)
+        self.spacing_mm = self.hd_bet.spacing_mm
+
+    def mask(self, image: sitk.Image) -> sitk.Image:
+        import torch
+
+        torch.set_flush_denormal(True)  # see PackagedExtractor.mask
+        grid, array, valid = head_on_grid(image, self.hd_bet.spacing_mm)
+        fine_grid, fine_array, fine_valid = head_on_grid(image, self.deepbet.spacing_mm)
+        fine = sitk.GetImageFromArray(self.deepbet.grid_probability(fine_array, fine_valid))
+        fine.CopyInformation(fine_grid)
+        deepbet = sitk.GetArrayFromImage(sitk.Resample(fine, grid, sitk.Transform(), sitk.sitkLinear, 0.0))
+        return mask_on_native((self.hd_bet.grid_probability(array, valid) + deepbet) / 2, grid, image)
+
+
 _LOADED: dict = {}
 
 
 def packaged_extractor(name: str, device: str = "cpu") -> PackagedExtractor:
-    """The packaged extractor ``name`` (deepbet, hd-bet, hd-bet-fast), loaded once per device."""
-    kind = Deepbet if name == "deepbet" else HdBet
+    """The packaged extractor ``name`` (deepbet, hd-bet, hd-bet-fast, deepbet+hd-bet), loaded once
+    per device."""
+    kind = KINDS[name]
     if not kind.installed():
         raise InputError(f"the {name} brain extractor is not installed — {INSTALL_HINT}, or use "
                          "--brain-mask-method learned.")
     key = (name, device)
     if key not in _LOADED:
-        _LOADED[key] = Deepbet(device) if kind is Deepbet else HdBet(device, accurate=name == "hd-bet")
+        _LOADED[key] = HdBet(device, accurate=name == "hd-bet") if kind is HdBet else kind(device)
     return _LOADED[key]
+
+
+KINDS = {"deepbet": Deepbet, "hd-bet-fast": HdBet, "hd-bet": HdBet, "deepbet+hd-bet": DeepbetAndHdBet}
