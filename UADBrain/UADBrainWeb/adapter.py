@@ -21,13 +21,13 @@ from pathlib import Path
 
 from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.errors import Cancelled
-from UADBrainLib.inference.brain_extraction import BRAIN_MASK_METHODS as BRAIN_EXTRACTION_CHOICES
+from UADBrainLib.inference import brain_extraction
 from UADBrainLib.inference.options import DEFAULTS, DetectOptions
 from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
 DEVICES = DEVICE_CHOICES
-BRAIN_MASK_METHODS = BRAIN_EXTRACTION_CHOICES
+BRAIN_MASK_METHODS = brain_extraction.BRAIN_MASK_METHODS
 MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else f"{kernel} mm", "value": kernel} for kernel in MEDIAN_KERNELS]
 DOWNLOAD_FILE_NAMES = {
     "segmentation_nrrd": "segmentation.seg.nrrd",

