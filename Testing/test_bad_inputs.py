@@ -119,6 +119,11 @@ def corpus(tmp: Path) -> dict:
     named_like_output = save(image, in_out / "anomaly_map.nii.gz")
     mask_like_output = save(brain, in_out / "segmentation.nii.gz")
     example = {c: str(example_volume_path(c)) for c in ("flair", "t2")}
+    noise = sitk.GetImageFromArray(np.random.default_rng(3).normal(100, 20, array.shape[::-1]).astype(np.float32))
+    noise.CopyInformation(image)
+    example_flair = sitk.ReadImage(example["flair"], sitk.sitkFloat32)
+    values = sitk.GetArrayViewFromImage(example_flair)
+    inverted = float(values.max()) + float(values.min()) - example_flair  # air brightest, as a negative film
 
     def no_weights_checksum(folder, metadata):
         metadata["weights"]["sha256"] = "0" * 64
@@ -176,6 +181,12 @@ def corpus(tmp: Path) -> dict:
                              "more than any brain"),
         "too small for a brain": (["--flair", save(tiny, inputs / "tiny.nii.gz"), "--brain-mask-method", "nonzero"],
                                   "does not look like a brain"),
+        "noise volume with a mask": (["--flair", save(noise, inputs / "noise.nii.gz"), "--mask", save(
+            brain, inputs / "noise_mask.nii.gz")], "looks like noise"),
+        "noise volume, brain found": (["--flair", save(noise, inputs / "noise2.nii.gz"), "--brain-mask-method",
+                                       "nonzero"], "looks like noise"),
+        "inverted intensities": (["--flair", save(inverted, inputs / "inverted.nii.gz"), "--mask",
+                                  str(example_volume_path("brain_mask"))], "look inverted"),
         # masks
         "mask missing": (["--flair", good, "--mask", str(inputs / "nomask.nii.gz")], "does not exist"),
         "mask empty": (["--flair", good, "--mask", save(brain * 0, inputs / "mask0.nii.gz")], "empty"),

@@ -37,7 +37,7 @@ def test_bundle_is_checksummed_and_not_listed_as_an_anomaly_model():
 
 
 def test_corrupt_or_missing_bundle_skips_the_check_with_a_warning(tmp_path):
-    image = np.random.default_rng(0).normal(100, 10, (20, 20, 20)).astype(np.float32)
+    image = np.indices((20, 20, 20)).sum(axis=0).astype(np.float32)  # structured: not refused as noise
     mask = np.ones(image.shape, bool)
     copy = tmp_path / "input-check"
     shutil.copytree(find_bundle(INPUT_CHECK_BUNDLE).path, copy)
@@ -52,7 +52,7 @@ def test_without_torch_the_check_is_skipped(tmp_path, monkeypatch):
     copy = tmp_path / "input-check"  # a bundle not loaded yet, so loading must import torch
     shutil.copytree(find_bundle(INPUT_CHECK_BUNDLE).path, copy)
     monkeypatch.setitem(sys.modules, "torch", None)
-    outcome = check_inputs({"flair": np.ones((8, 8, 8))}, np.ones((8, 8, 8), bool), (2.0,) * 3,
+    outcome = check_inputs({"flair": np.indices((8, 8, 8)).sum(axis=0)}, np.ones((8, 8, 8), bool), (2.0,) * 3,
                            bundle=str(copy))
     assert outcome.report == {"skipped": "torch is not installed"} and len(outcome.warnings) == 1
 
@@ -136,3 +136,21 @@ def test_real_scans_pass_as_their_true_contrast(shared_data):
         predictions = check_scan(files, mask, method)
         warnings = decide(predictions)  # never an error
         assert not any("does not look like a brain" in w for w in warnings), name
+
+
+def test_noise_and_inverted_intensities_are_refused_before_the_network():
+    from UADBrainLib.inference.input_check import background_contrast, implausible, spatial_structure
+
+    image, brain, _ = phantom_brain(shape=(60, 60, 60), spacing=(1.0, 1.0, 1.0))
+    values, mask = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(brain) > 0
+    spacing = (1.0, 1.0, 1.0)
+    assert implausible("flair", values, mask, spacing) is None
+    noise = np.random.default_rng(1).normal(100, 20, values.shape)
+    assert abs(spatial_structure(noise, mask, spacing)) < 0.05
+    assert "looks like noise" in implausible("flair", noise, mask, spacing)
+    inverted = values.max() + values.min() - values
+    assert "look inverted" in implausible("flair", inverted, mask, spacing)
+    # a brain filling the grid leaves no background to judge: nothing is refused for it
+    assert background_contrast(inverted, np.ones_like(mask), spacing) is None
+    # turned off, the checks do not run
+    assert check_inputs({"flair": noise}, mask, spacing, enabled=False).report == {"skipped": "turned off"}

@@ -3,6 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from phantoms import ellipsoid
+from UADBrainLib.errors import InputError
 from UADBrainLib.inference.postprocessing import PostProcessor, erode_mask, median_filter, otsu_threshold
 
 
@@ -65,7 +66,7 @@ def test_median_filter_removes_isolated_voxels_and_keeps_blobs():
         filtered = median_filter(array, kernel)
         assert filtered[5, 5, 5] == 0 and filtered[13, 13, 13] == 10
     assert median_filter(array, 0) is array
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="median kernel must be one of 0, 3, 5, 7 mm"):
         median_filter(array, 4)
 
 

@@ -46,7 +46,7 @@ def validate_mask(image, name: str = "mask") -> sitk.Image:
 
 
 def _read(path, name: str, what: str) -> sitk.Image:
-    """A file or DICOM folder as ITK reads it, with a NIfTI file's grid set by the NIfTI rules."""
+    """A file or DICOM folder as an image; a NIfTI file read and placed by the NIfTI rules."""
     path = Path(path)
     try:
         path.stat()
@@ -58,11 +58,14 @@ def _read(path, name: str, what: str) -> sitk.Image:
     if not readable:
         raise InputError(f"{name}: '{path}' cannot be read (permission denied) — check its permissions "
                          "or those of its folder.")
-    nifti = None if path.is_dir() or image_path_suffix(path) not in (".nii", ".nii.gz") else _nifti_geometry(path, name)
+    if not path.is_dir() and image_path_suffix(path) in (".nii", ".nii.gz"):
+        image = _read_nifti(path, name)
+        if image is not None:
+            return image
     warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # header oddities are judged here, not printed by ITK
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
+        return _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as error:
@@ -73,26 +76,17 @@ def _read(path, name: str, what: str) -> sitk.Image:
         raise InputError(f"{name}: cannot read '{path}' ({_short(reason)}) — give {what}.") from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
-    if nifti is not None and image.GetDimension() in (3, 4):
-        # ITK prefers the qform and reads a zero or negative pixdim its own way; the NIfTI rules
-        # (sform when set, else qform, else pixdim: nibabel's) decide where each voxel lies
-        spacing, direction, origin = nifti
-        if image.GetDimension() == 4:  # one volume along a 4th axis: _as_3d extracts it
-            spacing, origin = spacing + [image.GetSpacing()[3]], origin + [image.GetOrigin()[3]]
-            direction = [*direction[0:3], 0.0, *direction[3:6], 0.0, *direction[6:9], 0.0, 0.0, 0.0, 0.0, 1.0]
-        image.SetSpacing(spacing)
-        image.SetDirection(direction)
-        image.SetOrigin(origin)
-    return image
 
 
-def _nifti_geometry(path: Path, name: str):
-    """Check a NIfTI file whole and return its grid by the NIfTI rules as ITK geometry
-    ``(spacing, direction, origin)`` in LPS, or None when nibabel cannot judge it.
+def _read_nifti(path: Path, name: str) -> sitk.Image | None:
+    """A NIfTI file read whole by nibabel and placed by the NIfTI rules (sform when set, else
+    qform, else pixdim: ITK prefers the qform and reads a zero or negative pixdim its own way), or
+    None when ITK should read it (nibabel missing or unable to judge it; 2D, 4D, colour or complex
+    voxels, which the checks after reading refuse with their own reasons).
 
     Refuses a file cut short (ITK reads it silently, the missing voxels as 0), NaN or infinite
     voxels (ITK turns them into 0), a zero voxel size no sform overrides (ITK reads it as 1 mm)
-    and a sheared grid.
+    and a sheared grid. The voxels are decompressed once, here: ITK does not read the file again.
     """
     try:
         import nibabel
@@ -118,9 +112,8 @@ def _nifti_geometry(path: Path, name: str):
         finite = np.isfinite(data)
         if not finite.all():
             raise _non_finite_error(name, finite)
-    del data
-    if not _is_3d_volume(written):
-        return None  # 2D or 4D: refused by the checks that follow
+    if not _is_3d_volume(written) or data.dtype.fields is not None or np.iscomplexobj(data):
+        return None
     sform_code = int(written["sform_code"])
     if sform_code == 0 and np.any(np.asarray(written["pixdim"][1:4]) == 0):
         raise InputError(f"{name}: the header gives a voxel size of 0 mm and no sform to replace it — fix the "
@@ -136,8 +129,16 @@ def _nifti_geometry(path: Path, name: str):
         raise InputError(f"{name}: the voxel axes in the header are not perpendicular (a sheared grid) — "
                          "resample the scan onto an orthogonal grid first.")
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    return ([float(s) for s in spacing], [float(v) for v in (ras_to_lps @ direction).ravel()],
-            [float(v) for v in ras_to_lps @ affine[:3, 3]])
+    if np.issubdtype(data.dtype, np.floating) and data.dtype.itemsize > 4:
+        data = data.astype(np.float32)  # scaled integers come as float64; the pipeline works in float32
+    elif not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))  # ITK takes the machine's byte order
+    image = sitk.GetImageFromArray(data.reshape(data.shape[:3]).T)  # nibabel's [i, j, k] → ITK's
+    del data
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (ras_to_lps @ direction).ravel()])
+    image.SetOrigin([float(v) for v in ras_to_lps @ affine[:3, 3]])
+    return image
 
 
 def _is_3d_volume(header) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ..bundle import CONTRASTS
 from ..device import DEVICE_CHOICES, resolve_device
 from ..errors import InputError
 from ..inference.brain_extraction import BRAIN_MASK_METHODS, brain_mask_for
+from ..inference.result_files import can_create_in, nearest_existing
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
@@ -82,8 +82,8 @@ def check_output_file(path: Path, image_path) -> None:
         raise InputError(f"'{path}' is a folder — give a file name for the output.")
     if path.absolute().resolve() == Path(image_path).absolute().resolve():
         raise InputError(f"'{path}' is the input image — give another name for the output.")
-    existing = next(p for p in path.absolute().parents if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    existing = nearest_existing(path.absolute().parent)
+    if not can_create_in(existing):
         raise InputError(f"'{path}' cannot be written ('{existing}' is not a writable folder) — choose another "
                          "output path.")
 

@@ -48,8 +48,8 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="compute device: auto (CUDA when available), cpu or cuda")
     parser.add_argument("--no-contrast-check", dest="check_contrast", action="store_false", default=None,
-                        help="do not refuse inputs that look like another contrast (e.g. a T1 given "
-                             "as --flair, FLAIR and T2 swapped)")
+                        help="do not refuse inputs that look like another contrast (e.g. FLAIR and T2 "
+                             "swapped) or like no MRI of a brain (noise, inverted intensities)")
 
 
 def detect_options(args) -> DetectOptions:

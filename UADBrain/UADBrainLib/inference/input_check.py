@@ -27,6 +27,13 @@ which a healthy-looking brain may not show), so the groups are FLAIR, T2, T1 (t1
   (Real scans reach the warning level: one BraTS T1c looks 93 % FLAIR-like to the network.)
 * otherwise nothing. A false alarm blocks a clinician, so refusing needs near-certainty.
 
+Before the network, two measurements refuse images that are no MRI of a brain, whatever the
+network says (:func:`implausible`): no spatial structure in the brain (voxels
+:data:`STRUCTURE_LAG_MM` apart uncorrelated along some axis: noise), or a background brighter
+than the brain (air is the darkest thing in an MRI magnitude image: inverted intensities). Both
+sit far from every real scan in ``../shared/data`` at any acquisition grid
+(``docs/tools/plausibility.py`` measures the margins).
+
 The check is skipped, with a report warning and never an error, when turned off
 (``DetectOptions.check_contrast``, ``--no-contrast-check``), when the bundle is missing or corrupt,
 or when torch is not installed.
@@ -63,6 +70,71 @@ GRID_SHAPE = (56, 68, 56)  # canonical [S, P, L]: 168 x 204 x 168 mm around the 
 CLIP_Z = (-10.0, 25.0)  # robust z-scores beyond these carry no contrast information
 INPUT_SCALE = 5.0
 OFF_HINT = "or turn the contrast check off (--no-contrast-check)"
+STRUCTURE_LAG_MM = 3.0  # beyond any interpolation kernel of a ≤ 3 mm grid: noise pairs are independent
+MIN_STRUCTURE = 0.1  # real scans ≥ 0.45 (docs/tools/plausibility.py); i.i.d. noise ≈ 0
+BACKGROUND_MARGIN_MM = 6.0  # background = farther than this from the brain (skull, scalp, air)
+BACKGROUND_QUANTILE = 0.99  # refused when the background's median is at least this brain quantile
+MIN_BACKGROUND_FRACTION = 0.05  # of the grid: a volume cropped to the brain has no background to judge
+
+
+# --------------------------------------------------------------------------- plausibility
+
+def spatial_structure(array: np.ndarray, mask: np.ndarray, spacing, lag_mm: float = STRUCTURE_LAG_MM) -> float:
+    """The smallest, over the three axes, correlation between brain voxels ``lag_mm`` apart.
+
+    Tissue makes neighbouring voxels alike (real scans ≥ 0.45 at 3 mm); noise does not (≈ 0).
+    ``array`` is a canonical ``[S, P, L]`` image, ``spacing`` in SimpleITK order (L, P, S).
+    """
+    brain = np.asarray(mask, bool)
+    inside = np.asarray(array, np.float32)[brain]
+    if inside.size < 2:
+        return 1.0
+    low, high = np.percentile(inside, [0.5, 99.5])  # a few extreme voxels must not decide
+    values = np.clip(np.asarray(array, np.float32), low, high)
+    correlations = []
+    for axis, step_mm in enumerate(np.asarray(spacing, float)[::-1]):
+        step = max(1, int(round(lag_mm / step_mm)))
+        if step >= brain.shape[axis]:
+            continue
+        first = tuple(slice(0, -step) if a == axis else slice(None) for a in range(3))
+        second = tuple(slice(step, None) if a == axis else slice(None) for a in range(3))
+        pairs = brain[first] & brain[second]
+        if pairs.sum() < 100:
+            continue
+        x, y = values[first][pairs], values[second][pairs]
+        spread = float(x.std() * y.std())
+        correlations.append(float(np.mean((x - x.mean()) * (y - y.mean()))) / spread if spread > 0 else 0.0)
+    return min(correlations) if correlations else 1.0
+
+
+def background_contrast(array: np.ndarray, mask: np.ndarray, spacing,
+                        margin_mm: float = BACKGROUND_MARGIN_MM) -> tuple[float, float] | None:
+    """(median of the background, :data:`BACKGROUND_QUANTILE` of the brain), or None when less than
+    :data:`MIN_BACKGROUND_FRACTION` of the grid lies farther than ``margin_mm`` from the brain."""
+    brain = np.asarray(mask, bool)
+    if not brain.any():
+        return None
+    near = ndimage.distance_transform_edt(~brain[::2, ::2, ::2], sampling=2 * np.asarray(spacing, float)[::-1])
+    background = np.zeros_like(brain)
+    background[::2, ::2, ::2] = near > margin_mm  # every 8th voxel: enough for a median
+    if background.sum() * 8 < MIN_BACKGROUND_FRACTION * brain.size:
+        return None
+    values = np.asarray(array, np.float32)
+    return float(np.median(values[background])), float(np.quantile(values[brain], BACKGROUND_QUANTILE))
+
+
+def implausible(name: str, array: np.ndarray, mask: np.ndarray, spacing) -> str | None:
+    """Why ``array`` cannot be an MRI of a brain (a refusal message), or None."""
+    structure = spatial_structure(array, mask, spacing)
+    if structure < MIN_STRUCTURE:
+        return (f"{name}: the image has no structure inside the brain (voxels {STRUCTURE_LAG_MM:g} mm apart are "
+                f"unrelated: correlation {structure:.2f}) — it looks like noise, not an MRI; check the file, {OFF_HINT}.")
+    contrast = background_contrast(array, mask, spacing)
+    if contrast is not None and contrast[0] >= contrast[1]:
+        return (f"{name}: the background is brighter than the brain (median {contrast[0]:.4g} against "
+                f"{contrast[1]:.4g} for the brightest brain voxels) — the intensities look inverted; give "
+                f"the image as the scanner wrote it, {OFF_HINT}.")
+    return None
 
 
 # --------------------------------------------------------------------------- network input
@@ -250,6 +322,10 @@ def check_inputs(images: dict[str, np.ndarray], mask: np.ndarray, spacing, enabl
     if not enabled:
         return InputCheck({"skipped": "turned off"}, [])
     started = time.perf_counter()
+    for name, array in images.items():
+        reason = implausible(name, array, mask, spacing)
+        if reason is not None:
+            raise InputError(reason)
     try:
         checker = load_checker(bundle, device)
     except ImportError:

@@ -15,7 +15,7 @@ from ..device import DEVICE_CHOICES
 from ..errors import InputError
 from .brain_extraction import BRAIN_MASK_METHODS
 from .calibration import DEFAULT_FPR
-from .postprocessing import MEDIAN_KERNELS
+from .postprocessing import check_median
 
 # what a model without its own post-processing defaults gets
 MODEL_DEFAULT_POSTPROCESSING = {"median": 5, "min_size_mm3": 0.0, "erosion_mm": 0.0}
@@ -39,13 +39,6 @@ def _number(name: str, value, low: float, high: float, low_open: bool = False) -
 
 def check_fpr(value) -> float:
     return _number("the false-positive rate (fpr)", value, 0.0, MAX_FPR, low_open=True)
-
-
-def check_median(value) -> int:
-    if value not in MEDIAN_KERNELS or isinstance(value, bool):
-        raise InputError(f"the median kernel must be one of {', '.join(map(str, MEDIAN_KERNELS))} mm "
-                         f"(0 = off), got {value!r}.")
-    return int(value)
 
 
 def check_min_size(value) -> float:
@@ -77,7 +70,7 @@ def check_threshold(value):
 class DetectOptions:
     threshold: float | str | None = None  # number, "calibrated", "otsu"; None: calibrated if possible
     fpr: float = DEFAULT_FPR  # healthy voxel false-positive rate of the calibrated threshold
-    median: int | None = None  # voxels, 0/3/5/7; None: the model's default
+    median: int | None = None  # cubic kernel in mm, 0/3/5/7; None: the model's default
     min_size_mm3: float | None = None  # None: the model's default
     erosion_mm: float | None = None  # erode the brain mask before thresholding; None: model default
     brain_mask_method: str = "auto"  # brain_extraction.BRAIN_MASK_METHODS

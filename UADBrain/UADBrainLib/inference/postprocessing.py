@@ -22,6 +22,7 @@ from ..geometry import array_to_image, canonical_reference, lps_to_ras, resample
 MEDIAN_KERNELS = (0, 3, 5, 7)  # mm, 0 = off
 WORKING_SPACING_MM = 1.0  # the grid filters run on; healthy calibrations are made on it
 CROP_MARGIN = 4  # voxels kept around the brain so filters see the same neighbourhood
+PASTE_SLAB = 32  # native slices carried back at a time
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Lesion:
 
 @dataclass
 class Segmentation:
-    labels: np.ndarray  # int32 on the full native grid, lesion i has label i (1 = highest max score)
+    labels: np.ndarray  # unsigned ints on the full native grid, lesion i has label i (1 = highest max score)
     lesions: list[Lesion]
 
     @property
@@ -57,18 +58,17 @@ class Segmentation:
         return float(sum(lesion.volume_ml for lesion in self.lesions))
 
 
-def _check_kernel(median: int) -> int:
-    median = int(median or 0)
-    if median == 1:
-        median = 0
-    if median not in MEDIAN_KERNELS:
-        raise ValueError(f"median kernel must be one of {MEDIAN_KERNELS} mm (0 = off), got {median}")
-    return median
+def check_median(value) -> int:
+    """A median kernel in mm, one of :data:`MEDIAN_KERNELS` (0 = off)."""
+    if value not in MEDIAN_KERNELS or isinstance(value, bool):
+        raise InputError(f"the median kernel must be one of {', '.join(map(str, MEDIAN_KERNELS))} mm "
+                         f"(0 = off), got {value!r}.")
+    return int(value)
 
 
 def median_filter(array: np.ndarray, kernel: int) -> np.ndarray:
     """Cubic median filter of ``kernel`` voxels (on the 1 mm working grid: millimetres)."""
-    kernel = _check_kernel(kernel)
+    kernel = check_median(kernel)
     if kernel == 0:
         return array
     image = sitk.GetImageFromArray(array)
@@ -175,7 +175,7 @@ class PostProcessor:
     # ---- the working grid: statistics of the map (thresholds, volume score, display range)
     def filtered(self, median: int) -> np.ndarray:
         """The working-grid map median-filtered with a cubic kernel of ``median`` mm."""
-        median = _check_kernel(median)
+        median = check_median(median)
         if median not in self._filtered:
             self._filtered[median] = median_filter(self.working, median)
         return self._filtered[median]
@@ -209,14 +209,19 @@ class PostProcessor:
     # ---- the native grid: what is shown, written and thresholded
     def anomaly_map(self, median: int) -> sitk.Image:
         """The filtered map on the whole native grid (0 outside the brain)."""
-        median = _check_kernel(median)
+        median = check_median(median)
         if self._shown is None or self._shown[0] != median:
             self._shown = None  # let the previous kernel's full-size map go before making the next
             filtered = array_to_image(self.filtered(median), self.grid)
-            carried = sitk.GetArrayFromImage(resample_like(filtered, self._native_crop))
-            full = np.zeros(self.shape, np.float32)
-            full[self.crop] = np.where(self.mask, carried, 0.0)
-            self._shown = (median, array_to_image(full, self.reference))
+            full = sitk.Image(self.reference.GetSize(), sitk.sitkFloat32)
+            full.CopyInformation(self.reference)
+            # carried back a slab at a time and pasted in place: a 0.5 mm grid has 10^8 voxels
+            first, last = self.crop[0].start, self.crop[0].stop
+            for start in range(first, last, PASTE_SLAB):
+                slab = (slice(start, min(start + PASTE_SLAB, last)), *self.crop[1:])
+                native_brain = _region(self.reference, slab)
+                full[tuple(slab[::-1])] = sitk.Mask(resample_like(filtered, native_brain), native_brain)
+            self._shown = (median, full)
         return self._shown[1]
 
     def map(self, median: int) -> np.ndarray:
@@ -243,14 +248,15 @@ class PostProcessor:
         """Lesions where the shown map (:meth:`anomaly_map`) exceeds ``threshold`` in the brain."""
         scores = self.map(median)
         flagged = (scores > threshold) & self.brain(erosion_mm)
-        full = np.zeros(self.shape, np.int32)
         box = bounding_box(flagged)
         if box is None:
-            return Segmentation(labels=full, lesions=[])
+            return Segmentation(labels=np.zeros(self.shape, np.uint8), lesions=[])
         # label only the box around flagged voxels: a few lesions need not cost a whole-brain pass
         labels, count = ndimage.label(flagged[box])
         offset = tuple(c.start + b.start for c, b in zip(self.crop, box))
         lesions, box_labels = self._measure(labels, count, scores[box], min_size_mm3, offset)
+        # the smallest type that holds the labels: the full grid can have 10^8 voxels
+        full = np.zeros(self.shape, np.min_scalar_type(len(lesions)))
         full[tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))] = box_labels
         return Segmentation(labels=full, lesions=lesions)
 
@@ -296,6 +302,6 @@ class PostProcessor:
                 bbox_ijk_min=tuple(int(c) for c in lower[new_label][::-1]),
                 bbox_ijk_max=tuple(int(c) for c in upper[new_label][::-1]),
             ))
-        crop_labels = np.zeros(labels.shape, np.int32)
+        crop_labels = np.zeros(labels.shape, np.min_scalar_type(kept.size))
         crop_labels.ravel()[flat_index] = new_component
         return lesions, crop_labels

@@ -115,7 +115,8 @@ def prepare_scan(inputs: dict[str, sitk.Image], given_mask: sitk.Image | None = 
 
     stage("resample")
     grid = to_canonical(reference, spacing_mm)
-    images = {name: resample_like(to_canonical(image), grid) for name, image in inputs.items()}
+    # straight onto the model grid: reorienting a 0.5 mm volume first would copy all of it
+    images = {name: resample_like(image, grid) for name, image in inputs.items()}
     mask_image = resample_like(native_mask, grid, is_label=True)
     if bias_correction:
         stage("bias correction")

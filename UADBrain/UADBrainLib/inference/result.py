@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..geometry import array_to_image
-from .options import check_erosion, check_fpr, check_median, check_min_size, check_threshold
-from .postprocessing import Lesion, PostProcessor
+from .options import check_erosion, check_fpr, check_min_size, check_threshold
+from .postprocessing import Lesion, PostProcessor, check_median
 from .thresholds import resolve_threshold
 
 
@@ -20,7 +18,7 @@ class Result:
 
     anomaly_map: sitk.Image  # the median-filtered map the threshold acts on (what is shown and written)
     brain_mask: sitk.Image
-    labels_array: np.ndarray  # int32, lesion i = label i, 1 = most anomalous
+    labels_array: np.ndarray  # unsigned ints (the smallest type that holds them), lesion i = label i, 1 = most anomalous
     lesions: list[Lesion]
     threshold: float
     threshold_method: str
@@ -45,13 +43,27 @@ class Result:
                 f"{self.flagged_volume_ml:.2f}, threshold={self.threshold:.4g} ({self.threshold_method}), "
                 f"median={self.median} mm, volume_score={self.volume_score:.4g}, size={self.anomaly_map.GetSize()})")
 
-    @cached_property
+    # made when asked, not kept: on a 0.5 mm grid each is another full-size image
+    @property
     def lesion_labels(self) -> sitk.Image:
-        return array_to_image(self.labels_array, self.anomaly_map)
+        return self._image_of_labels(self.labels_array.dtype, lambda labels: labels)
 
-    @cached_property
+    @property
     def segmentation(self) -> sitk.Image:
-        return array_to_image((self.labels_array > 0).astype(np.uint8), self.anomaly_map)
+        """The segmentation as a 0/1 uint8 image on the native grid."""
+        return self._image_of_labels(np.uint8, lambda labels: (labels > 0).astype(np.uint8))
+
+    def _image_of_labels(self, dtype, convert) -> sitk.Image:
+        """An image of ``convert(labels)``: only the box around the lesions is converted and pasted
+        into an empty grid, so no temporary copy of the whole grid is made."""
+        image = sitk.Image(self.anomaly_map.GetSize(), sitk.GetImageFromArray(np.zeros((2, 2, 2), dtype)).GetPixelID())
+        image.CopyInformation(self.anomaly_map)
+        if self.lesions:
+            low = np.min([lesion.bbox_ijk_min for lesion in self.lesions], axis=0)
+            high = np.max([lesion.bbox_ijk_max for lesion in self.lesions], axis=0)
+            box = tuple(slice(int(a), int(b) + 1) for a, b in zip(low, high))  # i, j, k
+            image[box] = sitk.GetImageFromArray(convert(self.labels_array[box[::-1]]))
+        return image
 
     @property
     def flagged_volume_ml(self) -> float:

@@ -33,16 +33,27 @@ def write_lesion_table(result: Result, path) -> None:
             writer.writerow(lesion.as_row())
 
 
+def nearest_existing(path) -> Path:
+    """``path`` itself when it exists, else its nearest existing ancestor."""
+    path = Path(path).absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether files and folders can be made in the existing folder ``folder``."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
 def check_output_folder(out_dir, inputs=(), also_written=()) -> None:
     """Refuse, before any work is done, an output folder that cannot be written or whose outputs
     would overwrite an input (``inputs``: paths; ``also_written``: file names beyond OUTPUT_FILES)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder '{out_dir}' is a file — give a folder (it is created if needed).")
-    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    existing = nearest_existing(out_dir)
     if not existing.is_dir():
         raise InputError(f"output folder '{out_dir}' lies inside the file '{existing}' — give a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not can_create_in(existing):
         raise InputError(f"output folder '{out_dir}' cannot be written (permission denied on '{existing}') — "
                          "choose another --out.")
     written = set(OUTPUT_FILES) | set(also_written)
@@ -155,11 +166,13 @@ def render_overview(result: Result, path) -> None:
     # at most 1 mm per voxel: a picture needs no more, and a 0.5 mm volume would cost 8 times the memory
     spacing = np.maximum(canonical_spacing(result.anomaly_map), OVERVIEW_SPACING_MM)
     anomaly = to_canonical(result.anomaly_map, spacing)
-    labels = sitk.GetArrayFromImage(resample_like(result.segmentation, anomaly, is_label=True))
-    brain = sitk.GetArrayFromImage(resample_like(result.brain_mask, anomaly, is_label=True)) > 0
-    scores = sitk.GetArrayFromImage(anomaly)
-    image = sitk.GetArrayFromImage(resample_like(sitk.Cast(result.inputs[result.report.get(
-        "reference_contrast", next(iter(result.inputs)))], sitk.sitkFloat32), anomaly))
+    # views, not copies, of the pictures' images (kept alive by these names)
+    label_image = resample_like(result.segmentation, anomaly, is_label=True)
+    labels = sitk.GetArrayViewFromImage(label_image)
+    brain = sitk.GetArrayViewFromImage(resample_like(result.brain_mask, anomaly, is_label=True)) > 0
+    scores = sitk.GetArrayViewFromImage(anomaly)
+    reference = resample_like(result.inputs[result.report.get("reference_contrast", next(iter(result.inputs)))], anomaly)
+    image = sitk.GetArrayViewFromImage(reference)
     centre = _peak_of_first_lesion(result, anomaly) if result.lesions else \
         np.unravel_index(np.argmax(np.where(brain, scores, -np.inf)), scores.shape)
     spacing_lps = anomaly.GetSpacing()  # canonical: (L, P, S)
@@ -193,7 +206,10 @@ def render_overview(result: Result, path) -> None:
     figure.colorbar(overlay, cax=axes[3], label=f"anomaly score ({units})")
     brain_scores = result.postprocessor.shown_scores(result.median, result.erosion_mm)
     hist_axis = axes[4]
-    hist_axis.hist(brain_scores, bins=200, color="0.4", log=True)
+    counts, edges = np.histogram(brain_scores, bins=200)  # in blocks: matplotlib's hist copies the scores
+    del brain_scores
+    hist_axis.stairs(counts, edges, fill=True, color="0.4")
+    hist_axis.set_yscale("log")
     hist_axis.axvline(result.threshold, color="red", label=f"threshold {result.threshold:.3g} ({result.threshold_method})")
     hist_axis.set_xlabel("anomaly score of the brain voxels, as shown")
     hist_axis.set_ylabel("voxels")
