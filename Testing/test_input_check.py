@@ -139,7 +139,7 @@ def test_real_scans_pass_as_their_true_contrast(shared_data):
 
 
 def test_noise_and_inverted_intensities_are_refused_before_the_network():
-    from UADBrainLib.inference.input_check import background_contrast, implausible, spatial_structure
+    from UADBrainLib.inference.input_check import brain_darker_than_background, implausible, spatial_structure
 
     image, brain, _ = phantom_brain(shape=(60, 60, 60), spacing=(1.0, 1.0, 1.0))
     values, mask = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(brain) > 0
@@ -151,6 +151,8 @@ def test_noise_and_inverted_intensities_are_refused_before_the_network():
     inverted = values.max() + values.min() - values
     assert "look inverted" in implausible("flair", inverted, mask, spacing)
     # a brain filling the grid leaves no background to judge: nothing is refused for it
-    assert background_contrast(inverted, np.ones_like(mask), spacing) is None
+    assert brain_darker_than_background(values, mask, spacing) < 0.01
+    assert brain_darker_than_background(inverted, mask, spacing) > 0.99
+    assert brain_darker_than_background(inverted, np.ones_like(mask), spacing) is None
     # turned off, the checks do not run
     assert check_inputs({"flair": noise}, mask, spacing, enabled=False).report == {"skipped": "turned off"}

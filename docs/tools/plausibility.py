@@ -5,7 +5,7 @@ prepares it (validated, brain mask — the case's own, else ``auto`` —, the 1 
 own grid, as a 0.45×0.45×5 mm acquisition (slice profile simulated), and that acquisition with
 clinical noise (Gaussian, σ = 10 % and 20 % of the brain's median at the thick grid's voxels). For
 each: the spatial structure (the smallest correlation of brain voxels 3 mm apart) and the
-background's median against the brain's 99th percentile. The same is measured for images that
+share of brain voxels darker than the background's median. The same is measured for images that
 must be refused: each scan's intensities inverted, and pure noise volumes on the same grids.
 
 
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "UADBrain"))
 
 from UADBrainLib.cohort import find_cases, read_scan_folder  # noqa: E402
 from UADBrainLib.evaluation.acquisition import simulate_acquisition  # noqa: E402
-from UADBrainLib.inference.input_check import (MIN_STRUCTURE, background_contrast,  # noqa: E402
-                                               spatial_structure)
+from UADBrainLib.inference.input_check import (MAX_BRAIN_DARKER, MIN_STRUCTURE,  # noqa: E402
+                                               brain_darker_than_background, spatial_structure)
 from UADBrainLib.inference.preparation import load_scan, prepare_scan  # noqa: E402
 
 THICK = (0.45, 0.45, 5.0)
@@ -51,10 +51,9 @@ def measure(image: sitk.Image, mask: sitk.Image | None) -> dict:
     scan = prepare_scan(*load_scan({"flair": image}, mask), [1.0] * 3)
     array = sitk.GetArrayViewFromImage(scan.images["flair"])
     spacing = scan.grid.GetSpacing()
-    contrast = background_contrast(array, scan.mask, spacing)
+    darker = brain_darker_than_background(array, scan.mask, spacing)
     return {"structure": round(spatial_structure(array, scan.mask, spacing), 3),
-            "background_median": None if contrast is None else round(contrast[0], 4),
-            "brain_p99": None if contrast is None else round(contrast[1], 4),
+            "brain_darker_than_background": None if darker is None else round(darker, 4),
             "mask": scan.mask_method}
 
 
@@ -103,10 +102,11 @@ def main(argv=None) -> int:
     for kind in ("real", "inverted", "noise"):
         chosen = [r for r in rows if r["kind"] == kind]
         structure = [r["structure"] for r in chosen]
-        ratios = [r["background_median"] - r["brain_p99"] for r in chosen if r["background_median"] is not None]
+        darker = [r["brain_darker_than_background"] for r in chosen if r["brain_darker_than_background"] is not None]
         print(f"{kind}: {len(chosen)} images; structure min {min(structure):.3f} max {max(structure):.3f} "
-              f"(refused below {MIN_STRUCTURE}); background − brain p99: max {max(ratios) if ratios else float('nan'):.4g}, "
-              f"min {min(ratios) if ratios else float('nan'):.4g} ({len(ratios)} with background; refused above 0)")
+              f"(refused below {MIN_STRUCTURE}); brain darker than the background: min "
+              f"{min(darker) if darker else float('nan'):.3f} max {max(darker) if darker else float('nan'):.3f} "
+              f"({len(darker)} with a background; refused from {MAX_BRAIN_DARKER})")
     return 0
 
 

@@ -18,7 +18,8 @@ from .. import __version__
 from ..errors import UADBrainError
 
 # the modules of this package that add a subcommand, in the order --help lists them
-COMMAND_MODULES = ("detect", "models", "brainmask", "train", "calibrate", "evaluate", "grids", "bench")
+COMMAND_MODULES = ("detect", "models", "brainmask", "train", "calibrate", "evaluate", "validation-set", "grids",
+                   "bench")
 # commands of other packages (the web app's ``serve``) register under this entry-point group, so
 # that the engine never imports a front end
 COMMAND_ENTRY_POINTS = "uadbrain.commands"
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uadbrain {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{module_name}").add_parser(subparsers)
+        importlib.import_module(f"{__package__}.{module_name.replace('-', '_')}").add_parser(subparsers)
     for entry_point in entry_points(group=COMMAND_ENTRY_POINTS):
         entry_point.load()(subparsers)
     return parser

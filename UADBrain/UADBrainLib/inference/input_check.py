@@ -73,7 +73,10 @@ OFF_HINT = "or turn the contrast check off (--no-contrast-check)"
 STRUCTURE_LAG_MM = 3.0  # beyond any interpolation kernel of a ≤ 3 mm grid: noise pairs are independent
 MIN_STRUCTURE = 0.1  # real scans ≥ 0.45 (docs/tools/plausibility.py); i.i.d. noise ≈ 0
 BACKGROUND_MARGIN_MM = 6.0  # background = farther than this from the brain (skull, scalp, air)
-BACKGROUND_QUANTILE = 0.99  # refused when the background's median is at least this brain quantile
+# refused when the background's median is brighter than this share of the brain: not 0.99 (an
+# inverted brain's edge can hold a few voxels brighter than its background) nor 0.5 (a z-scored scan
+# with a zero background puts it at the brain's median)
+MAX_BRAIN_DARKER = 0.9
 MIN_BACKGROUND_FRACTION = 0.05  # of the grid: a volume cropped to the brain has no background to judge
 
 
@@ -107,10 +110,11 @@ def spatial_structure(array: np.ndarray, mask: np.ndarray, spacing, lag_mm: floa
     return min(correlations) if correlations else 1.0
 
 
-def background_contrast(array: np.ndarray, mask: np.ndarray, spacing,
-                        margin_mm: float = BACKGROUND_MARGIN_MM) -> tuple[float, float] | None:
-    """(median of the background, :data:`BACKGROUND_QUANTILE` of the brain), or None when less than
-    :data:`MIN_BACKGROUND_FRACTION` of the grid lies farther than ``margin_mm`` from the brain."""
+def brain_darker_than_background(array: np.ndarray, mask: np.ndarray, spacing,
+                                 margin_mm: float = BACKGROUND_MARGIN_MM) -> float | None:
+    """The share of brain voxels darker than the background's median (real scans ≈ 0, inverted
+    ones ≈ 1), or None when less than :data:`MIN_BACKGROUND_FRACTION` of the grid lies farther
+    than ``margin_mm`` from the brain."""
     brain = np.asarray(mask, bool)
     if not brain.any():
         return None
@@ -120,7 +124,7 @@ def background_contrast(array: np.ndarray, mask: np.ndarray, spacing,
     if background.sum() * 8 < MIN_BACKGROUND_FRACTION * brain.size:
         return None
     values = np.asarray(array, np.float32)
-    return float(np.median(values[background])), float(np.quantile(values[brain], BACKGROUND_QUANTILE))
+    return float(np.mean(values[brain] < np.median(values[background])))
 
 
 def implausible(name: str, array: np.ndarray, mask: np.ndarray, spacing) -> str | None:
@@ -129,11 +133,10 @@ def implausible(name: str, array: np.ndarray, mask: np.ndarray, spacing) -> str 
     if structure < MIN_STRUCTURE:
         return (f"{name}: the image has no structure inside the brain (voxels {STRUCTURE_LAG_MM:g} mm apart are "
                 f"unrelated: correlation {structure:.2f}) — it looks like noise, not an MRI; check the file, {OFF_HINT}.")
-    contrast = background_contrast(array, mask, spacing)
-    if contrast is not None and contrast[0] >= contrast[1]:
-        return (f"{name}: the background is brighter than the brain (median {contrast[0]:.4g} against "
-                f"{contrast[1]:.4g} for the brightest brain voxels) — the intensities look inverted; give "
-                f"the image as the scanner wrote it, {OFF_HINT}.")
+    darker = brain_darker_than_background(array, mask, spacing)
+    if darker is not None and darker >= MAX_BRAIN_DARKER:
+        return (f"{name}: the background is brighter than {darker:.0%} of the brain (air is the darkest part "
+                f"of an MRI) — the intensities look inverted; give the image as the scanner wrote it, {OFF_HINT}.")
     return None
 
 
