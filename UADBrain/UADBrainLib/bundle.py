@@ -128,7 +128,7 @@ class Bundle:
     def summary(self) -> str:
         meta = self.metadata
         runtime = meta.get("expected_runtime_s", {}).get("cpu")
-        runtime_text = f", ~{runtime:g} s on CPU" if runtime else ""
+        runtime_text = f", ~{runtime:g} s per scan on CPU" if runtime else ""
         return (f"{meta.get('title', self.name)} [{', '.join(self.contrasts)}]{runtime_text}")
 
 

@@ -114,7 +114,11 @@ def brain_darker_than_background(array: np.ndarray, mask: np.ndarray, spacing,
                                  margin_mm: float = BACKGROUND_MARGIN_MM) -> float | None:
     """The share of brain voxels darker than the background's median (real scans ≈ 0, inverted
     ones ≈ 1), or None when less than :data:`MIN_BACKGROUND_FRACTION` of the grid lies farther
-    than ``margin_mm`` from the brain."""
+    than ``margin_mm`` from the brain.
+
+    Brain voxels within 1 % of the brain's intensity range of the background's value are left out:
+    they are the partial-volume rim that a resampled skull-stripped scan adds to its brain.
+    """
     brain = np.asarray(mask, bool)
     if not brain.any():
         return None
@@ -124,7 +128,10 @@ def brain_darker_than_background(array: np.ndarray, mask: np.ndarray, spacing,
     if background.sum() * 8 < MIN_BACKGROUND_FRACTION * brain.size:
         return None
     values = np.asarray(array, np.float32)
-    return float(np.mean(values[brain] < np.median(values[background])))
+    level, inside = float(np.median(values[background])), values[brain]
+    low, high = np.percentile(inside, [1, 99])
+    unlike_background = inside[np.abs(inside - level) > 0.01 * (high - low)]
+    return float(np.mean(unlike_background < level)) if unlike_background.size else None
 
 
 def implausible(name: str, array: np.ndarray, mask: np.ndarray, spacing) -> str | None:

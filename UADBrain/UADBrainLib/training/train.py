@@ -246,6 +246,8 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
     bar.close()
     metadata["calibration"] = calibration
     metadata["expected_runtime_s"]["cuda" if device.startswith("cuda") else "cpu"] = round(measured["seconds_per_case"], 1)
+    metadata["expected_runtime_s"]["measured"] = (f"calibration: {measured['cases']} cases of "
+                                                  f"{'+'.join(config.contrasts)}, {device}")
     write_metadata(out, metadata)
     (out / "README.md").write_text(model_card(metadata, history), encoding="utf-8")
     return out
@@ -261,7 +263,8 @@ def model_card(metadata: dict, history: list) -> str:
         f"Contrasts: {', '.join(metadata['contrasts'])}. Model grid: canonical axial slices at "
         f"{metadata['preprocessing']['spacing_mm']} mm, normalisation "
         f"`{metadata['preprocessing']['normalisation']}`. Expected run time: "
-        f"{metadata['expected_runtime_s']} s per case.", "",
+        f"{metadata['expected_runtime_s'].get('cpu')} s per case on CPU "
+        f"({metadata['expected_runtime_s'].get('measured')}).", "",
         "## Training", "",
         f"- Data: {training['data']}",
         f"- Steps: {training['steps']} (weights of step {training['best_step']}, the best on validation)",
