@@ -25,6 +25,7 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "UADBrain"))
 
 from UADBrainLib.cohort import find_cases, read_scan_folder  # noqa: E402
+from UADBrainLib.errors import InputError  # noqa: E402
 from UADBrainLib.evaluation.acquisition import simulate_acquisition  # noqa: E402
 from UADBrainLib.inference.input_check import (MAX_BRAIN_DARKER, MIN_STRUCTURE,  # noqa: E402
                                                brain_darker_than_background, spatial_structure)
@@ -48,7 +49,10 @@ def real_images(data: Path):
 
 
 def measure(image: sitk.Image, mask: sitk.Image | None) -> dict:
-    scan = prepare_scan(*load_scan({"flair": image}, mask), [1.0] * 3)
+    try:
+        scan = prepare_scan(*load_scan({"flair": image}, mask), [1.0] * 3)
+    except InputError as error:  # refused before the check (e.g. a "brain" of 3 L): recorded as such
+        return {"refused_before": str(error)}
     array = sitk.GetArrayViewFromImage(scan.images["flair"])
     spacing = scan.grid.GetSpacing()
     darker = brain_darker_than_background(array, scan.mask, spacing)
@@ -77,36 +81,46 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/results/plausibility"))
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = args.out / "plausibility.jsonl"  # rows as they come: a stopped run goes on where it was
+    rows = [json.loads(line) for line in progress.read_text(encoding="utf-8").splitlines()] if progress.exists() else []
+    done = {(r["image"], r["variant"], r["kind"]) for r in rows}
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        with open(progress, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
     for name, path, mask_path in real_images(args.data):
         image = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
         mask = None if mask_path is None else sitk.ReadImage(str(mask_path))
         for variant, volume, volume_mask in variants(image, mask, rng):
-            row = {"image": name, "variant": variant, "kind": "real", **measure(volume, volume_mask)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if variant in ("native", "0.45x0.45x5"):
+            if (name, variant, "real") not in done:
+                record({"image": name, "variant": variant, "kind": "real", **measure(volume, volume_mask)})
+            if variant not in ("native", "0.45x0.45x5"):
+                continue
+            if (name, variant, "inverted") not in done:
                 values = sitk.GetArrayViewFromImage(volume)
                 inverted = float(values.max()) + float(values.min()) - volume  # the range reversed
-                row = {"image": name, "variant": variant, "kind": "inverted", **measure(inverted, volume_mask)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                record({"image": name, "variant": variant, "kind": "inverted", **measure(inverted, volume_mask)})
+            if (name, variant, "noise") not in done:
                 noise = sitk.GetImageFromArray(np.abs(rng.normal(100, 30, sitk.GetArrayViewFromImage(volume).shape))
                                                .astype(np.float32))
                 noise.CopyInformation(volume)
-                row = {"image": name, "variant": variant, "kind": "noise", **measure(noise, volume_mask)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+                record({"image": name, "variant": variant, "kind": "noise", **measure(noise, volume_mask)})
     (args.out / "plausibility.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     for kind in ("real", "inverted", "noise"):
         chosen = [r for r in rows if r["kind"] == kind]
-        structure = [r["structure"] for r in chosen]
-        darker = [r["brain_darker_than_background"] for r in chosen if r["brain_darker_than_background"] is not None]
-        print(f"{kind}: {len(chosen)} images; structure min {min(structure):.3f} max {max(structure):.3f} "
-              f"(refused below {MIN_STRUCTURE}); brain darker than the background: min "
-              f"{min(darker) if darker else float('nan'):.3f} max {max(darker) if darker else float('nan'):.3f} "
-              f"({len(darker)} with a background; refused from {MAX_BRAIN_DARKER})")
+        measured = [r for r in chosen if "structure" in r]
+        structure = [r["structure"] for r in measured]
+        darker = [r["brain_darker_than_background"] for r in measured if r["brain_darker_than_background"] is not None]
+        caught = sum("refused_before" in r or r["structure"] < MIN_STRUCTURE
+                     or (r["brain_darker_than_background"] or 0) >= MAX_BRAIN_DARKER for r in chosen)
+        print(f"{kind}: {len(chosen)} images, {caught} refused ({len(chosen) - len(measured)} before the check); "
+              f"structure {min(structure):.3f}–{max(structure):.3f} (refused below {MIN_STRUCTURE}); brain darker "
+              f"than the background {min(darker):.3f}–{max(darker):.3f} ({len(darker)} with a background; refused "
+              f"from {MAX_BRAIN_DARKER})")
     return 0
 
 
