@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
         description="Train a learned anomaly model on synthetic healthy brains (from anatomical label "
                     "maps) or on a folder of real healthy scans, calibrate it on held-out healthy "
                     "volumes and write a bundle (weights, metadata.json, README.md) to --out.")
-    parser.add_argument("--model", required=True, choices=sorted([*TASKS, "brainmask", "input-check"]),
+    parser.add_argument("--model", required=True, choices=sorted([*TASKS, "brainmask", "input-check", "tissue"]),
                         help="model family (brainmask: the brain extractor, training/brainmask.py; "
                              "input-check: the contrast check, training/input_check.py)")
     parser.add_argument("--contrast", action="append", dest="contrasts",
@@ -82,6 +82,8 @@ def run_train(args) -> int:
         return run_train_brainmask(args)
     if args.model == "input-check":
         return run_train_input_check(args)
+    if args.model == "tissue":
+        return run_train_tissue(args)
     if not args.contrasts:
         raise InputError("--contrast is required: the contrast(s) to train on (repeat for several).")
     try:
@@ -157,4 +159,28 @@ def run_train_input_check(args) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, resume=args.resume)
     out = train_input_check(options, log=lambda line: print(line, flush=True))
     print(f"wrote bundle {out} (copy it to Resources/Models/{INPUT_CHECK_BUNDLE} to make it the bundled check)")
+    return 0
+
+
+def run_train_tissue(args) -> int:
+    """``uadbrain train --model tissue``: the tissue network of the anatomy-aware normative model.
+
+    Uses ``--label-maps``, ``--lesion-masks`` (outlines of the synthetic anomalies), ``--out``,
+    ``--steps``, ``--learning-rate``, ``--validate-every``, ``--validation-volumes``, ``--seed``,
+    ``--threads``, ``--device`` and ``--resume``; the network sees every contrast, so
+    ``--contrast`` is ignored. Calibrate the bundle afterwards with ``uadbrain calibrate``.
+    """
+    from ..training.tissue import TissueTrainingOptions, train_tissue
+
+    if not args.label_maps:
+        raise InputError("--model tissue needs --label-maps: the folder of anatomical label maps "
+                         "(e.g. the SynthSeg training label maps).")
+    options = TissueTrainingOptions(
+        label_maps=Path(args.label_maps), out=Path(args.out),
+        lesion_masks=Path(args.lesion_masks) if args.lesion_masks else None, steps=args.steps,
+        learning_rate=args.learning_rate, validate_every=args.validate_every,
+        validation_brains=args.validation_volumes, seed=args.seed, threads=args.threads,
+        device=args.device, resume=args.resume)
+    out = train_tissue(options, log=lambda line: print(line, flush=True))
+    print(f"wrote bundle {out} (calibrate it: uadbrain calibrate --model {out})")
     return 0

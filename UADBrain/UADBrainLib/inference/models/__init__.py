@@ -16,6 +16,7 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "vae": "vae:VariationalAutoencoder",
     "diffusion": "diffusion:PartialDiffusionModel",
     "segmenter": "segmenter:SyntheticAnomalySegmenter",
+    "tissue": "tissue:TissueNormativeModel",
     "ensemble": "ensemble:EnsembleModel",
 }
 
