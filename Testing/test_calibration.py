@@ -86,17 +86,18 @@ def test_a_lead_contrast_is_scored_alone():
     assert channel_sets(["flair", "t1", "t2"], [], lead=["flair"]) == [["flair"], ["t1"], ["t2"], ["t1", "t2"]]
 
 
-def test_min_fusion_and_its_calibration():
+@pytest.mark.parametrize("rule, combine", [("min", np.minimum), ("mean", lambda a, b: (a + b) / 2)])
+def test_min_and_mean_fusion_and_their_calibration(rule, combine):
     cases = healthy_cases()
-    calibration = compute_calibration(cases, ["flair", "t1"], medians=(0,), rule="min")
+    calibration = compute_calibration(cases, ["flair", "t1"], medians=(0,), rule=rule)
     maps = {"flair": np.array([3.0, 0.0], np.float32), "t1": np.array([9.0, 9.0], np.float32)}
-    fused, each = fuse(maps, calibration, "min"), [fuse({c: m}, calibration) for c, m in maps.items()]
-    np.testing.assert_allclose(fused, np.minimum(*each))
-    flagged = [(fuse(m, calibration, "min") > calibrated_threshold(calibration, ["flair", "t1"], 0, 0.01)).mean()
+    fused, each = fuse(maps, calibration, rule), [fuse({c: m}, calibration) for c, m in maps.items()]
+    np.testing.assert_allclose(fused, combine(*each), rtol=1e-6)
+    flagged = [(fuse(m, calibration, rule) > calibrated_threshold(calibration, ["flair", "t1"], 0, 0.01)).mean()
                for m, _, _ in healthy_cases(count=2, seed=7)]
     assert np.mean(flagged) == pytest.approx(0.01, rel=0.25)
-    with pytest.raises(ModelError, match="fusion 'mean' is unknown"):
-        fuse(maps, calibration, "mean")
+    with pytest.raises(ModelError, match="fusion 'median' is unknown"):
+        fuse(maps, calibration, "median")
 
 
 @pytest.mark.parametrize("kernel", [0, 3, 5, 7])

@@ -8,7 +8,7 @@ Modelled on MONAI's bundle format, reduced to what the pipeline needs. ``metadat
   ``normalisation`` (see ``preprocessing.normalise``)
 * ``scoring``: family-specific settings (e.g. the lesion direction per contrast), and for every
   family ``contrast_fusion`` (how several contrasts' calibrated maps become one: ``"max"``, the
-  default, or ``"min"``) and ``lead_contrasts`` (when one of them is given, it is scored alone)
+  default, ``"min"`` or ``"mean"``) and ``lead_contrasts`` (when one of them is given, it is scored alone)
 * ``postprocessing``: defaults for ``median``, ``min_size_mm3``, ``erosion_mm``
 * ``calibration``: healthy voxel-score quantiles per median kernel and volume-level scores
   (see ``calibration.py``)

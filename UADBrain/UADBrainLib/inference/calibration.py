@@ -37,7 +37,8 @@ DEFAULT_FPR = 0.01
 VOLUME_SCORE_MEDIAN = 5  # volume-level scores always use this kernel, so they stay comparable
 
 
-FUSIONS = {"max": np.maximum.reduce, "min": np.minimum.reduce}
+FUSIONS = {"max": np.maximum.reduce, "min": np.minimum.reduce,
+           "mean": lambda maps: np.add.reduce(maps) / len(maps)}
 
 
 def fusion(rule: str):
