@@ -90,12 +90,19 @@ def test_training_writes_a_bundle_that_loads_and_scores(tiny_tissue_bundle):
         assert np.all(score[~brain] == 0.0)
 
 
-def test_the_pipeline_runs_the_bundle_on_a_scan_of_another_grid(tiny_tissue_bundle):
+@pytest.mark.parametrize("spacing_mm", [[1.0, 1.0, 1.0], 1.0])  # the schema allows one number for all axes
+def test_the_pipeline_runs_the_bundle_on_a_scan_of_another_grid(tiny_tissue_bundle, tmp_path, spacing_mm):
     from phantoms import phantom_brain
+    from UADBrainLib.bundle import write_metadata
     from UADBrainLib.inference.options import DetectOptions
     from UADBrainLib.inference.pipeline import detect
 
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_tissue_bundle, folder)
+    metadata = read_bundle(folder).metadata
+    metadata["preprocessing"]["spacing_mm"] = spacing_mm
+    write_metadata(folder, metadata)
     image, mask, _ = phantom_brain()
-    result = detect({"flair": image}, model=load_model(read_bundle(tiny_tissue_bundle)), mask=mask,
+    result = detect({"flair": image}, model=load_model(read_bundle(folder)), mask=mask,
                     options=DetectOptions(device="cpu", threshold="otsu"))
     assert result.anomaly_map.GetSize() == image.GetSize() and np.isfinite(result.threshold)

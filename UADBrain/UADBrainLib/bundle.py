@@ -69,6 +69,12 @@ class Bundle:
         return dict(self.metadata.get("preprocessing", {}))
 
     @property
+    def spacing_mm(self) -> list[float] | None:
+        """The model grid's spacing per axis (the metadata may give one number for all three)."""
+        spacing = self.preprocessing.get("spacing_mm")
+        return [float(spacing)] * 3 if isinstance(spacing, (int, float)) else spacing
+
+    @property
     def postprocessing(self) -> dict:
         return dict(self.metadata.get("postprocessing", {}))
 

@@ -41,9 +41,10 @@ def section(evaluation: Path, model: str, command: str, baseline: str = "thresho
         with open(healthy_file, encoding="utf-8") as handle:
             healthy = [r for r in csv.DictReader(handle) if r["model"] == model]
         if healthy:
-            flagged = ", ".join(f"{r['scan']}: {float(r['flagged_volume_ml']):.1f} mL ({r['threshold_method']})"
+            flagged = ", ".join(f"{r['scan']}: {float(r['flagged_volume_ml']):.1f} mL ({r['threshold_method']}"
+                                f"{', brain mask: ' + r['brain_mask_method'] if r.get('brain_mask_method') else ''})"
                                 for r in healthy)
-            lines += ["", f"Flagged on the raw healthy IXI heads (learned brain mask): {flagged}."]
+            lines += ["", f"Flagged on the raw healthy IXI heads: {flagged}."]
     return "\n".join(lines) + "\n"
 
 

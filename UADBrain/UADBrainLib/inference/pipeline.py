@@ -161,7 +161,7 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     preprocessing = settings.preprocessing
     bias = preprocessing.get("bias_correction", False) if options.bias_correction is None else options.bias_correction
     # a model without a spacing of its own runs on the working grid's, whatever the acquisition's
-    spacing = preprocessing.get("spacing_mm") or [WORKING_SPACING_MM] * 3
+    spacing = settings.spacing_mm or [WORKING_SPACING_MM] * 3
     scan = prepare_scan(inputs, given_mask, spacing, options.brain_mask_method, bias, device, stage=run.stage)
     grid, model_mask, native_mask = scan.grid, scan.mask, scan.native_mask
 

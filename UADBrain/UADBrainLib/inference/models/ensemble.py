@@ -111,7 +111,7 @@ class EnsembleModel(AnomalyModel):
         return ModelOutput(contrast_maps=maps, reconstructions=reconstructions)
 
     def _run_member(self, member, images, brain_mask, spacing, progress, is_cancelled) -> ModelOutput:
-        wanted_spacing = member.bundle.preprocessing.get("spacing_mm")
+        wanted_spacing = member.bundle.spacing_mm
         if wanted_spacing is None or np.allclose(wanted_spacing, spacing, atol=1e-3):
             return member.predict(images, brain_mask, spacing, progress, is_cancelled)
         mask, source, target = _on_spacing(brain_mask, spacing, wanted_spacing, is_label=True)
