@@ -12,10 +12,8 @@ The result is a complete bundle folder (``metadata.json``, ``weights.pt``, ``tra
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,7 +26,7 @@ from ..bundle import write_metadata
 from ..device import resolve_device
 from ..inference.brainmask_net import (BRAINMASK_BUNDLE, MARGIN_VOXELS, TASK, build_network, normalise_head,
                                        pad_for_network)
-from .common import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, warmup_cosine, write_weights
+from .common import train_whole_volumes, write_weights
 from .head_augmentation import AugmentationConfig, HeadSample, augment, crop_around_brain, network_input, skull_strip
 
 SPACING_MM = 2.0
@@ -202,63 +200,18 @@ def train_brainmask(options: BrainmaskTrainingOptions,
 
     device = resolve_device(options.device)
     network = build_network(NETWORK).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, options.steps, options.warmup_steps, floor=0.02))
-    loss_function = DiceCELoss(sigmoid=True)
-    step, wall_before, history = 0, 0.0, []
-    checkpoint_path = out / CHECKPOINT_FILE
-    if options.resume and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, device)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, wall_before = int(state["step"]), float(state["wall_s"])
-        history = json.loads(state["history"])
-        log(f"resumed at step {step}")
-
     heads = validation_heads(held_out_paths or train_paths, options.validation_heads,
                              field_of_view_voxels=options.field_of_view_voxels)
-    loader = torch.utils.data.DataLoader(
-        HeadDataset(train_paths, options.seed + step, options.reuse, options.field_of_view_voxels),
-        batch_size=None,
-        num_workers=options.workers, prefetch_factor=2 if options.workers else None)
-    log_path = out / "training_log.csv"
-    new_log = not (options.resume and log_path.is_file())
-    started = time.perf_counter()
-    network.train()
-    with open(log_path, "w" if new_log else "a", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        if new_log:
-            writer.writerow(["step", "loss", "learning_rate", "wall_s"])
-        losses = []
-        for image, mask in loader:
-            if step >= options.steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            padded_image, _ = pad_for_network(image[0].numpy())
-            padded_mask, _ = pad_for_network(mask[0].numpy())
-            logits = network(torch.from_numpy(padded_image)[None, None].to(device))
-            loss = loss_function(logits, torch.from_numpy(padded_mask)[None, None].to(device))
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(loss.item())
-            wall = wall_before + time.perf_counter() - started
-            if step % 25 == 0:
-                writer.writerow([step, round(float(np.mean(losses)), 5),
-                                 f"{scheduler.get_last_lr()[0]:.3g}", round(wall, 1)])
-                handle.flush()
-                losses = []
-            if step % options.validate_every == 0 or step == options.steps:
-                scores = {"step": step, "wall_s": round(wall, 1), **validate(network, heads, device)}
-                history.append(scores)
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in scores.items()))
-                save_checkpoint(checkpoint_path, {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                                                  "scheduler": scheduler.state_dict(), "step": step, "wall_s": wall,
-                                                  "history": json.dumps(history)})
-    wall = wall_before + time.perf_counter() - started
+
+    def make_loader(step: int):
+        return torch.utils.data.DataLoader(
+            HeadDataset(train_paths, options.seed + step, options.reuse, options.field_of_view_voxels),
+            batch_size=None, num_workers=options.workers, prefetch_factor=2 if options.workers else None)
+
+    step, wall, history = train_whole_volumes(
+        network, make_loader, DiceCELoss(sigmoid=True), lambda net: validate(net, heads, device), out,
+        options.steps, options.learning_rate, options.warmup_steps, options.validate_every, options.resume,
+        device, log)
     return write_bundle(network, out, options, step, wall, history)
 
 

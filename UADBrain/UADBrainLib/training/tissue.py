@@ -11,10 +11,8 @@ that ``inference/models/tissue.py`` loads.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,7 +27,7 @@ from ..inference.models.tissue import TISSUE_CLASSES, network_input
 from ..synthesis.brains import N_TISSUES, Tissue
 from ..synthesis.validation_set import DEFAULT_HELD_OUT_MAPS
 from .brainmask import dice, split_label_maps
-from .common import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, warmup_cosine, write_weights
+from .common import train_whole_volumes, write_weights
 
 SPACING_MM = 2.0
 CONTRAST_MIX = {"t1": 0.2, "t2": 0.2, "flair": 0.25, "t1c": 0.1, "random": 0.25}
@@ -128,7 +126,7 @@ class BrainDataset(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         seed = self.seed * 1000 + (info.id if info else 0)
         for image, classes in brain_stream(self.paths, seed, self.reuse, self.lesion_masks):
-            yield torch.from_numpy(image), torch.from_numpy(classes)
+            yield torch.from_numpy(image)[None], torch.from_numpy(classes)[None]
 
 
 def validation_brains(paths, count: int, lesion_masks, seed: int = 4321):
@@ -173,60 +171,17 @@ def train_tissue(options: TissueTrainingOptions, log: Callable[[str], None] = pr
     log(f"label maps: {len(train_paths)} for training, {len(held_out_paths)} held out")
     device = resolve_device(options.device)
     network = build_network(NETWORK).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, options.steps, options.warmup_steps, floor=0.02))
-    loss_function = DiceCELoss(softmax=True, to_onehot_y=True)
-    step, wall_before, history = 0, 0.0, []
-    checkpoint_path = out / CHECKPOINT_FILE
-    if options.resume and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, device)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, wall_before = int(state["step"]), float(state["wall_s"])
-        history = json.loads(state["history"])
-        log(f"resumed at step {step}")
     brains = validation_brains(held_out_paths or train_paths, options.validation_brains, options.lesion_masks)
-    loader = torch.utils.data.DataLoader(
-        BrainDataset(train_paths, options.seed + step, options.reuse, options.lesion_masks),
-        batch_size=None, num_workers=options.workers, prefetch_factor=2 if options.workers else None)
-    log_path = out / "training_log.csv"
-    new_log = not (options.resume and log_path.is_file())
-    started = time.perf_counter()
-    network.train()
-    with open(log_path, "w" if new_log else "a", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        if new_log:
-            writer.writerow(["step", "loss", "learning_rate", "wall_s"])
-        losses = []
-        for image, classes in loader:
-            if step >= options.steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            padded_image, _ = pad_for_network(image.numpy())
-            padded_classes, _ = pad_for_network(classes.numpy())
-            logits = network(torch.from_numpy(padded_image)[None, None].to(device))
-            loss = loss_function(logits, torch.from_numpy(padded_classes)[None, None].to(device))
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(loss.item())
-            wall = wall_before + time.perf_counter() - started
-            if step % 25 == 0:
-                writer.writerow([step, round(float(np.mean(losses)), 5),
-                                 f"{scheduler.get_last_lr()[0]:.3g}", round(wall, 1)])
-                handle.flush()
-                losses = []
-            if step % options.validate_every == 0 or step == options.steps:
-                scores = {"step": step, "wall_s": round(wall, 1), **validate(network, brains, device)}
-                history.append(scores)
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()))
-                save_checkpoint(checkpoint_path, {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                                                  "scheduler": scheduler.state_dict(), "step": step, "wall_s": wall,
-                                                  "history": json.dumps(history)})
-    wall = wall_before + time.perf_counter() - started
+
+    def make_loader(step: int):
+        return torch.utils.data.DataLoader(
+            BrainDataset(train_paths, options.seed + step, options.reuse, options.lesion_masks),
+            batch_size=None, num_workers=options.workers, prefetch_factor=2 if options.workers else None)
+
+    step, wall, history = train_whole_volumes(
+        network, make_loader, DiceCELoss(softmax=True, to_onehot_y=True), lambda net: validate(net, brains, device),
+        out, options.steps, options.learning_rate, options.warmup_steps, options.validate_every, options.resume,
+        device, log)
     return write_bundle(network, out, options, step, wall, history)
 
 
