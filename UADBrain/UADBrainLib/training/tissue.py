@@ -143,7 +143,8 @@ def predict_classes(network, image: np.ndarray, device: str = "cpu") -> np.ndarr
 
 
 def validate(network, brains, device: str = "cpu") -> dict:
-    network.eval()
+    """Tissue Dice per class and contrast of the held-out brains (the training loop puts the network in
+    eval mode)."""
     scores = {name: [] for name in TISSUE_CLASSES[1:]}
     by_contrast: dict[str, list[float]] = {}
     for image, classes, contrast in brains:
@@ -152,7 +153,6 @@ def validate(network, brains, device: str = "cpu") -> dict:
         for name, value in zip(TISSUE_CLASSES[1:], values):
             scores[name].append(value)
         by_contrast.setdefault(contrast, []).append(float(np.mean(values)))
-    network.train()
     summary = {"dice_mean": float(np.mean([np.mean(v) for v in scores.values()]))}
     summary.update({f"dice_{name}": float(np.mean(v)) for name, v in scores.items()})
     summary.update({f"dice_{c}": float(np.mean(v)) for c, v in sorted(by_contrast.items())})

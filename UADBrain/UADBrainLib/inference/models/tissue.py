@@ -58,19 +58,22 @@ def network_input(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return normalise_head(array, mask)
 
 
+def _median_and_sd(values: np.ndarray) -> tuple[float, float]:
+    """Median and MAD-based standard deviation (at least 1e-3)."""
+    median = float(np.median(values))
+    return median, max(MAD_TO_SD * float(np.median(np.abs(values - median))), 1e-3)
+
+
 def tissue_statistics(image: np.ndarray, probabilities: np.ndarray, brain: np.ndarray):
     """Robust ``(median, sd)`` per tissue class of this scan (index 0, outside, unused); a class
     with too few sure voxels borrows the statistics of the whole brain."""
-    brain_values = image[brain]
-    brain_median = float(np.median(brain_values))
-    brain_sd = MAD_TO_SD * float(np.median(np.abs(brain_values - brain_median)))
+    brain_median, brain_sd = _median_and_sd(image[brain])
     medians = np.full(len(probabilities), brain_median, np.float32)
-    sds = np.full(len(probabilities), max(brain_sd, 1e-3), np.float32)
+    sds = np.full(len(probabilities), brain_sd, np.float32)
     for index in range(1, len(probabilities)):
         values = image[brain & (probabilities[index] >= SURE_PROBABILITY)]
         if values.size >= MIN_SURE_VOXELS:
-            medians[index] = np.median(values)
-            sds[index] = max(MAD_TO_SD * float(np.median(np.abs(values - medians[index]))), 1e-3)
+            medians[index], sds[index] = _median_and_sd(values)
     return medians, sds
 
 
