@@ -11,8 +11,8 @@ from synthetic_cases import write_case, write_image
 from UADBrainLib.cli.main import main
 from UADBrainLib.cohort import contrast_from_name, find_cases, read_scan_folder
 from UADBrainLib.errors import InputError
-from UADBrainLib.evaluation.evaluate import (Settings, build_tasks, evaluate, parse_contrast_sets, read_truth,
-                                             run_detect, score_case)
+from UADBrainLib.evaluation.evaluate import (OPERATING_FPRS, Settings, build_tasks, evaluate, fpr_column,
+                                             parse_contrast_sets, read_truth, run_detect, score_case)
 from UADBrainLib.metrics import dice
 
 
@@ -52,15 +52,21 @@ def test_metrics_come_from_the_pipeline_outputs(tmp_path):
     case = datasets["d"][0]
     result = run_detect(case, tasks[0], Settings())
     truth = read_truth(case.truth, result.anomaly_map)
-    row, scores, labels = score_case(result, truth, None)
+    row, scores, labels, sweep = score_case(result, truth, None)
     brain = result.postprocessor.brain()
     assert scores.size == labels.size == brain.sum() == row["voxels_evaluated"]
     segmentation = np.asarray(result.labels_array) > 0
     assert row["dice_operating"] == pytest.approx(dice(segmentation, truth))
     assert row["threshold_method"] == "calibrated" and row["dice_calibrated"] == row["dice_operating"]
     assert row["auprc"] > 0.9 and row["lesions_truth"] == 2
-    central, central_scores, _ = score_case(result, truth, 0.5)
+    central, central_scores, _, _ = score_case(result, truth, 0.5)
     assert central_scores.size < scores.size and central["voxels_evaluated"] == central_scores.size
+    # the false-positive-rate sweep re-thresholds the same segmentation: at the run's own rate it
+    # is the operating Dice, and a higher rate never flags fewer voxels
+    assert set(sweep) == set(OPERATING_FPRS)
+    assert row[fpr_column(result.fpr)] == pytest.approx(row["dice_operating"])
+    flagged = [sweep[fpr][0] for fpr in sorted(OPERATING_FPRS)]
+    assert flagged == sorted(flagged)
 
 
 def test_evaluate_command_writes_tables_and_plots(tmp_path, capsys):

@@ -182,6 +182,24 @@ def test_periventricular_lesions_hug_the_ventricles(healthy):
     assert np.median(flair[mask]) > np.median(healthy.images["flair"][mask])
 
 
+def test_ms_lesions_have_conventional_contrast_ratios(healthy):
+    config = AnomalyConfig(shapes=("ellipsoid",), appearances=("ms",), count=(12, 12), diameter_mm=(6.0, 10.0),
+                           edge_blur_voxels=(0.0, 0.0), white_matter_probability=1.0)
+    result = add_anomalies(healthy, seed=5, config=config)
+    labelled, count = ndimage.label(result.mask > 0)
+    ratios = {c: [] for c in ("flair", "t2", "t1")}
+    for index in range(1, count + 1):
+        inside = (labelled == index) & np.isin(healthy.labels, (Tissue.CEREBRAL_WM, Tissue.PERIVENTRICULAR_WM))
+        for contrast, values in ratios.items():
+            values.append(np.median(result.images[contrast][inside] / healthy.images[contrast][inside]))
+    flair, t2, t1 = (np.array(ratios[c]) for c in ("flair", "t2", "t1"))
+    assert count >= 6
+    assert flair.min() >= 1.15 - 1e-4 and flair.max() <= 1.7 + 1e-4
+    assert t2.min() >= 1.35 - 1e-4 and t2.max() <= 2.4 + 1e-4 and np.median(t2) > np.median(flair)
+    assert t1.min() >= 0.65 - 1e-4 and t1.max() <= 1.0 + 1e-4
+    assert np.corrcoef(flair, t2)[0, 1] > 0.5  # one severity: bright on FLAIR is bright on T2
+
+
 def test_anomalies_without_labels_or_lesion_bank(healthy):
     result = insert_anomalies(healthy.images, healthy.brain_mask, healthy.spacing, seed=0,
                               config=AnomalyConfig(shapes=SHAPES, count=(4, 4)))

@@ -12,6 +12,9 @@ the metrics read the pipeline's own median-filtered map, brain mask and segmenta
   and at least the segmentation's minimum lesion size, touched by a predicted lesion) and
   false-positive lesions per case (predicted lesions touching no ground truth);
   "Dice at the calibrated threshold" is n/a for a model without calibration;
+* for a calibrated model, the Dice of the segmentation at each healthy false-positive rate of
+  ``OPERATING_FPRS`` (``dice_fpr_<rate>``, pooled per data set): the operating point is chosen
+  on the synthetic validation set with these columns, never on the real scans;
 * with healthy scans: volume-level AUROC (``Result.volume_score`` of lesion cases vs healthy).
 
 The thresholding baseline (``threshold``) is always one of the models.
@@ -27,7 +30,7 @@ import SimpleITK as sitk
 
 from ..bundle import CONTRASTS, find_bundle, list_bundled
 from ..cohort import Scan
-from ..errors import InputError, UADBrainError
+from ..errors import InputError, ModelError, UADBrainError
 from ..geometry import array_to_image, resample_like, same_grid, to_canonical
 from ..inference.models import AnomalyModel, load_model
 from ..inference.options import DetectOptions
@@ -36,6 +39,11 @@ from ..inference.result import Result
 from ..metrics import RankingCurve, dice, lesion_counts, roc_auc
 
 BASELINE_MODEL = "threshold"
+OPERATING_FPRS = (0.05, 0.02, 0.01, 0.005, 0.002, 0.001)  # healthy voxel rates swept per case
+
+
+def fpr_column(fpr: float) -> str:
+    return f"dice_fpr_{fpr:g}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ class Group:
     rows: list[dict] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
+    # per case: {fpr: (flagged voxels, true-positive voxels)} of the false-positive-rate sweep
+    sweeps: list[dict] = field(default_factory=list)
 
     def curve(self) -> RankingCurve:
         return RankingCurve.from_scores(np.concatenate(self.scores), np.concatenate(self.labels))
@@ -204,8 +214,29 @@ def read_truth(path, reference: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(truth) > 0
 
 
-def score_case(result: Result, truth: np.ndarray, central_slices: float | None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics of one run, and the voxel scores and labels that enter the pooled curve."""
+def fpr_sweep(result: Result, region: np.ndarray, truth: np.ndarray) -> dict:
+    """``{fpr: (flagged voxels, true-positive voxels)}`` of the segmentation re-thresholded at each
+    healthy false-positive rate of ``OPERATING_FPRS`` (empty for a model without calibration)."""
+    if result.threshold_method != "calibrated":
+        return {}
+    counts = {}
+    for fpr in OPERATING_FPRS:
+        try:
+            labels = result.rethreshold(threshold="calibrated", fpr=fpr).labels_array[result.postprocessor.crop]
+        except ModelError:  # a rate finer than the calibration resolves
+            continue
+        flagged = region & (labels > 0)
+        counts[fpr] = (int(np.count_nonzero(flagged)), int(np.count_nonzero(flagged & truth)))
+    return counts
+
+
+def pooled_dice(flagged: int, true_positives: int, truth: int) -> float:
+    return 2 * true_positives / (flagged + truth) if flagged + truth else 1.0
+
+
+def score_case(result: Result, truth: np.ndarray, central_slices: float | None) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+    """Metrics of one run, the voxel scores and labels that enter the pooled curve, and the
+    false-positive-rate sweep (:func:`fpr_sweep`)."""
     postprocessor = result.postprocessor
     region = postprocessor.brain(result.erosion_mm)
     if central_slices is not None:
@@ -243,7 +274,10 @@ def score_case(result: Result, truth: np.ndarray, central_slices: float | None) 
         "volume_score": result.volume_score,
         "median": result.median,
     }
-    return row, scores.astype(np.float32), labels
+    sweep = fpr_sweep(result, region, truth_crop & region)
+    row.update({fpr_column(fpr): pooled_dice(flagged_voxels, hits, int(labels.sum()))
+                for fpr, (flagged_voxels, hits) in sweep.items()})
+    return row, scores.astype(np.float32), labels, sweep
 
 
 def truth_slice_index(truth_canonical: np.ndarray) -> int:
@@ -279,13 +313,14 @@ def evaluate_case(dataset: str, case: Scan, tasks: list[Task], settings: Setting
         started = time.perf_counter()
         result = run_detect(case, task, settings)
         truth = read_truth(case.truth, result.anomaly_map)
-        row, scores, labels = score_case(result, truth, settings.central_slices)
+        row, scores, labels, sweep = score_case(result, truth, settings.central_slices)
         group = groups[(dataset, task.label)]
         group.rows.append({"dataset": dataset, "case": case.id, "model": task.model_name,
                            "contrasts": task.contrast_key, **row,
                            "seconds": round(time.perf_counter() - started, 2)})
         group.scores.append(scores)
         group.labels.append(labels)
+        group.sweeps.append(sweep)
         if overlays:
             if truth_slice is None:
                 truth_canonical = sitk.GetArrayFromImage(to_canonical(
@@ -351,9 +386,13 @@ def summary_row(group: Group, curve: RankingCurve) -> dict:
     flagged = sum(r["flagged_voxels"] for r in rows)
     truth = sum(r["truth_voxels"] for r in rows)
     true_positives = sum(r["true_positive_voxels"] for r in rows)
-    pooled_dice = 2 * true_positives / (flagged + truth) if flagged + truth else 1.0
+    operating_dice = pooled_dice(flagged, true_positives, truth)
     methods = sorted({r["threshold_method"] for r in rows})
     lesions = sum(r["lesions_truth"] for r in rows)
+    # the sweep pools only the rates every case resolved
+    rates = [f for f in OPERATING_FPRS if group.sweeps and all(f in sweep for sweep in group.sweeps)]
+    sweep = {fpr_column(f): pooled_dice(sum(s[f][0] for s in group.sweeps), sum(s[f][1] for s in group.sweeps), truth)
+             for f in rates}
     return {
         "dataset": group.dataset,
         "contrasts": group.task.contrast_key,
@@ -362,14 +401,15 @@ def summary_row(group: Group, curve: RankingCurve) -> dict:
         "auprc": curve.average_precision(),
         "auroc": curve.auroc(),
         "best_dice": best_dice,
-        "dice_calibrated": pooled_dice if methods == ["calibrated"] else None,
+        "dice_calibrated": operating_dice if methods == ["calibrated"] else None,
         "threshold_method": "/".join(methods),
-        "dice_operating": pooled_dice,
+        "dice_operating": operating_dice,
         "lesion_recall": sum(r["lesions_hit"] for r in rows) / lesions if lesions else None,
         "fp_lesions_per_case": float(np.mean([r["fp_lesions"] for r in rows])),
         "volume_auroc": None,
         "healthy_scans": 0,
         "median": "/".join(str(m) for m in sorted({r["median"] for r in rows})),
+        **sweep,
     }
 
 

@@ -16,7 +16,9 @@ Shapes (``SHAPES``):
   labels; otherwise a small blob).
 
 Appearances (``APPEARANCES``): ``brighter``, ``darker``, ``subtle`` (0.1-0.4 contrast either way),
-``lesion`` (MS/oedema-like: bright on FLAIR and T2, dark on T1 and T1c), ``texture`` (added
+``lesion`` (MS/oedema-like: bright on FLAIR and T2, dark on T1 and T1c, one strength for all),
+``ms`` (demyelinating lesion: per-contrast lesion-to-white-matter ratios as seen on conventional
+scans, one shared severity), ``texture`` (added
 fine-grained variation), ``fpi`` (a patch from elsewhere in the brain blended in), ``constant``
 (flat fill plus matching noise) and ``tumour`` (oedema, enhancing rim and necrotic core).
 
@@ -40,10 +42,16 @@ from ..geometry import to_canonical
 from .brains import RANDOM_CONTRAST, SyntheticBrain, Tissue
 
 SHAPES = ("ellipsoid", "blob", "ms_lesion", "periventricular")
-APPEARANCES = ("brighter", "darker", "subtle", "lesion", "texture", "fpi", "constant", "tumour")
+APPEARANCES = ("brighter", "darker", "subtle", "lesion", "ms", "texture", "fpi", "constant", "tumour")
 
 # sign of the intensity change of MS lesions / oedema per contrast
 _LESION_POLARITY = {"flair": 1.0, "t2": 1.0, "t1": -0.6, "t1c": -0.6}
+# MS lesion intensity relative to the normal-appearing white matter it replaces, per contrast:
+# conventional 1.5-3 T scans show lesions relatively brighter on T2 than on FLAIR (whose dynamic
+# range is compressed) and iso- to hypointense on T1 (non-enhancing on T1c). Ranges cover mild to
+# marked lesions; one severity is shared so a lesion bright on FLAIR is bright on T2 too.
+_MS_LESION_RATIO = {"flair": (1.15, 1.7), "t2": (1.35, 2.4), "t1": (0.65, 1.0), "t1c": (0.65, 1.0)}
+_MS_SEVERITY_JITTER = 0.15  # per-contrast spread of the shared severity (fraction of each range)
 _WHITE_MATTER = (Tissue.CEREBRAL_WM, Tissue.PERIVENTRICULAR_WM)
 _FLUID = (Tissue.VENTRICLE, Tissue.CSF)
 # tumour compartments, intensity relative to the brain median: (flair, t1, t2, t1c)
@@ -261,6 +269,17 @@ def _noisy_fill(value: float, sd: float, shape, rng: np.random.Generator) -> np.
     return np.float32(value) + np.float32(sd) * rng.standard_normal(shape, dtype=np.float32)
 
 
+def _ms_lesion_ratio(contrast: str, severity: float, rng: np.random.Generator) -> np.float32:
+    """Lesion-to-white-matter ratio of an MS lesion of ``severity`` (0-1) on ``contrast``; a
+    contrast without published ratios (random training contrasts) gets either polarity."""
+    low, high = _MS_LESION_RATIO.get(contrast, (1.15, 2.0))
+    level = float(np.clip(severity + rng.normal(0.0, _MS_SEVERITY_JITTER), 0.0, 1.0))
+    ratio = low + (high - low) * level
+    if contrast not in _MS_LESION_RATIO and rng.uniform() < 0.5:
+        ratio = 1.0 / ratio
+    return np.float32(ratio)
+
+
 def _appearance(appearance: str, images: dict[str, np.ndarray], box, shape: np.ndarray,
                 stats: _ImageStats, spacing: float, rng: np.random.Generator,
                 config: AnomalyConfig) -> dict[str, np.ndarray]:
@@ -277,6 +296,9 @@ def _appearance(appearance: str, images: dict[str, np.ndarray], box, shape: np.n
             directions = dict.fromkeys(local, sign)
         return {c: a * np.float32(max(1.0 + directions[c] * strength, 0.05))
                 for c, a in local.items()}
+    if appearance == "ms":
+        severity = rng.uniform()
+        return {c: a * _ms_lesion_ratio(c, severity, rng) for c, a in local.items()}
     if appearance == "texture":
         targets = {}
         cell = rng.uniform(0.7, 2.0)

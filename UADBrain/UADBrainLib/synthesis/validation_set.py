@@ -7,7 +7,8 @@ as evaluation case folders (``<type>_<acquisition>/case_NNN/{flair,t1,t2,t1c,bra
 that ``uadbrain evaluate --cases`` reads like the real ones. Types:
 
 - ``ms``: 3–12 small white-matter lesions, 3–15 mm, outlined by real MS lesion shapes (the 27
-  masks-only Lesjak 2017 masks: shapes only, no image) and periventricular caps;
+  masks-only Lesjak 2017 masks: shapes only, no image) and periventricular caps, as bright against
+  white matter as conventional scans show MS lesions (FLAIR ×1.15–1.7, T2 ×1.35–2.4, T1 ×0.65–1.0);
 - ``tumour``: one mass of 20–60 mm with a rim and a core (FLAIR/T2-bright, T1-dark, T1c rim);
 - ``bright``, ``dark``, ``subtle``, ``texture``: 1–3 blobs or ellipsoids of 5–30 mm brighter,
   darker, slightly changed or re-textured on every contrast.
@@ -36,8 +37,8 @@ from .brains import find_label_maps, load_label_map, synthesize
 DEFAULT_HELD_OUT_MAPS = 4  # the bundles train on the SynthSeg maps before these (metadata "data")
 SYNTHESIS_SPACING_MM = 1.0
 ANOMALY_TYPES = {
-    "ms": AnomalyConfig(shapes=("ms_lesion", "periventricular"), appearances=("lesion",), count=(3, 12),
-                        diameter_mm=(3.0, 15.0), contrast=(0.4, 1.0), edge_blur_voxels=(0.3, 1.0),
+    "ms": AnomalyConfig(shapes=("ms_lesion", "periventricular"), appearances=("ms",), count=(3, 12),
+                        diameter_mm=(3.0, 15.0), edge_blur_voxels=(0.3, 1.0),
                         white_matter_probability=1.0),
     "tumour": AnomalyConfig(shapes=("blob",), appearances=("tumour",), count=(1, 1), diameter_mm=(20.0, 60.0)),
     "bright": AnomalyConfig(shapes=("blob", "ellipsoid"), appearances=("brighter",), count=(1, 3),
