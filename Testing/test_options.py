@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from UADBrainLib.errors import InputError
+from UADBrainLib.inference.calibration import DEFAULT_FPR
 from UADBrainLib.inference.options import DEFAULTS, DetectOptions
 
 SOURCE = Path(__file__).resolve().parent.parent / "UADBrain"
@@ -24,8 +25,10 @@ def test_options_travel_as_json_and_back():
 
 
 def test_the_model_defaults_apply_in_one_place():
-    assert DetectOptions().postprocessing({"median": 3, "min_size_mm3": 20.0}) == (3, 20.0, 0.0)
-    assert DetectOptions(median=0, erosion_mm=2).postprocessing({"median": 3, "erosion_mm": 1.0}) == (0, 0.0, 2.0)
+    assert DetectOptions().postprocessing({"median": 3, "min_size_mm3": 20.0}) == (3, 20.0, 0.0, DEFAULT_FPR)
+    assert DetectOptions().postprocessing({"fpr": 0.002}) == (5, 0.0, 0.0, 0.002)  # the model's operating point
+    assert DetectOptions(median=0, erosion_mm=2, fpr=0.05).postprocessing(
+        {"median": 3, "erosion_mm": 1.0, "fpr": 0.002}) == (0, 0.0, 2.0, 0.05)
 
 
 def test_the_cli_gives_the_engine_defaults_and_what_was_typed():
@@ -40,7 +43,8 @@ def test_the_cli_gives_the_engine_defaults_and_what_was_typed():
 
 
 # Changes the engine's default false-positive rate before anything imports it, in a fresh process,
-# and reads what each front end would show.
+# and reads what each front end would show: a run leaves the rate to the model (its operating point,
+# this default for a model without one); the CLI help and the panel's Tune field show the default.
 FOLLOW_THE_DEFAULT = """
 import dataclasses, sys, types
 sys.path.insert(0, {source!r})
@@ -62,7 +66,7 @@ sys.modules["slicer.parameterNodeWrapper"] = wrapper
 from UADBrainSlicer.parameters import RunOptions
 from UADBrainSlicer.texts import HELP_TEXT
 print(cli, web, "0.0421" in " ".join(detect_help.split()), RunOptions().fpr, RunOptions().forApply().fpr,
-      "1 in 24 by default" in HELP_TEXT)
+      "operating point" in HELP_TEXT)
 """
 
 
@@ -71,7 +75,7 @@ def test_a_changed_default_reaches_the_cli_the_web_app_and_the_slicer_panel():
     code = FOLLOW_THE_DEFAULT.format(source=str(SOURCE))
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout.split() == ["0.0421", "0.0421", "True", "0.0421", "0.0421", "True"]
+    assert completed.stdout.split() == ["None", "None", "True", "0.0421", "None", "True"]
 
 
 def _parameter_defaults(path: Path, class_name: str) -> dict[str, str]:
@@ -83,9 +87,9 @@ def _parameter_defaults(path: Path, class_name: str) -> dict[str, str]:
 def test_the_slicer_parameter_node_takes_its_defaults_from_the_engine():
     """The panel cannot be imported outside Slicer: its parameter node class is read instead."""
     defaults = _parameter_defaults(SOURCE / "UADBrainSlicer" / "parameters.py", "RunOptions")
-    assert defaults["fpr"] == "DEFAULTS.fpr"
     assert defaults["device"] == "DEFAULTS.device"
-    for name, key in (("median", "median"), ("minSizeMm3", "min_size_mm3"), ("erosionMm", "erosion_mm")):
+    for name, key in (("median", "median"), ("minSizeMm3", "min_size_mm3"), ("erosionMm", "erosion_mm"),
+                      ("fpr", "fpr")):
         assert f"MODEL_DEFAULT_POSTPROCESSING['{key}']" in defaults[name], (name, defaults[name])
 
 
@@ -114,7 +118,7 @@ class Result:
 options = RunOptions()
 checks = {{"apply_defaults": options.forApply() == DEFAULTS}}
 options.device, options.fpr = "cpu", 0.002
-checks["apply_chosen"] = options.forApply() == DetectOptions(device="cpu", fpr=0.002)
+checks["apply_chosen"] = options.forApply() == DetectOptions(device="cpu")  # the rate is tuned after a run
 options.showResult(Result)
 checks["tune_follows_result"] = options.tuneSettings() == RunOptions.resultSettings(Result)
 checks["tune_values"] = options.tuneSettings() == {{"median": 3, "minSizeMm3": 12.0, "erosionMm": 2.0, "fpr": 0.004}}

@@ -30,7 +30,7 @@ import vtk  # noqa: E402
 from UADBrainLib.bundle import find_bundle  # noqa: E402
 from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
 from UADBrainLib.inference.models.thresholding import ThresholdingModel  # noqa: E402
-from UADBrainLib.inference.options import DEFAULTS, DetectOptions  # noqa: E402
+from UADBrainLib.inference.options import DetectOptions  # noqa: E402
 from UADBrainMRML import dependencies  # noqa: E402
 from UADBrainMRML import outputs as outputs_module  # noqa: E402
 from UADBrainMRML.dependencies import MissingPackage, required_modules  # noqa: E402
@@ -503,7 +503,8 @@ def test_fpr_and_erosion_reach_the_engine_through_the_background_worker(scene, f
 
 def test_tune_changes_fpr_and_erosion_without_rerunning(scene, flair, logic):
     out = logic.process({"flair": flair}, threshold="otsu", device="cpu")
-    assert out.result.fpr == DEFAULTS.fpr
+    scorer = find_bundle(out.result.report["scored_by"].split()[0])
+    assert out.result.fpr == DetectOptions().postprocessing(scorer.metadata["postprocessing"])[3]  # its operating point
     eroded = logic.rethreshold(out, erosionMm=4.0, fpr=0.05)
     assert (eroded["erosionMm"], eroded["fpr"]) == (4.0, 0.05)
     brain = out.result.postprocessor.brain(4.0)

@@ -9,7 +9,9 @@ Modelled on MONAI's bundle format, reduced to what the pipeline needs. ``metadat
 * ``scoring``: family-specific settings (e.g. the lesion direction per contrast), and for every
   family ``contrast_fusion`` (how several contrasts' calibrated maps become one: ``"max"``, the
   default, ``"min"`` or ``"mean"``) and ``lead_contrasts`` (when one of them is given, it is scored alone)
-* ``postprocessing``: defaults for ``median``, ``min_size_mm3``, ``erosion_mm``
+* ``postprocessing``: defaults for ``median``, ``min_size_mm3``, ``erosion_mm`` and ``fpr`` (the
+  healthy false-positive rate of the calibrated threshold: the model's operating point, chosen on
+  the synthetic validation set)
 * ``calibration``: healthy voxel-score quantiles per median kernel and volume-level scores
   (see ``calibration.py``)
 * ``weights``: ``{"file": ..., "sha256": ...}`` or null; ``network``: architecture and arguments

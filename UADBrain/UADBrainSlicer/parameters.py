@@ -29,20 +29,20 @@ class MedianKernel(enum.Enum):
 class RunOptions:
     """The engine's ``DetectOptions`` as the panel holds them; every default is the engine's.
 
-    device, brainMaskMethod (used when no brain mask is given) and fpr (healthy false-positive rate of the calibrated threshold) are used by Apply;
-    median, minSizeMm3 and erosionMm are the model's own on Apply and set by the Tune section
-    afterwards (fpr too), without rerunning the model.
+    device and brainMaskMethod (used when no brain mask is given) are used by Apply; fpr (healthy
+    false-positive rate of the calibrated threshold), median, minSizeMm3 and erosionMm are the
+    model's own on Apply and set by the Tune section afterwards, without rerunning the model.
     """
 
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULTS.device
     brainMaskMethod: Annotated[str, Choice(list(BRAIN_MASK_METHODS))] = DEFAULTS.brain_mask_method
-    fpr: Annotated[float, Minimum(0.0)] = DEFAULTS.fpr
+    fpr: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["fpr"]
     median: MedianKernel = MedianKernel(MODEL_DEFAULT_POSTPROCESSING["median"])
     minSizeMm3: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["min_size_mm3"]
     erosionMm: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["erosion_mm"]
 
     def forApply(self) -> DetectOptions:
-        return replace(DEFAULTS, device=self.device, fpr=self.fpr, brain_mask_method=self.brainMaskMethod)
+        return replace(DEFAULTS, device=self.device, brain_mask_method=self.brainMaskMethod)
 
     def tuneSettings(self) -> dict:
         """The Tune section's values, as ``UADBrainMRMLLogic.rethreshold`` takes them."""

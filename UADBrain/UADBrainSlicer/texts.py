@@ -1,8 +1,6 @@
 """The module's help and acknowledgement, as Slicer shows them."""
 
-from UADBrainLib.inference.options import DEFAULTS
-
-HELP_TEXT = f"""
+HELP_TEXT = """
 <p>Finds what looks abnormal in brain MRI without having been shown any lesion: a <b>normative
 model</b> learned what healthy brains look like, and every voxel it cannot explain is flagged.
 The result is an <b>anomaly map</b> (colour overlay), a <b>segmentation</b> of the flagged regions
@@ -13,8 +11,8 @@ scores FLAIR alone when it is selected (adding other contrasts measured worse) a
 FLAIR it flags what all selected contrasts agree on. Tune the threshold, the healthy
 false-positive rate, the median filter, the minimum lesion size and the brain-mask erosion
 afterwards: the segmentation updates live, without rerunning the model. <b>Calibrated</b> sets the
-threshold at which a chosen share of healthy brain voxels would be flagged (1 in {1 / DEFAULTS.fpr:.0f} by default;
-models with a healthy calibration); <b>Otsu</b> picks it from this brain's own scores.
+threshold at which a chosen share of healthy brain voxels would be flagged (by default the model's
+operating point, chosen on synthetic validation data; models with a healthy calibration); <b>Otsu</b> picks it from this brain's own scores.
 Export writes the segmentation (.seg.nrrd and NIfTI), the anomaly map (NIfTI) and the lesion table
 (CSV); DICOM SEG through Slicer's DICOM export.</p>
 <p><b>What it does not do:</b> it is <b>not a diagnostic device</b> and is not approved for clinical

@@ -44,7 +44,7 @@ class PostProcessing:
     threshold: float | None
     median: int | None = None  # 0 = off
     min_size_mm3: float | None = None
-    fpr: float = DEFAULTS.fpr
+    fpr: float | None = None
     erosion_mm: float | None = None
 
     def options(self, device: str) -> DetectOptions:

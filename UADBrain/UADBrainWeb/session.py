@@ -281,7 +281,7 @@ class Session:
         min_size = _number(self.state.min_size_mm3, "Minimum lesion size", "mm³")
         erosion = _number(self.state.erosion_mm, "Brain-mask erosion", "mm")
         fpr = _number(self.state.fpr, "The healthy false-positive rate", "")
-        if fpr is None or not 0 < fpr < 1:
+        if fpr is not None and not 0 < fpr < 1:
             raise UserError("The healthy false-positive rate must be a fraction between 0 and 1, e.g. 0.01.")
         if threshold == "from state":
             threshold = float(self.state.threshold)

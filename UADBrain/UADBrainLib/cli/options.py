@@ -8,7 +8,7 @@ from dataclasses import replace
 from ..bundle import list_bundled
 from ..device import DEVICE_CHOICES
 from ..inference.brain_extraction import BRAIN_MASK_METHODS
-from ..inference.options import DEFAULTS, DetectOptions
+from ..inference.options import DEFAULTS, MODEL_DEFAULT_POSTPROCESSING, DetectOptions
 from ..inference.postprocessing import MEDIAN_KERNELS
 
 # the DetectOptions fields these arguments set (argument left out: the engine's default)
@@ -29,7 +29,8 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                              "calibrated when the model has a calibration, else otsu")
     parser.add_argument("--fpr", type=float, default=None,
                         help="share of healthy brain voxels flagged by the calibrated threshold "
-                             f"(default {DEFAULTS.fpr:g})")
+                             "(default: the model's operating point, chosen on synthetic validation data; "
+                             f"{MODEL_DEFAULT_POSTPROCESSING['fpr']:g} for a model without one)")
     parser.add_argument("--median", type=int, choices=MEDIAN_KERNELS, default=None,
                         help="median filter kernel width in mm (run on a 1 mm grid, whatever the scan's voxel size), 0 = off (default: the model's)")
     parser.add_argument("--min-size-mm3", type=float, default=None,

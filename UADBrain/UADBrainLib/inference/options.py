@@ -18,7 +18,7 @@ from .calibration import DEFAULT_FPR
 from .postprocessing import check_median
 
 # what a model without its own post-processing defaults gets
-MODEL_DEFAULT_POSTPROCESSING = {"median": 5, "min_size_mm3": 0.0, "erosion_mm": 0.0}
+MODEL_DEFAULT_POSTPROCESSING = {"median": 5, "min_size_mm3": 0.0, "erosion_mm": 0.0, "fpr": DEFAULT_FPR}
 # the ranges every front end accepts (beyond them a value is a typo, not a choice)
 MAX_FPR = 0.5
 MAX_MIN_SIZE_MM3 = 100_000.0  # 100 mL
@@ -69,7 +69,7 @@ def check_threshold(value):
 @dataclass
 class DetectOptions:
     threshold: float | str | None = None  # number, "calibrated", "otsu"; None: calibrated if possible
-    fpr: float = DEFAULT_FPR  # healthy voxel false-positive rate of the calibrated threshold
+    fpr: float | None = None  # healthy voxel false-positive rate of the calibrated threshold; None: the model's
     median: int | None = None  # cubic kernel in mm, 0/3/5/7; None: the model's default
     min_size_mm3: float | None = None  # None: the model's default
     erosion_mm: float | None = None  # erode the brain mask before thresholding; None: model default
@@ -82,7 +82,7 @@ class DetectOptions:
     def __post_init__(self):
         """Every value checked here, once, for the CLI, the API, the Slicer panel and the web app."""
         self.threshold = check_threshold(self.threshold)
-        self.fpr = check_fpr(self.fpr)
+        self.fpr = None if self.fpr is None else check_fpr(self.fpr)
         self.median = None if self.median is None else check_median(self.median)
         self.min_size_mm3 = None if self.min_size_mm3 is None else check_min_size(self.min_size_mm3)
         self.erosion_mm = None if self.erosion_mm is None else check_erosion(self.erosion_mm)
@@ -98,13 +98,14 @@ class DetectOptions:
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
             raise InputError(f"bias_correction must be True, False or None, got {self.bias_correction!r}.")
 
-    def postprocessing(self, model_defaults: dict) -> tuple[int, float, float]:
-        """``(median, min_size_mm3, erosion_mm)``: these options over the model's defaults."""
+    def postprocessing(self, model_defaults: dict) -> tuple[int, float, float, float]:
+        """``(median, min_size_mm3, erosion_mm, fpr)``: these options over the model's defaults."""
         defaults = {**MODEL_DEFAULT_POSTPROCESSING, **(model_defaults or {})}
         median = defaults["median"] if self.median is None else self.median
         min_size = defaults["min_size_mm3"] if self.min_size_mm3 is None else self.min_size_mm3
         erosion = defaults["erosion_mm"] if self.erosion_mm is None else self.erosion_mm
-        return int(median), float(min_size), float(erosion)
+        fpr = defaults["fpr"] if self.fpr is None else self.fpr
+        return int(median), float(min_size), float(erosion), float(fpr)
 
     def to_dict(self) -> dict:
         """JSON-ready values (the background worker's request, the web app's state)."""

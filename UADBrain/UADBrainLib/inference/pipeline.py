@@ -194,10 +194,10 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     del output
 
     run.stage("post-process")
-    median, min_size, erosion = options.postprocessing(settings.postprocessing)
+    median, min_size, erosion, fpr = options.postprocessing(settings.postprocessing)
     postprocessor = PostProcessor(array_to_image(fused, work_grid), native_mask)
     threshold, threshold_method = resolve_threshold(options.threshold, postprocessor, calibration,
-                                                    channels, median, erosion, options.fpr)
+                                                    channels, median, erosion, fpr)
     segmentation = postprocessor.segment(threshold, median, min_size, erosion)
     volume_score = postprocessor.volume_score(calib.VOLUME_SCORE_MEDIAN)
     run.finish()
@@ -229,7 +229,7 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     return Result(
         anomaly_map=postprocessor.anomaly_map(median), brain_mask=native_mask, labels_array=segmentation.labels,
         lesions=segmentation.lesions, threshold=threshold, threshold_method=threshold_method,
-        median=median, min_size_mm3=min_size, erosion_mm=erosion, fpr=options.fpr,
+        median=median, min_size_mm3=min_size, erosion_mm=erosion, fpr=fpr,
         volume_score=volume_score,
         volume_percentile=calib.volume_percentile(calibration, channels, volume_score),
         model_name=bundle.name, channels=channels, inputs=given,
