@@ -12,7 +12,7 @@ FLAIR it flags what all selected contrasts agree on. Tune the threshold, the hea
 false-positive rate, the median filter, the minimum lesion size and the brain-mask erosion
 afterwards: the segmentation updates live, without rerunning the model. <b>Calibrated</b> sets the
 threshold at which a chosen share of healthy brain voxels would be flagged (by default the model's
-operating point, chosen on synthetic validation data; models with a healthy calibration); <b>Otsu</b> picks it from this brain's own scores.
+own operating point; models with a healthy calibration); <b>Otsu</b> picks it from this brain's own scores.
 Export writes the segmentation (.seg.nrrd and NIfTI), the anomaly map (NIfTI) and the lesion table
 (CSV); DICOM SEG through Slicer's DICOM export.</p>
 <p><b>What it does not do:</b> it is <b>not a diagnostic device</b> and is not approved for clinical

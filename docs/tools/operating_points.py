@@ -2,14 +2,14 @@
 
     uadbrain validation-set --label-maps ../shared/data/label_maps/synthseg --out VALIDATION ...
     uadbrain evaluate --cases VALIDATION/<dataset> --model ... --out EVALUATIONS/<dataset>   # one per data set
-    python docs/tools/operating_points.py EVALUATIONS --assign threshold=flair segmenter=t1 \
-        [--write UADBrain/Resources/Models]
+    python docs/tools/operating_points.py EVALUATIONS --assign threshold=flair segmenter=t1 [--write]
 
-Reads every ``EVALUATIONS/*/summary.csv`` (its ``dice_fpr_<rate>`` columns), prints per model and
+Reads every ``EVALUATIONS/*/summary.csv`` (its ``dice_fpr_<rate>`` columns; a row of an ensemble on
+one contrast that it hands whole to one member counts as that member's), prints per model and
 contrast set the pooled Dice at each rate averaged over the data sets, and picks the rate with the
 best mean among those at most ``--max-fpr`` (default 0.01, today's default: a higher rate would
 flag more of every healthy scan, which lesion Dice alone does not see). ``--assign MODEL=CONTRASTS``
-says which contrast set decides a model's rate; ``--write`` stores it as the bundle's
+says which contrast set decides a model's rate; ``--write`` stores it as the bundled model's
 ``postprocessing.fpr``. Maintainers only; the real evaluation scans never enter.
 """
 
@@ -20,6 +20,15 @@ from collections import defaultdict
 from pathlib import Path
 
 RATES = (0.05, 0.02, 0.01, 0.005, 0.002, 0.001)  # evaluation.evaluate.OPERATING_FPRS
+MODELS = Path(__file__).resolve().parents[2] / "UADBrain" / "Resources" / "Models"
+
+
+def scoring_model(model: str, contrasts: str) -> str:
+    """The bundled model whose map and calibration a run of ``model`` on ``contrasts`` uses: an
+    ensemble hands a single contrast routed to one member to that member (``EnsembleModel.for_contrasts``)."""
+    metadata = json.loads((MODELS / model / "metadata.json").read_text(encoding="utf-8"))
+    routes = metadata.get("scoring", {}).get("members_per_contrast", {}).get(contrasts, [])
+    return metadata["members"][routes[0]] if metadata.get("family") == "ensemble" and len(routes) == 1 else model
 
 
 def read_sweeps(evaluations: Path) -> dict:
@@ -30,7 +39,8 @@ def read_sweeps(evaluations: Path) -> dict:
             for row in csv.DictReader(handle):
                 values = [row.get(f"dice_fpr_{rate:g}") for rate in RATES]
                 if all(v not in (None, "") for v in values):
-                    sweeps[(row["model"], row["contrasts"])][row["dataset"]] = [float(v) for v in values]
+                    model = scoring_model(row["model"], row["contrasts"])
+                    sweeps[(model, row["contrasts"])][row["dataset"]] = [float(v) for v in values]
     return sweeps
 
 
@@ -46,7 +56,7 @@ def main() -> None:
     parser.add_argument("--assign", nargs="+", default=[], metavar="MODEL=CONTRASTS",
                         help="the contrast set whose validation Dice chooses the model's rate")
     parser.add_argument("--max-fpr", type=float, default=0.01)
-    parser.add_argument("--write", type=Path, help="the bundled models' folder: store the chosen rates")
+    parser.add_argument("--write", action="store_true", help="store the chosen rates in the bundled models' metadata")
     args = parser.parse_args()
     sweeps = read_sweeps(args.evaluations)
     print("| model | contrasts | data sets | " + " | ".join(f"{r:g}" for r in RATES) + " | chosen |")
@@ -62,7 +72,7 @@ def main() -> None:
         if (model, contrasts) not in chosen:
             raise SystemExit(f"no sweep of {model} on {contrasts} in {args.evaluations}")
         if args.write:
-            path = args.write / model / "metadata.json"
+            path = MODELS / model / "metadata.json"
             metadata = json.loads(path.read_text(encoding="utf-8"))
             metadata.setdefault("postprocessing", {})["fpr"] = chosen[(model, contrasts)]
             path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")

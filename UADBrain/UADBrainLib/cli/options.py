@@ -29,7 +29,7 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                              "calibrated when the model has a calibration, else otsu")
     parser.add_argument("--fpr", type=float, default=None,
                         help="share of healthy brain voxels flagged by the calibrated threshold "
-                             "(default: the model's operating point, chosen on synthetic validation data; "
+                             "(default: the model's operating point, postprocessing.fpr in its metadata; "
                              f"{MODEL_DEFAULT_POSTPROCESSING['fpr']:g} for a model without one)")
     parser.add_argument("--median", type=int, choices=MEDIAN_KERNELS, default=None,
                         help="median filter kernel width in mm (run on a 1 mm grid, whatever the scan's voxel size), 0 = off (default: the model's)")
