@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-RATES = (0.05, 0.02, 0.01, 0.005, 0.002, 0.001)  # evaluation.evaluate.OPERATING_FPRS
+from UADBrainLib.evaluation.evaluate import OPERATING_FPRS as RATES
 MODELS = Path(__file__).resolve().parents[2] / "UADBrain" / "Resources" / "Models"
 
 
