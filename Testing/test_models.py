@@ -178,6 +178,18 @@ def test_vae_reconstructs_from_its_latent_mean_and_samples_only_in_training():
     assert first.shape == (3, 1, 16, 20) and not torch.equal(first, second)
 
 
+def test_dense_vae_squeezes_any_slice_through_one_vector():
+    torch.manual_seed(0)
+    network = SliceVAE(in_channels=4, channels=[4, 8, 8], dense_latent=6).eval()
+    for shape in ((3, 4, 16, 20), (2, 4, 32, 48)):
+        slices = torch.randn(*shape)
+        mean, log_variance = network.encode(slices)
+        assert mean.shape == log_variance.shape == (shape[0], 6)  # one vector per slice, whatever its size
+        assert network(slices).shape == (shape[0], 1, *shape[2:])
+        assert torch.equal(network(slices), network.decode(mean, network.bottleneck_size(slices)))
+    assert network.sample(slices)[0].shape == (2, 1, 32, 48)
+
+
 def test_vae_with_one_shared_network_reconstructs_every_contrast(tmp_path):
     model = load_model(tiny_bundle(tmp_path, "vae", ["flair", "t2"], shared=True))
     assert isinstance(model, VariationalAutoencoder) and list(model.networks) == [VAE_HEAD]

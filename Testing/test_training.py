@@ -182,3 +182,14 @@ def test_train_writes_a_complete_calibrated_bundle(tmp_path, family):
                  "--resume"]) == 0
     history = json.loads((out / "training_history.json").read_text(encoding="utf-8"))
     assert [row["step"] for row in history] == [2, 3]
+
+
+def test_dense_autoencoder_trains_with_one_command(tmp_path):
+    out = tmp_path / "tiny-dense-ae"
+    assert main(["train", "--model", "vae", "--dense-latent", "8", "--kl-weight", "0", "--out", str(out), *SMOKE]) == 0
+    meta = read_bundle(out).metadata
+    assert meta["network"]["args"]["dense_latent"] == 8 and meta["title"].startswith("Dense autoencoder")
+    image, mask, _ = phantom_brain()
+    result = detect({"flair": image}, model=load_model(read_bundle(out)), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="otsu"))
+    assert result.anomaly_map.GetSize() == image.GetSize()

@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
                         help="vae: weight of the KL divergence (0 trains a plain autoencoder)")
     parser.add_argument("--latent-channels", type=int, default=TrainConfig.latent_channels,
                         help="vae: latent channels per cell at 1/16 of the slice's resolution")
+    parser.add_argument("--dense-latent", type=int, default=TrainConfig.dense_latent,
+                        help="vae: one latent vector of this size instead of the spatial latent (Baur et "
+                             "al. 2021's dense autoencoder; with --kl-weight 0 a plain dense AE)")
     parser.add_argument("--diffusion-start", type=int, default=TrainConfig.diffusion_start,
                         help="diffusion: noise slices to this step of 1000 (training and inference)")
     parser.add_argument("--diffusion-steps", type=int, default=TrainConfig.diffusion_steps,
@@ -105,7 +108,7 @@ def run_train(args) -> int:
         calibration_spacing=args.calibration_spacing,
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
-        kl_weight=args.kl_weight, latent_channels=args.latent_channels,
+        kl_weight=args.kl_weight, latent_channels=args.latent_channels, dense_latent=args.dense_latent,
         diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

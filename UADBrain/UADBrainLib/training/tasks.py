@@ -253,16 +253,20 @@ class VariationalTask(DenoisingTask):
     def network_spec(self) -> dict:
         from ..inference.models.networks import VAE_ARCHITECTURE, network_spec
 
-        args = {"channels": list(self.config.channels), "latent_channels": self.config.latent_channels}
+        args = {"channels": list(self.config.channels), "latent_channels": self.config.latent_channels,
+                "dense_latent": self.config.dense_latent}
         return network_spec(self.heads(), self.config.context, args, architecture=VAE_ARCHITECTURE)
 
     def title(self):
-        kind = "Variational autoencoder" if self.config.kl_weight > 0 else "Autoencoder"
-        return f"{kind} ({', '.join(c.upper() for c in self.config.contrasts)})"
+        kind = "variational autoencoder" if self.config.kl_weight > 0 else "autoencoder"
+        latent = "Dense" if self.config.dense_latent else "Spatial"
+        return f"{latent} {kind} ({', '.join(c.upper() for c in self.config.contrasts)})"
 
     def description(self):
         kind = "variational autoencoder" if self.config.kl_weight > 0 else "plain autoencoder"
-        return (f"A convolutional {kind} with a spatial latent and no skip connections, trained on "
+        latent = (f"a dense latent of {self.config.dense_latent} numbers" if self.config.dense_latent
+                  else "a spatial latent")
+        return (f"A convolutional {kind} with {latent} and no skip connections, trained on "
                 "synthetic healthy brains to reconstruct clean slices through its bottleneck; anomalies are "
                 "what it cannot reconstruct (the residual in the lesion direction).")
 

@@ -27,6 +27,7 @@ ARCHITECTURE = "monai.UNet-2d"
 VAE_ARCHITECTURE = "uadbrain.VAE-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
 DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
+DENSE_GRID = 4  # a dense latent reads (and the decoder starts from) the bottleneck pooled to 4 x 4
 
 
 class SliceUNet(nn.Module):
@@ -53,25 +54,36 @@ def _vae_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 
 
 class SliceVAE(nn.Module):
-    """A convolutional variational autoencoder with a spatial latent (Baur et al. 2021).
+    """A convolutional variational autoencoder (Baur et al. 2021), spatial or dense latent.
 
-    The encoder halves the resolution ``len(channels) - 1`` times and ends in a Gaussian latent
-    of ``latent_channels`` per cell; the decoder mirrors it with bilinear up-sampling. It has no
-    skip connections, so everything it reconstructs passed through the latent. ``forward``
-    decodes the latent mean (deterministic, as at inference); :meth:`sample` draws from the
-    posterior and returns ``(reconstruction, mean, log variance)`` for training.
+    The encoder halves the resolution ``len(channels) - 1`` times and ends in a Gaussian latent:
+    ``latent_channels`` per cell (spatial), or, with ``dense_latent`` > 0, one vector of that size
+    read from the bottleneck pooled to ``DENSE_GRID`` x ``DENSE_GRID`` (dense: the slice's whole
+    layout must pass through it; the decoder stretches the vector's grid back to the bottleneck's
+    size, so slices of any size fit). The decoder mirrors the encoder with bilinear up-sampling.
+    It has no skip connections, so everything it reconstructs passed through the latent.
+    ``forward`` decodes the latent mean (deterministic, as at inference); :meth:`sample` draws from
+    the posterior and returns ``(reconstruction, mean, log variance)`` for training.
     """
 
     def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
-                 latent_channels: int = DEFAULT_VAE_LATENT):
+                 latent_channels: int = DEFAULT_VAE_LATENT, dense_latent: int = 0):
         super().__init__()
         channels = list(channels)
+        self.halvings, self.dense_latent, self.bottleneck_channels = len(channels) - 1, dense_latent, channels[-1]
         layers = [_vae_block(in_channels, channels[0])]
         for before, after in zip(channels[:-1], channels[1:]):
             layers += [_vae_block(before, after, stride=2), _vae_block(after, after)]
         self.encoder = nn.Sequential(*layers)
-        self.to_latent = nn.Conv2d(channels[-1], 2 * latent_channels, 1)
-        self.from_latent = _vae_block(latent_channels, channels[-1])
+        if dense_latent:
+            cells = channels[-1] * DENSE_GRID * DENSE_GRID
+            self.to_latent = nn.Sequential(nn.AdaptiveAvgPool2d(DENSE_GRID), nn.Flatten(),
+                                           nn.Linear(cells, 2 * dense_latent))
+            self.from_vector = nn.Linear(dense_latent, cells)
+            self.from_latent = _vae_block(channels[-1], channels[-1])
+        else:
+            self.to_latent = nn.Conv2d(channels[-1], 2 * latent_channels, 1)
+            self.from_latent = _vae_block(latent_channels, channels[-1])
         layers = []
         for before, after in zip(channels[::-1][:-1], channels[::-1][1:]):
             layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
@@ -82,16 +94,27 @@ class SliceVAE(nn.Module):
         mean, log_variance = self.to_latent(self.encoder(x)).chunk(2, dim=1)
         return mean, log_variance.clamp(-10.0, 10.0)
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+    def bottleneck_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """The encoder's output grid for input ``x`` (each stride-2 convolution: ``(n - 1) // 2 + 1``)."""
+        size = list(x.shape[-2:])
+        for _ in range(self.halvings):
+            size = [(n - 1) // 2 + 1 for n in size]
+        return size[0], size[1]
+
+    def decode(self, latent: torch.Tensor, bottleneck_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Reconstruction from ``latent``; a dense latent needs the bottleneck's grid to stretch to."""
+        if self.dense_latent:
+            grid = self.from_vector(latent).view(-1, self.bottleneck_channels, DENSE_GRID, DENSE_GRID)
+            latent = nn.functional.interpolate(grid, size=bottleneck_size, mode="bilinear", align_corners=False)
         return self.decoder(self.from_latent(latent))
 
     def sample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, log_variance = self.encode(x)
         latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
-        return self.decode(latent), mean, log_variance
+        return self.decode(latent, self.bottleneck_size(x)), mean, log_variance
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x)[0], self.bottleneck_size(x))
 
 
 ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE}
