@@ -15,13 +15,14 @@ from UADBrainLib.bundle import BUNDLED_MODELS_DIR, list_bundled, read_bundle, sh
 from UADBrainLib.errors import Cancelled, ModelError
 from UADBrainLib.inference.bundled_example import load_example
 from UADBrainLib.inference.models import family_class, load_model
-from UADBrainLib.inference.models.dae import SHARED_HEAD, DenoisingAutoencoder, anomaly_score, ssim_dissimilarity
+from UADBrainLib.inference.models.dae import SHARED_HEAD, DenoisingAutoencoder
 from UADBrainLib.inference.models.diffusion import DEFAULT_SAMPLER
 from UADBrainLib.inference.models.diffusion import HEAD as DIFFUSION_HEAD
 from UADBrainLib.inference.models.diffusion import PartialDiffusionModel, cumulative_alphas
 from UADBrainLib.inference.models.networks import (PAD_MULTIPLE, VAE_ARCHITECTURE, SliceVAE, brain_box, build_networks,
                                                    context_indices, network_spec, predict_volume, prepare)
 from UADBrainLib.inference.models.noise import coarse_noise
+from UADBrainLib.inference.models.scores import anomaly_score, mahalanobis_score, ssim_dissimilarity
 from UADBrainLib.inference.models.segmenter import HEAD, SyntheticAnomalySegmenter
 from UADBrainLib.inference.models.vae import SHARED_HEAD as VAE_HEAD
 from UADBrainLib.inference.models.vae import VariationalAutoencoder
@@ -32,8 +33,8 @@ TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
 TINY_VAE = {"channels": [4, 8, 8], "latent_channels": 2}
 
 
-def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=False):
-    scoring = {"score": score}
+def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=False, **scoring_settings):
+    scoring = {"score": score, **scoring_settings}
     if family == "vae":
         heads = [VAE_HEAD] if shared else list(contrasts)
         spec = network_spec(heads, context, TINY_VAE, architecture=VAE_ARCHITECTURE)
@@ -219,11 +220,58 @@ def test_diffusion_reconstruction_is_reproducible_and_runs_the_sampler_steps(tmp
     assert np.all(first.reconstructions["flair"][~mask] == 0)
 
 
-def test_dae_ssim_score_runs(tmp_path):
-    model = load_model(tiny_bundle(tmp_path, "dae", ["flair"], score="ssim"))
+@pytest.mark.parametrize("score", ["ssim", "ssim-ens", "perceptual"])
+def test_structure_and_perceptual_scores_count_only_where_the_residual_goes_the_lesion_way(tmp_path, score):
+    settings = {"feature_model": "segmenter"} if score == "perceptual" else {}
+    model = load_model(tiny_bundle(tmp_path, "dae", ["flair"], score=score, **settings))
     image, mask = canonical_case()
-    score = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0)).contrast_maps["flair"]
-    assert score.min() >= 0 and score.max() > 0
+    output = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    score_map, residual = output.contrast_maps["flair"], prepare(image, mask) - output.reconstructions["flair"]
+    assert score_map.min() >= 0 and score_map.max() > 0
+    assert not score_map[residual <= 0].any()
+
+
+def test_one_ssim_window_differs_from_the_window_ensemble():
+    image, mask = canonical_case()
+    reconstruction = np.where(mask, 0.5 * image, 0).astype(np.float32)
+    single = anomaly_score(image, reconstruction, "both", "ssim")
+    ensemble = anomaly_score(image, reconstruction, "both", "ssim-ens")
+    assert single.shape == ensemble.shape and not np.allclose(single, ensemble)
+
+
+def test_mahalanobis_score_is_the_deviation_from_the_reconstructions_in_units_of_their_spread():
+    reconstructions = [np.array([1.0, 1.0, 0.0]), np.array([3.0, 3.0, 0.0])]  # mean 2, sd 1 (sd 0: floored)
+    image = np.array([5.0, -1.0, 0.05])
+    np.testing.assert_allclose(mahalanobis_score(image, reconstructions, "bright"), [3.0, -3.0, 0.5], atol=1e-6)
+    np.testing.assert_allclose(mahalanobis_score(image, reconstructions, "both"), [3.0, 3.0, 0.5], atol=1e-6)
+    with pytest.raises(ValueError, match="several"):
+        anomaly_score(image, reconstructions[:1], "bright", "mahalanobis")
+
+
+def test_diffusion_ensemble_reconstructs_once_per_noise_level_and_seed(tmp_path):
+    bundle = tiny_bundle(tmp_path, "diffusion", ["flair"], score="mahalanobis",
+                         ensemble={"noise_levels": [50, 100], "seeds": 2})
+    model = load_model(bundle)
+    calls = []
+    network = model.networks["flair"]
+    network.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    image, mask = canonical_case()
+    output = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    batches = -(-int(mask.any(axis=(1, 2)).sum()) // model.batch_size)
+    assert len(calls) == 2 * 2 * 3 * batches  # levels x seeds x DDIM steps
+    assert np.isfinite(output.contrast_maps["flair"]).all() and output.contrast_maps["flair"].max() > 0
+
+
+def test_a_score_the_family_cannot_compute_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="Mahalanobis"):
+        load_model(tiny_bundle(tmp_path, "dae", ["flair"], score="mahalanobis"))
+
+
+def test_a_perceptual_score_calibrated_with_other_feature_weights_is_refused(tmp_path):
+    bundle = tiny_bundle(tmp_path, "dae", ["flair"], score="perceptual", feature_model="segmenter",
+                         feature_model_sha256="0" * 64)
+    with pytest.raises(ModelError, match="rescore"):
+        load_model(bundle)
 
 
 def test_changed_weights_are_refused(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from test_models import tiny_bundle
 
 from phantoms import phantom_brain
+from UADBrainLib import bundle as bundle_module
 from UADBrainLib.bundle import read_bundle, sha256_of
 from UADBrainLib.cli.main import main
 from UADBrainLib.errors import InputError
@@ -20,6 +21,7 @@ from UADBrainLib.inference.pipeline import detect, detect_raw_scores
 from UADBrainLib.preprocessing import normalise
 from UADBrainLib.training.data import (FolderSource, TrainingVolume, VolumePool, find_subjects, linear_normaliser,
                                        preprocess_case, sample_slabs, split_indices, training_volume)
+from UADBrainLib.training import rescore as rescore_module
 from UADBrainLib.training.train import TrainConfig, _load_checkpoint, _save_checkpoint, lr_at
 
 
@@ -193,3 +195,55 @@ def test_dense_autoencoder_trains_with_one_command(tmp_path):
     result = detect({"flair": image}, model=load_model(read_bundle(out)), mask=mask,
                     options=DetectOptions(device="cpu", threshold="otsu"))
     assert result.anomaly_map.GetSize() == image.GetSize()
+
+
+RESCORE_SMOKE = ["--volumes", "1", "--spacing", "4", "--device", "cpu"]
+
+
+def test_rescore_writes_a_calibrated_bundle_sharing_a_bundled_models_weights(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    (models / "dae").mkdir(parents=True)
+    source = tiny_bundle(models / "dae", "dae", ["flair"])
+    for module in (bundle_module, rescore_module):  # the tiny model stands in for a bundled one
+        monkeypatch.setattr(module, "BUNDLED_MODELS_DIR", models)
+    out = tmp_path / "dae-ssim-ens"
+    assert main(["rescore", "--model", str(source.path), "--score", "ssim-ens", "--out", str(out),
+                 *RESCORE_SMOKE]) == 0
+    bundle = read_bundle(out)
+    meta = bundle.metadata
+    assert meta["weights"]["bundle"] == "dae" and not (out / "weights.pt").exists()
+    assert meta["scoring"]["score"] == "ssim-ens" and meta["calibration"]["channels"]
+    assert meta["training"]["rescored"]["from"] == "tiny-dae" and "ensembled SSIM" in meta["title"]
+    assert "Rescored from `tiny-dae`" in (out / "README.md").read_text(encoding="utf-8")
+    image, mask, _ = phantom_brain()
+    result = detect({"flair": image}, model=load_model(bundle), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="calibrated"))
+    assert result.anomaly_map.GetSize() == image.GetSize()
+
+
+def test_rescore_copies_a_folders_weights_and_refuses_what_its_family_cannot_score(tmp_path):
+    (tmp_path / "src").mkdir()
+    source = tiny_bundle(tmp_path / "src", "diffusion", ["flair"])
+    out = tmp_path / "diffusion-mahalanobis"
+    assert main(["rescore", "--model", str(source.path), "--score", "mahalanobis", "--noise-levels", "50,100",
+                 "--ensemble-seeds", "1", "--out", str(out), *RESCORE_SMOKE]) == 0
+    meta = read_bundle(out).metadata
+    assert meta["weights"]["sha256"] == sha256_of(out / "weights.pt") == source.metadata["weights"]["sha256"]
+    assert meta["scoring"]["ensemble"] == {"noise_levels": [50, 100], "seeds": 1}
+    assert "bundle" not in meta["weights"]
+
+    (tmp_path / "dae").mkdir()
+    dae = tiny_bundle(tmp_path / "dae", "dae", ["flair"])
+    refused = tmp_path / "dae-mahalanobis"
+    assert main(["rescore", "--model", str(dae.path), "--score", "mahalanobis", "--out", str(refused),
+                 *RESCORE_SMOKE]) == 2
+    assert not refused.exists() and not refused.with_name(refused.name + ".partial").exists()
+
+
+def test_train_records_the_score_and_the_reconstructions_it_compares(tmp_path):
+    out = tmp_path / "tiny-diffusion-ssim-ens"
+    assert main(["train", "--model", "diffusion", "--score", "ssim-ens", "--diffusion-start", "200",
+                 "--ensemble-seeds", "1", "--out", str(out), *SMOKE]) == 0
+    scoring = read_bundle(out).metadata["scoring"]
+    assert scoring["score"] == "ssim-ens" and scoring["ensemble"] == {"noise_levels": [100, 150, 200], "seeds": 1}
+    assert main(["train", "--model", "dae", "--score", "mahalanobis", "--out", str(tmp_path / "no"), *SMOKE]) == 2

@@ -14,7 +14,9 @@ Modelled on MONAI's bundle format, reduced to what the pipeline needs. ``metadat
   the synthetic validation set)
 * ``calibration``: healthy voxel-score quantiles per median kernel and volume-level scores
   (see ``calibration.py``)
-* ``weights``: ``{"file": ..., "sha256": ...}`` or null; ``network``: architecture and arguments
+* ``weights``: ``{"file": ..., "sha256": ...}`` or null (with ``"bundle": NAME``, the file of the
+  bundled model NAME: a model rescored with another score shares its source's weights);
+  ``network``: architecture and arguments
 * ``expected_runtime_s``, ``training``, ``license``, ``references``
 * ``task``: ``anomaly`` (the default); bundles of other tasks (``brain_extraction``,
   ``input_check``) live beside the models but are not listed as anomaly models
@@ -87,22 +89,27 @@ class Bundle:
     @property
     def weights_path(self) -> Path | None:
         weights = self.metadata.get("weights")
-        return self.path / weights["file"] if weights else None
+        if not weights:
+            return None
+        owner = weights.get("bundle")
+        return (BUNDLED_MODELS_DIR / owner if owner else self.path) / weights["file"]
 
     def verified_weights_path(self) -> Path:
         """The weights file, after checking it exists and matches the SHA-256 in the metadata."""
-        weights = self.metadata.get("weights")
-        if not weights:
+        path = self.weights_path
+        if path is None:
             raise ModelError(f"model '{self.name}' has no weights entry in its metadata — the "
                              "bundle is incomplete; reinstall or retrain it.")
-        path = self.path / weights["file"]
+        weights = self.metadata["weights"]
         if not path.is_file():
             raise ModelError(f"model '{self.name}': weights file '{path}' is missing — reinstall "
                              "or retrain the model.")
         actual = sha256_of(path)
         if actual != weights.get("sha256"):
+            shared = f" (shared with the bundled model '{weights['bundle']}', since changed: rescore it)" \
+                if weights.get("bundle") else ""
             raise ModelError(f"model '{self.name}': weights checksum mismatch (file is corrupt or "
-                             "was changed) — reinstall or retrain the model.")
+                             f"was changed{shared}) — reinstall or retrain the model.")
         return path
 
     def load_weights_into(self, network, device: str = "cpu"):

@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import UADBrainError
 
 # the modules of this package that add a subcommand, in the order --help lists them
-COMMAND_MODULES = ("detect", "models", "brainmask", "train", "calibrate", "evaluate", "validation-set", "grids",
+COMMAND_MODULES = ("detect", "models", "brainmask", "train", "rescore", "calibrate", "evaluate", "validation-set", "grids",
                    "bench")
 # commands of other packages (the web app's ``serve``) register under this entry-point group, so
 # that the engine never imports a front end

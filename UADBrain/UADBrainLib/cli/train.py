@@ -11,8 +11,19 @@ from ..errors import InputError
 from ..training.train import TrainConfig, train
 
 
+def integer_list(text: str) -> tuple[int, ...]:
+    """``"100,175,250"`` as integers, for argparse."""
+    import argparse
+
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
+
+
 def add_parser(subparsers) -> None:
     from ..device import DEVICE_CHOICES
+    from ..inference.models.scores import SCORES
     from ..training.tasks import TASKS
 
     parser = subparsers.add_parser(
@@ -42,8 +53,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--channels", default=",".join(map(str, TrainConfig.channels)),
                         help="U-Net channels per level, comma-separated")
     parser.add_argument("--patch", type=int, help="in-plane training window, pixels (default ~192 mm)")
-    parser.add_argument("--score", choices=("residual", "ssim"), default="residual",
-                        help="dae, vae: anomaly score of the reconstruction")
+    parser.add_argument("--score", choices=SCORES, default="residual",
+                        help="dae, vae, diffusion: anomaly score of the reconstruction (see uadbrain rescore "
+                             "--help; mahalanobis: diffusion only)")
+    parser.add_argument("--feature-model", help="--score perceptual: the segmenter bundle whose encoder gives "
+                        "the features (default: segmenter)")
     parser.add_argument("--noise-std", default=",".join(f"{v:g}" for v in TrainConfig.noise_std),
                         help="dae: range LOW,HIGH of the coarse noise's standard deviation (normalised units)")
     parser.add_argument("--network-per-contrast", action="store_true",
@@ -59,6 +73,11 @@ def add_parser(subparsers) -> None:
                         help="diffusion: noise slices to this step of 1000 (training and inference)")
     parser.add_argument("--diffusion-steps", type=int, default=TrainConfig.diffusion_steps,
                         help="diffusion: DDIM steps back to a clean slice at inference")
+    parser.add_argument("--noise-levels", type=integer_list, default=(),
+                        help="diffusion: noise levels to reconstruct from for ensemble scores, comma-separated "
+                             "(default: 50, 75 and 100 %% of --diffusion-start)")
+    parser.add_argument("--ensemble-seeds", type=int, default=TrainConfig.ensemble_seeds,
+                        help="diffusion: reconstructions per noise level of an ensemble score")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
                         "synthetic anomalies borrow (default: ellipsoids and blobs only)")
     parser.add_argument("--heldout-appearance", action="append", dest="heldout_appearances",
@@ -97,6 +116,8 @@ def run_train(args) -> int:
         low, high = (float(v) for v in args.noise_std.split(","))
     except ValueError:
         raise InputError(f"--noise-std '{args.noise_std}' is not LOW,HIGH (two numbers).") from None
+    if args.score == "mahalanobis" and args.model != "diffusion":
+        raise InputError("--score mahalanobis needs several reconstructions of one scan: train --model diffusion.")
     contrasts = list(dict.fromkeys(args.contrasts))
     config = TrainConfig(
         model=args.model, contrasts=contrasts, data=args.data, out=args.out, steps=args.steps,
@@ -110,6 +131,7 @@ def run_train(args) -> int:
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
         kl_weight=args.kl_weight, latent_channels=args.latent_channels, dense_latent=args.dense_latent,
         diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps,
+        feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)

@@ -188,7 +188,9 @@ class DenoisingTask(TrainingTask):
                 "noise; anomalies are what it cannot restore (the residual in the lesion direction).")
 
     def scoring(self):
-        return {"score": self.config.score}
+        from ..inference.models.scores import score_settings
+
+        return score_settings(self.config.score, self.config.feature_model)
 
     def references(self):
         return [KASCENAS_2022, BEHRENDT_2024, SYNTHSEG]
@@ -224,19 +226,32 @@ class DenoisingTask(TrainingTask):
         return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
-    def reconstruction(self, network):
+    def reconstructions(self, network) -> list:
         """What turns slice inputs into reconstructions at inference: the network itself, here."""
-        return network
+        return [network]
+
+    def feature_distance(self, device):
+        """The perceptual score's feature network (made once), or None for the other scores."""
+        if self.config.score != "perceptual":
+            return None
+        if getattr(self, "_features", None) is None:
+            from ..inference.models.features import FeatureDistance
+
+            self._features = FeatureDistance(self.scoring(), device)
+        return self._features
 
     def score_volume(self, networks, case, device):
-        from ..inference.models.dae import anomaly_score
         from ..inference.models.networks import predict_volume, prepare
+        from ..inference.models.scores import anomaly_score
         from ..inference.models.thresholding import DEFAULT_DIRECTIONS
 
         prepared = prepare(case.image, case.mask)
-        reconstruction = predict_volume(self.reconstruction(networks[self.head(case.contrast)]), prepared,
-                                        case.mask, self.config.context, device)
-        return anomaly_score(prepared, reconstruction, DEFAULT_DIRECTIONS[case.contrast], self.config.score)
+        several = [predict_volume(forward, prepared, case.mask, self.config.context, device)
+                   for forward in self.reconstructions(networks[self.head(case.contrast)])]
+        features = self.feature_distance(device)
+        distance = (lambda image, reconstruction: features.distance(image, reconstruction, case.mask)) \
+            if features else None
+        return anomaly_score(prepared, several, DEFAULT_DIRECTIONS[case.contrast], self.config.score, distance)
 
 
 class VariationalTask(DenoisingTask):
@@ -309,7 +324,11 @@ class DiffusionTask(DenoisingTask):
         return {**DEFAULT_SAMPLER, "start": self.config.diffusion_start, "steps": self.config.diffusion_steps}
 
     def scoring(self):
-        return {"score": self.config.score, "sampler": self.sampler()}
+        from ..inference.models.diffusion import ensemble_for
+
+        ensemble = ensemble_for(self.config.score, self.config.diffusion_start, self.config.noise_levels,
+                                self.config.ensemble_seeds)
+        return {**super().scoring(), "sampler": self.sampler(), **({"ensemble": ensemble} if ensemble else {})}
 
     def title(self):
         return f"Partial-noising diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
@@ -338,10 +357,10 @@ class DiffusionTask(DenoisingTask):
         return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
-    def reconstruction(self, network):
-        from ..inference.models.diffusion import seeded_reconstruction
+    def reconstructions(self, network):
+        from ..inference.models.diffusion import ensemble_samplers, seeded_reconstruction
 
-        return seeded_reconstruction(network, self.sampler())
+        return [seeded_reconstruction(network, sampler) for sampler in ensemble_samplers(self.scoring())]
 
 
 class SegmenterTask(TrainingTask):

@@ -44,7 +44,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     patch: int | None = None  # in-plane size of training slices (default ~192 mm)
-    score: str = "residual"
+    score: str = "residual"  # how reconstructions are scored (inference/models/scores.py)
+    feature_model: str | None = None  # perceptual score: the segmenter whose encoder gives the features
     shared_network: bool = True  # dae: one network for all contrasts (else one per contrast)
     noise_std: tuple[float, float] = (1.0, 3.0)  # dae: range of the coarse noise's sd, normalised units
     kl_weight: float = 1.0  # vae: weight of the KL term per brain pixel (0: a plain autoencoder)
@@ -52,6 +53,8 @@ class TrainConfig:
     dense_latent: int = 0  # vae: > 0, one latent vector of this size instead of the spatial latent
     diffusion_start: int = 250  # diffusion: step of 1000 the slices are noised to (training and inference)
     diffusion_steps: int = 10  # diffusion: DDIM steps back to a clean slice at inference
+    noise_levels: tuple[int, ...] = ()  # diffusion: reconstruct from each (ensemble scores; default: scores.py)
+    ensemble_seeds: int = 2  # diffusion: reconstructions per noise level of an ensemble
     pool_size: int = 16
     refresh_every: int = 25
     validate_every: int = 500
@@ -256,7 +259,8 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
 
 def model_card(metadata: dict, history: list) -> str:
     """The bundle's README: what the model is, how it was trained, what was measured."""
-    training = metadata["training"]
+    recorded = ("data", "steps", "best_step", "time_minutes", "machine", "device", "seed", "command", "validation")
+    training = {**dict.fromkeys(recorded, "not recorded"), **metadata.get("training", {})}
     lines = [
         f"# {metadata['name']}: {metadata['title']}", "", metadata["description"], "",
         "## Use", "", "```", f"uadbrain detect --{metadata['contrasts'][0]} scan.nii.gz --model "
@@ -273,18 +277,21 @@ def model_card(metadata: dict, history: list) -> str:
         f"- Seed: {training['seed']}",
         f"- Command: `{training['command']}`",
         f"- Validation (held-out synthetic data) at the kept step: {json.dumps(training['validation'])}",
-        "", "## Healthy calibration", "",
-        f"{(metadata.get('calibration') or {}).get('description', 'none')}", "",
-        "## Validation history", "", "| step | loss | " + " | ".join(k for k in (history[-1] if history else {})
-                                                                  if k not in ("step", "loss")) + " |",
     ]
+    rescored = training.get("rescored")
+    if rescored:
+        lines.append(f"- Rescored from `{rescored['from']}` (its training above; validation with its own score): "
+                     f"`{rescored['command']}`")
+    lines += ["", "## Healthy calibration", "", f"{(metadata.get('calibration') or {}).get('description', 'none')}",
+              ""]
     if history:
         keys = [k for k in history[-1] if k not in ("step", "loss")]
-        lines.append("|" + "---|" * (len(keys) + 2))
+        lines += ["## Validation history", "", "| step | loss | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (len(keys) + 2)]
         for row in history:
             lines.append(f"| {row['step']} | {row['loss']:.4f} | "
                          + " | ".join(f"{row.get(k, float('nan')):.4g}" for k in keys) + " |")
     lines += ["", "## Evaluation on real scans", "",
               "Not measured by `uadbrain train`: run `uadbrain evaluate` and add the table here.", "",
-              "## References", ""] + [f"- {r}" for r in metadata["references"]] + [""]
+              "## References", ""] + [f"- {r}" for r in metadata.get("references", [])] + [""]
     return "\n".join(lines)

@@ -11,7 +11,10 @@ contrast's slices draw their noise, batch by batch, from one generator seeded by
 ``seed``, so a scan always gives the same map.
 
 Scored like the denoising autoencoder: the residual ``image - reconstruction`` in the lesion
-direction. The cost is ``steps`` network passes per slice instead of one.
+direction, or another score of ``scores.py``. The cost is ``steps`` network passes per slice
+instead of one. With an ``ensemble`` in the scoring block (``noise_levels``, ``seeds`` per level)
+every slice is reconstructed once per level and seed — what the ensembled SSIM and the
+Mahalanobis score compare the image with — at that many times the cost.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .noise import coarse_noise
 HEAD = "diffusion"
 DEFAULT_SAMPLER = {"timesteps": 1000, "beta": [1e-4, 0.02], "start": 250, "steps": 10,
                    "noise_resolutions": [8, 16, 32], "seed": 0}
+ENSEMBLE_FRACTIONS = (0.5, 0.75, 1.0)  # default noise levels of an ensemble: these fractions of the trained start
 
 
 def cumulative_alphas(sampler: dict) -> torch.Tensor:
@@ -78,9 +82,29 @@ def seeded_reconstruction(network, sampler: dict):
     return lambda inputs: reconstruct(network, inputs, sampler, generator)
 
 
+def ensemble_for(score: str, start: int, noise_levels=(), seeds: int = 2) -> dict | None:
+    """The scoring block's ``ensemble``: the given noise levels, else for an ensemble score
+    :data:`ENSEMBLE_FRACTIONS` of the trained ``start``; None for one reconstruction."""
+    from .scores import ENSEMBLE_SCORES
+
+    if not noise_levels and score not in ENSEMBLE_SCORES:
+        return None
+    levels = noise_levels or [int(round(start * fraction)) for fraction in ENSEMBLE_FRACTIONS]
+    return {"noise_levels": [int(level) for level in levels], "seeds": int(seeds)}
+
+
+def ensemble_samplers(scoring: dict) -> list[dict]:
+    """The sampler of each reconstruction the scoring asks for: one, or one per noise level and seed."""
+    sampler = {**DEFAULT_SAMPLER, **scoring.get("sampler", {})}
+    ensemble = scoring.get("ensemble")
+    if not ensemble:
+        return [sampler]
+    return [{**sampler, "start": int(level), "seed": int(sampler["seed"]) + seed}
+            for level in ensemble["noise_levels"] for seed in range(int(ensemble.get("seeds", 1)))]
+
+
 class PartialDiffusionModel(DenoisingAutoencoder):
     shared_head = HEAD
 
-    def _forward_for(self, head: str):
-        sampler = {**DEFAULT_SAMPLER, **self.bundle.metadata.get("scoring", {}).get("sampler", {})}
-        return seeded_reconstruction(self.networks[head], sampler)
+    def _forwards_for(self, head: str):
+        return [seeded_reconstruction(self.networks[head], sampler) for sampler in ensemble_samplers(self.scoring)]

@@ -189,11 +189,12 @@ def brain_box(mask: np.ndarray, multiple: int = PAD_MULTIPLE, margin: int = 2):
 def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                    mask: np.ndarray, context: int, device: str, batch_size: int = 16,
                    progress: Callable[[float], None] | None = None,
-                   is_cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+                   is_cancelled: Callable[[], bool] | None = None, paired: np.ndarray | None = None) -> np.ndarray:
     """Run a slice network over every brain slice of one prepared volume.
 
     Returns the network's first output channel on the full ``[S, P, L]`` grid (0 outside the
-    brain's bounding box).
+    brain's bounding box). With ``paired`` (a second prepared volume, e.g. a reconstruction to
+    compare with), each input holds the second volume's slice inputs after the first's.
     """
     from ...errors import Cancelled
 
@@ -203,6 +204,7 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
     s_slice, p_slice, l_slice, pads = brain_box(mask)
     crop_image = np.pad(image[:, p_slice, l_slice], [(0, 0), *pads])
     crop_mask = np.pad(mask[:, p_slice, l_slice], [(0, 0), *pads])
+    crop_paired = None if paired is None else np.pad(paired[:, p_slice, l_slice], [(0, 0), *pads])
     centres = np.arange(s_slice.start, s_slice.stop)
     crop_out = np.zeros(crop_image.shape, np.float32)
     with torch.inference_mode():
@@ -210,7 +212,10 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
             if is_cancelled is not None and is_cancelled():
                 raise Cancelled("cancelled by the user.")
             batch = centres[start:start + batch_size]
-            inputs = torch.from_numpy(slice_inputs(crop_image, crop_mask, batch, context)).to(device)
+            inputs = slice_inputs(crop_image, crop_mask, batch, context)
+            if crop_paired is not None:
+                inputs = np.concatenate([inputs, slice_inputs(crop_paired, crop_mask, batch, context)], axis=1)
+            inputs = torch.from_numpy(inputs).to(device)
             crop_out[batch] = forward(inputs)[:, 0].float().cpu().numpy()
             if progress:
                 progress(min(start + batch_size, centres.size) / centres.size)
@@ -229,20 +234,24 @@ class SliceNetworkModel:
         self.spec = self.bundle.metadata["network"]
         self.networks = load_networks(self.bundle, self.device)
 
-    def _forward_for(self, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        """What turns a batch of slice inputs into outputs: the head's network itself, here."""
-        return self.networks[head]
+    def _forwards_for(self, head: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """What turns a batch of slice inputs into outputs, once per output wanted: the head's
+        network itself, here (a stochastic model may give several samplers)."""
+        return [self.networks[head]]
 
     def _run_per_contrast(self, head_for: Callable[[str], str], images: dict, brain_mask: np.ndarray,
                           message: str, progress=None, is_cancelled=None) -> dict[str, tuple]:
-        """``{contrast: (prepared input, network output)}`` for every given contrast."""
+        """``{contrast: (prepared input, [network output per forward])}`` for every given contrast."""
         results = {}
-        count = len(images)
         for index, (contrast, image) in enumerate(images.items()):
             prepared = prepare(image, brain_mask, self.spec.get("clip", CLIP))
-            report = (lambda f, i=index, c=contrast: progress((i + f) / count, f"{message} {c}")) if progress else None
-            output = predict_volume(self._forward_for(head_for(contrast)), prepared, brain_mask,
-                                    self.spec["context"], self.device, self.batch_size,
-                                    progress=report, is_cancelled=is_cancelled)
-            results[contrast] = (prepared, output)
+            forwards = self._forwards_for(head_for(contrast))
+            outputs = []
+            for run, forward in enumerate(forwards):
+                done = (index * len(forwards) + run) / (len(images) * len(forwards))
+                report = ((lambda f, d=done, c=contrast: progress(d + f / (len(images) * len(forwards)), f"{message} {c}"))
+                          if progress else None)
+                outputs.append(predict_volume(forward, prepared, brain_mask, self.spec["context"], self.device,
+                                              self.batch_size, progress=report, is_cancelled=is_cancelled))
+            results[contrast] = (prepared, outputs)
         return results

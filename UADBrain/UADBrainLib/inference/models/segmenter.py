@@ -33,5 +33,5 @@ class SyntheticAnomalySegmenter(SliceNetworkModel, AnomalyModel):
         results = self._run_per_contrast(lambda contrast: HEAD, images, brain_mask, "segmenting",
                                          progress, is_cancelled)
         maps = {contrast: np.where(brain_mask, anomaly_score(logits), 0.0).astype(np.float32)
-                for contrast, (_, logits) in results.items()}
+                for contrast, (_, (logits,)) in results.items()}
         return ModelOutput(contrast_maps=maps)
