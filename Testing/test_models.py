@@ -19,11 +19,14 @@ from UADBrainLib.inference.models.dae import SHARED_HEAD, DenoisingAutoencoder
 from UADBrainLib.inference.models.diffusion import DEFAULT_SAMPLER
 from UADBrainLib.inference.models.diffusion import HEAD as DIFFUSION_HEAD
 from UADBrainLib.inference.models.diffusion import PartialDiffusionModel, cumulative_alphas
-from UADBrainLib.inference.models.networks import (PAD_MULTIPLE, VAE_ARCHITECTURE, SliceVAE, brain_box, build_networks,
+from UADBrainLib.inference.models.networks import (PAD_MULTIPLE, SKIP_AE_ARCHITECTURE, VAE_ARCHITECTURE, SliceSkipAE,
+                                                   SliceVAE, brain_box, build_networks,
                                                    context_indices, network_spec, predict_volume, prepare)
 from UADBrainLib.inference.models.noise import coarse_noise
 from UADBrainLib.inference.models.scores import anomaly_score, mahalanobis_score, ssim_dissimilarity
 from UADBrainLib.inference.models.segmenter import HEAD, SyntheticAnomalySegmenter
+from UADBrainLib.inference.models.skip_ae import SHARED_HEAD as SKIP_AE_HEAD
+from UADBrainLib.inference.models.skip_ae import SkipAutoencoder
 from UADBrainLib.inference.models.vae import SHARED_HEAD as VAE_HEAD
 from UADBrainLib.inference.models.vae import VariationalAutoencoder
 from UADBrainLib.inference.options import DetectOptions
@@ -38,6 +41,9 @@ def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=F
     if family == "vae":
         heads = [VAE_HEAD] if shared else list(contrasts)
         spec = network_spec(heads, context, TINY_VAE, architecture=VAE_ARCHITECTURE)
+    elif family == "skip-ae":
+        heads = [SKIP_AE_HEAD] if shared else list(contrasts)
+        spec = network_spec(heads, context, {"channels": [4, 8, 8]}, architecture=SKIP_AE_ARCHITECTURE)
     elif family == "diffusion":
         heads = [DIFFUSION_HEAD] if shared else list(contrasts)
         spec = network_spec(heads, 0, TINY_UNET, extra_channels=1)
@@ -141,9 +147,10 @@ def test_families_load_lazily_by_name():
     assert family_class("segmenter") is SyntheticAnomalySegmenter
     assert family_class("vae") is VariationalAutoencoder
     assert family_class("diffusion") is PartialDiffusionModel
+    assert family_class("skip-ae") is SkipAutoencoder
 
 
-@pytest.mark.parametrize("family", ["dae", "vae", "diffusion", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "skip-ae", "diffusion", "segmenter"])
 def test_model_scores_each_contrast_inside_the_brain(tmp_path, family):
     model = load_model(tiny_bundle(tmp_path, family, ["flair", "t1"]))
     image, mask = canonical_case()
@@ -189,6 +196,16 @@ def test_dense_vae_squeezes_any_slice_through_one_vector():
         assert network(slices).shape == (shape[0], 1, *shape[2:])
         assert torch.equal(network(slices), network.decode(mean, network.bottleneck_size(slices)))
     assert network.sample(slices)[0].shape == (2, 1, 32, 48)
+
+
+def test_skip_autoencoder_drops_skip_channels_in_training_only():
+    torch.manual_seed(0)
+    network = SliceSkipAE(in_channels=4, channels=[4, 8, 8], skip_dropout=0.9)
+    slices = torch.randn(2, 4, 21, 30)  # odd sizes: the decoder follows the skips' grids
+    network.eval()
+    assert network(slices).shape == (2, 1, 21, 30) and torch.equal(network(slices), network(slices))
+    network.train()
+    assert not torch.equal(network(slices), network(slices))
 
 
 def test_vae_with_one_shared_network_reconstructs_every_contrast(tmp_path):
@@ -282,7 +299,7 @@ def test_changed_weights_are_refused(tmp_path):
         load_model(bundle)
 
 
-@pytest.mark.parametrize("family", ["dae", "vae", "diffusion", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "skip-ae", "diffusion", "segmenter"])
 def test_detect_with_a_learned_model_returns_maps_on_the_input_grid(tmp_path, family):
     bundle = tiny_bundle(tmp_path, family, ["flair"])
     image, mask, _ = phantom_brain(direction=OBLIQUE_DIRECTION)

@@ -69,6 +69,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dense-latent", type=int, default=TrainConfig.dense_latent,
                         help="vae: one latent vector of this size instead of the spatial latent (Baur et "
                              "al. 2021's dense autoencoder; with --kl-weight 0 a plain dense AE)")
+    parser.add_argument("--skip-dropout", type=float, default=TrainConfig.skip_dropout,
+                        help="skip-ae: channel dropout rate of the skip connections in training")
     parser.add_argument("--diffusion-start", type=int, default=TrainConfig.diffusion_start,
                         help="diffusion: noise slices to this step of 1000 (training and inference)")
     parser.add_argument("--diffusion-steps", type=int, default=TrainConfig.diffusion_steps,
@@ -130,6 +132,7 @@ def run_train(args) -> int:
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
         kl_weight=args.kl_weight, latent_channels=args.latent_channels, dense_latent=args.dense_latent,
+        skip_dropout=args.skip_dropout,
         diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps,
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),

@@ -25,6 +25,8 @@ BAUGH_2023 = ("Baugh M, Tan J, Müller JP, Dombrowski M, Batten J, Kainz B. Many
               "learning to localise medical anomalies from multiple synthetic tasks. MICCAI 2023.")
 BAUR_2021 = ("Baur C, Denner S, Wiestler B, Navab N, Albarqouni S. Autoencoders for unsupervised anomaly "
              "segmentation in brain MR images: a comparative study. Medical Image Analysis 69, 2021.")
+BAUR_2020 = ("Baur C, Wiestler B, Albarqouni S, Navab N. Bayesian skip-autoencoders for unsupervised "
+             "hyperintense anomaly segmentation of structural brain MRI. ISBI 2020.")
 KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
 WYATT_2022 = ("Wyatt J, Leach A, Schmon SM, Willcocks CG. AnoDDPM: anomaly detection with denoising diffusion "
               "probabilistic models using simplex noise. CVPR Workshops 2022.")
@@ -302,6 +304,42 @@ class VariationalTask(DenoisingTask):
         return self.per_head_loss(batch.contrasts, head_loss)
 
 
+class SkipAutoencoderTask(DenoisingTask):
+    """Baur et al. 2020: reconstruct clean healthy slices through an autoencoder whose skip
+    connections are dropped out channel-wise in training."""
+
+    family = "skip-ae"
+
+    def shared_head(self) -> str:
+        from ..inference.models.skip_ae import SHARED_HEAD
+
+        return SHARED_HEAD
+
+    def network_spec(self) -> dict:
+        from ..inference.models.networks import SKIP_AE_ARCHITECTURE, network_spec
+
+        args = {"channels": list(self.config.channels), "skip_dropout": self.config.skip_dropout}
+        return network_spec(self.heads(), self.config.context, args, architecture=SKIP_AE_ARCHITECTURE)
+
+    def title(self):
+        return f"Skip-connection autoencoder ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        return (f"A convolutional autoencoder with skip connections, each dropped out channel-wise at rate "
+                f"{self.config.skip_dropout:g} in training (off at inference), trained on synthetic healthy brains "
+                "to reconstruct clean slices; anomalies are what it cannot reconstruct (the residual in the "
+                "lesion direction).")
+
+    def references(self):
+        return [BAUR_2020, BAUR_2021, SYNTHSEG]
+
+    def loss(self, networks, volumes, rng, device):
+        batch, images, masks = self.batch_tensors(volumes, rng)
+        inputs, targets, weights = self.slice_targets(images, images, masks, device)
+        return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
+            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+
+
 class DiffusionTask(DenoisingTask):
     """Wyatt et al. 2022 (AnoDDPM): predict the clean slice from one noised to a random step of
     the partial diffusion the model is run with. 2D only: neighbouring slices given as context
@@ -435,7 +473,8 @@ class SegmenterTask(TrainingTask):
         return anomaly_score(logits)
 
 
-TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask, "diffusion": DiffusionTask,
+TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask,
+                                         "skip-ae": SkipAutoencoderTask, "diffusion": DiffusionTask,
                                          "segmenter": SegmenterTask}
 
 

@@ -14,6 +14,7 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "threshold": ThresholdingModel,
     "dae": "dae:DenoisingAutoencoder",
     "vae": "vae:VariationalAutoencoder",
+    "skip-ae": "skip_ae:SkipAutoencoder",
     "diffusion": "diffusion:PartialDiffusionModel",
     "segmenter": "segmenter:SyntheticAnomalySegmenter",
     "tissue": "tissue:TissueNormativeModel",

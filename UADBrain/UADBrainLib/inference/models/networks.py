@@ -9,8 +9,9 @@ A bundle's ``network`` block names the architecture and its arguments, the conte
 heads: one network per head (e.g. one per contrast for the denoising autoencoder, one shared
 head for the segmenter), stored in one ``state_dict`` with keys ``<head>.<parameter>``. Two
 architectures exist: a U-Net (:class:`SliceUNet`, skip connections, for the denoising
-autoencoder and the segmenter) and a variational autoencoder without skip connections
-(:class:`SliceVAE`), whose bottleneck is what keeps it from copying a lesion through.
+autoencoder and the segmenter), a variational autoencoder without skip connections
+(:class:`SliceVAE`), whose bottleneck is what keeps it from copying a lesion through, and an
+autoencoder whose skip connections are dropped out in training (:class:`SliceSkipAE`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ CLIP = 10.0  # normalised units (robust SD); beyond this, intensities carry no m
 PAD_MULTIPLE = 16  # 2 ** number of down-sampling steps of the default U-Net
 ARCHITECTURE = "monai.UNet-2d"
 VAE_ARCHITECTURE = "uadbrain.VAE-2d"
+SKIP_AE_ARCHITECTURE = "uadbrain.SkipAE-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
 DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
 DENSE_GRID = 4  # a dense latent reads (and the decoder starts from) the bottleneck pooled to 4 x 4
@@ -117,15 +119,50 @@ class SliceVAE(nn.Module):
         return self.decode(self.encode(x)[0], self.bottleneck_size(x))
 
 
-ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE}
+class SliceSkipAE(nn.Module):
+    """An autoencoder with skip connections (Baur et al. 2020): the decoder of :class:`SliceVAE`,
+    fed at each level by the encoder's features through channel dropout of rate ``skip_dropout``.
+
+    Skip connections keep detail a bottleneck loses, but a network trained on clean slices learns
+    to copy its input through them, lesions included. Dropping whole skip channels in training
+    (off at inference, so a scan always gives the same map) makes the decoder complete slices from
+    what the bottleneck and the remaining channels say a healthy slice holds.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 skip_dropout: float = 0.5):
+        super().__init__()
+        channels = list(channels)
+        self.first = _vae_block(in_channels, channels[0])
+        self.downs = nn.ModuleList(nn.Sequential(_vae_block(before, after, stride=2), _vae_block(after, after))
+                                   for before, after in zip(channels[:-1], channels[1:]))
+        self.skip_dropout = nn.Dropout2d(skip_dropout)
+        self.ups = nn.ModuleList(nn.Sequential(_vae_block(before + after, after), _vae_block(after, after))
+                                 for before, after in zip(channels[::-1][:-1], channels[::-1][1:]))
+        self.last = nn.Conv2d(channels[0], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.first(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = skips.pop()
+        for up in self.ups:
+            skip = skips.pop()
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = up(torch.cat([x, self.skip_dropout(skip)], dim=1))
+        return self.last(x)
+
+
+ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE}
 
 
 def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
                  output_bias: float = 0.0, architecture: str = ARCHITECTURE, extra_channels: int = 0) -> dict:
     """The ``network`` block of a bundle's metadata (``unet``: the architecture's own arguments;
     ``extra_channels``: inputs beyond the slices and the mask, e.g. a diffusion step)."""
-    defaults = DEFAULT_UNET if architecture == ARCHITECTURE else {"channels": DEFAULT_UNET["channels"],
-                                                                  "latent_channels": DEFAULT_VAE_LATENT}
+    defaults = {ARCHITECTURE: DEFAULT_UNET, VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"],
+                                                               "latent_channels": DEFAULT_VAE_LATENT},
+                SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]}}[architecture]
     args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2 + extra_channels, "out_channels": 1}
     if architecture == ARCHITECTURE:
         args["output_bias"] = output_bias
