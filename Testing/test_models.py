@@ -28,7 +28,7 @@ from UADBrainLib.inference.models.segmenter import HEAD, SyntheticAnomalySegment
 from UADBrainLib.inference.models.skip_ae import SHARED_HEAD as SKIP_AE_HEAD
 from UADBrainLib.inference.models.skip_ae import SkipAutoencoder
 from UADBrainLib.inference.models.vae import SHARED_HEAD as VAE_HEAD
-from UADBrainLib.inference.models.vae import VariationalAutoencoder
+from UADBrainLib.inference.models.vae import VariationalAutoencoder, kl_gradient
 from UADBrainLib.inference.options import DetectOptions
 from UADBrainLib.inference.pipeline import detect, detect_raw_scores
 
@@ -198,6 +198,19 @@ def test_dense_vae_squeezes_any_slice_through_one_vector():
     assert network.sample(slices)[0].shape == (2, 1, 32, 48)
 
 
+def test_kl_gradient_score_is_the_residual_weighted_by_the_latents_sensitivity(tmp_path):
+    model = load_model(tiny_bundle(tmp_path, "vae", ["flair"], score="kl-combined"))
+    network = model.networks["flair"]
+    inputs = torch.randn(2, 4, 16, 16)
+    with torch.inference_mode():  # as predict_volume calls it
+        gradient = kl_gradient(network, inputs)
+    assert gradient.shape == (2, 1, 16, 16) and gradient.min() >= 0 and gradient.max() > 0
+    image, mask = canonical_case()
+    output = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    score, residual = output.contrast_maps["flair"], prepare(image, mask) - output.reconstructions["flair"]
+    assert np.isfinite(score).all() and (np.sign(score[mask]) == np.sign(residual[mask])).mean() > 0.95
+
+
 def test_skip_autoencoder_drops_skip_channels_in_training_only():
     torch.manual_seed(0)
     network = SliceSkipAE(in_channels=4, channels=[4, 8, 8], skip_dropout=0.9)
@@ -280,8 +293,10 @@ def test_diffusion_ensemble_reconstructs_once_per_noise_level_and_seed(tmp_path)
 
 
 def test_a_score_the_family_cannot_compute_is_refused(tmp_path):
-    with pytest.raises(ModelError, match="Mahalanobis"):
+    with pytest.raises(ModelError, match="mahalanobis score needs a diffusion model"):
         load_model(tiny_bundle(tmp_path, "dae", ["flair"], score="mahalanobis"))
+    with pytest.raises(ModelError, match="kl-combined score needs a vae model"):
+        load_model(tiny_bundle(tmp_path, "dae", ["flair"], score="kl-combined"))
 
 
 def test_a_perceptual_score_calibrated_with_other_feature_weights_is_refused(tmp_path):

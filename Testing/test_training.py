@@ -22,6 +22,7 @@ from UADBrainLib.preprocessing import normalise
 from UADBrainLib.training.data import (FolderSource, TrainingVolume, VolumePool, find_subjects, linear_normaliser,
                                        preprocess_case, sample_slabs, split_indices, training_volume)
 from UADBrainLib.training import rescore as rescore_module
+from UADBrainLib.training.tasks import make_task
 from UADBrainLib.training.train import TrainConfig, _load_checkpoint, _save_checkpoint, lr_at
 
 
@@ -247,3 +248,17 @@ def test_train_records_the_score_and_the_reconstructions_it_compares(tmp_path):
     scoring = read_bundle(out).metadata["scoring"]
     assert scoring["score"] == "ssim-ens" and scoring["ensemble"] == {"noise_levels": [100, 150, 200], "seeds": 1}
     assert main(["train", "--model", "dae", "--score", "mahalanobis", "--out", str(tmp_path / "no"), *SMOKE]) == 2
+
+
+def test_context_encoding_vae_trains_with_one_command_and_blanks_rectangles_through_all_slices(tmp_path):
+    out = tmp_path / "tiny-cevae"
+    assert main(["train", "--model", "cevae", "--out", str(out), *SMOKE]) == 0
+    meta = read_bundle(out).metadata
+    assert meta["family"] == "vae" and meta["scoring"]["score"] == "kl-combined"
+    assert meta["title"].startswith("Context-encoding VAE") and meta["calibration"]["channels"]
+    task = make_task(TrainConfig(model="cevae", contrasts=["flair"], data="synthetic", out=tmp_path))
+    images = torch.ones(3, 3, 40, 40)
+    blanked = task.blanked(images, np.random.default_rng(0))
+    removed = blanked == 0
+    assert removed.any() and (removed == removed[:, :1]).all()  # the same rectangles in every slice
+    assert torch.equal(images, torch.ones(3, 3, 40, 40))  # the batch itself is untouched

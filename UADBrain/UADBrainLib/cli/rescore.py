@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
                         help="residual: the residual in the lesion direction (L1); ssim: 1-SSIM, 11-pixel window; "
                              "ssim-ens: mean 1-SSIM over windows 3-11 (and noise levels); perceptual: LPIPS-style "
                              "distance of a segmenter's features; mahalanobis: distance to several reconstructions "
-                             "(diffusion)")
+                             "(diffusion); kl-combined: residual times the KL term's input gradient (vae)")
     parser.add_argument("--out", required=True, type=Path, help="new bundle folder (must not exist)")
     parser.add_argument("--name", help="bundle name (default: the --out folder's name)")
     parser.add_argument("--feature-model", help="perceptual: the segmenter bundle whose encoder gives the features "

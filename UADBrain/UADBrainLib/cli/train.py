@@ -53,9 +53,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--channels", default=",".join(map(str, TrainConfig.channels)),
                         help="U-Net channels per level, comma-separated")
     parser.add_argument("--patch", type=int, help="in-plane training window, pixels (default ~192 mm)")
-    parser.add_argument("--score", choices=SCORES, default="residual",
-                        help="dae, vae, diffusion: anomaly score of the reconstruction (see uadbrain rescore "
-                             "--help; mahalanobis: diffusion only)")
+    parser.add_argument("--score", choices=SCORES,
+                        help="reconstruction models: how the reconstruction is scored (see uadbrain rescore --help; "
+                             "default: kl-combined for cevae, residual otherwise)")
     parser.add_argument("--feature-model", help="--score perceptual: the segmenter bundle whose encoder gives "
                         "the features (default: segmenter)")
     parser.add_argument("--noise-std", default=",".join(f"{v:g}" for v in TrainConfig.noise_std),
@@ -69,6 +69,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dense-latent", type=int, default=TrainConfig.dense_latent,
                         help="vae: one latent vector of this size instead of the spatial latent (Baur et "
                              "al. 2021's dense autoencoder; with --kl-weight 0 a plain dense AE)")
+    parser.add_argument("--context-weight", type=float, default=TrainConfig.context_weight,
+                        help="cevae: weight of the context-encoding loss")
     parser.add_argument("--skip-dropout", type=float, default=TrainConfig.skip_dropout,
                         help="skip-ae: channel dropout rate of the skip connections in training")
     parser.add_argument("--diffusion-start", type=int, default=TrainConfig.diffusion_start,
@@ -118,21 +120,26 @@ def run_train(args) -> int:
         low, high = (float(v) for v in args.noise_std.split(","))
     except ValueError:
         raise InputError(f"--noise-std '{args.noise_std}' is not LOW,HIGH (two numbers).") from None
-    if args.score == "mahalanobis" and args.model != "diffusion":
-        raise InputError("--score mahalanobis needs several reconstructions of one scan: train --model diffusion.")
+    from ..inference.models.scores import score_refusal
+    from ..training.tasks import TASKS
+
+    score = args.score or ("kl-combined" if args.model == "cevae" else "residual")
+    refusal = score_refusal(score, TASKS[args.model].family)
+    if refusal:
+        raise InputError(f"--score {score}: {refusal}.")
     contrasts = list(dict.fromkeys(args.contrasts))
     config = TrainConfig(
         model=args.model, contrasts=contrasts, data=args.data, out=args.out, steps=args.steps,
         device=args.device, seed=args.seed, resume=args.resume, label_maps=args.label_maps,
         name=args.name, spacing=args.spacing, context=args.context, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, channels=channels, patch=args.patch, score=args.score,
+        learning_rate=args.learning_rate, channels=channels, patch=args.patch, score=score,
         validate_every=args.validate_every, checkpoint_every=args.checkpoint_every,
         validation_volumes=args.validation_volumes, calibration_volumes=args.calibration_volumes,
         calibration_spacing=args.calibration_spacing,
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
         kl_weight=args.kl_weight, latent_channels=args.latent_channels, dense_latent=args.dense_latent,
-        skip_dropout=args.skip_dropout,
+        context_weight=args.context_weight, skip_dropout=args.skip_dropout,
         diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps,
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),

@@ -21,21 +21,23 @@ from ..errors import InputError
 RECONSTRUCTION_FAMILIES = ("dae", "vae", "skip-ae", "diffusion")
 SCORE_KEYS = ("score", "feature_model", "feature_model_sha256", "feature_levels", "ensemble")
 SCORE_NAMES = {"residual": "residual", "ssim": "SSIM", "ssim-ens": "ensembled SSIM", "perceptual": "perceptual",
-               "mahalanobis": "Mahalanobis"}
+               "mahalanobis": "Mahalanobis", "kl-combined": "residual x KL-gradient"}
 
 
 def rescored_scoring(bundle: Bundle, score: str, feature_model: str | None = None, noise_levels=(),
                      seeds: int = 2) -> dict:
     """``bundle``'s scoring block with ``score`` and the settings it needs in place of its own."""
     from ..inference.models.diffusion import DEFAULT_SAMPLER, ensemble_for
-    from ..inference.models.scores import score_settings
+    from ..inference.models.scores import score_refusal, score_settings
 
     if bundle.family not in RECONSTRUCTION_FAMILIES:
         raise InputError(f"model '{bundle.name}' is a {bundle.family} model; only reconstruction models "
                          f"({', '.join(RECONSTRUCTION_FAMILIES)}) can be rescored.")
-    if bundle.family != "diffusion" and (score == "mahalanobis" or noise_levels):
-        raise InputError(f"the Mahalanobis score and noise levels need several reconstructions of one scan: "
-                         f"a diffusion model, not the {bundle.family} model '{bundle.name}'.")
+    refusal = score_refusal(score, bundle.family) or (
+        f"noise levels need a diffusion model, not a {bundle.family} model" if noise_levels and
+        bundle.family != "diffusion" else None)
+    if refusal:
+        raise InputError(f"model '{bundle.name}': {refusal}.")
     scoring = {key: value for key, value in bundle.metadata.get("scoring", {}).items() if key not in SCORE_KEYS}
     scoring.update(score_settings(score, feature_model))
     if bundle.family == "diffusion":

@@ -27,6 +27,9 @@ BAUR_2021 = ("Baur C, Denner S, Wiestler B, Navab N, Albarqouni S. Autoencoders 
              "segmentation in brain MR images: a comparative study. Medical Image Analysis 69, 2021.")
 BAUR_2020 = ("Baur C, Wiestler B, Albarqouni S, Navab N. Bayesian skip-autoencoders for unsupervised "
              "hyperintense anomaly segmentation of structural brain MRI. ISBI 2020.")
+ZIMMERER_2019 = ("Zimmerer D, Isensee F, Petersen J, Kohl S, Maier-Hein K. Unsupervised anomaly localization "
+                 "using variational auto-encoders. MICCAI 2019 (and: Context-encoding variational autoencoder "
+                 "for unsupervised anomaly detection, MIDL 2019).")
 KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
 WYATT_2022 = ("Wyatt J, Leach A, Schmon SM, Willcocks CG. AnoDDPM: anomaly detection with denoising diffusion "
               "probabilistic models using simplex noise. CVPR Workshops 2022.")
@@ -229,7 +232,7 @@ class DenoisingTask(TrainingTask):
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
     def reconstructions(self, network) -> list:
-        """What turns slice inputs into reconstructions at inference: the network itself, here."""
+        """What turns slice inputs into the outputs the score reads: the network itself, here."""
         return [network]
 
     def feature_distance(self, device):
@@ -244,16 +247,17 @@ class DenoisingTask(TrainingTask):
 
     def score_volume(self, networks, case, device):
         from ..inference.models.networks import predict_volume, prepare
-        from ..inference.models.scores import anomaly_score
+        from ..inference.models.scores import score_outputs
         from ..inference.models.thresholding import DEFAULT_DIRECTIONS
 
         prepared = prepare(case.image, case.mask)
-        several = [predict_volume(forward, prepared, case.mask, self.config.context, device)
+        outputs = [predict_volume(forward, prepared, case.mask, self.config.context, device)
                    for forward in self.reconstructions(networks[self.head(case.contrast)])]
         features = self.feature_distance(device)
         distance = (lambda image, reconstruction: features.distance(image, reconstruction, case.mask)) \
             if features else None
-        return anomaly_score(prepared, several, DEFAULT_DIRECTIONS[case.contrast], self.config.score, distance)
+        return score_outputs(self.config.score, prepared, outputs, DEFAULT_DIRECTIONS[case.contrast],
+                             self.config.spacing, distance)[0]
 
 
 class VariationalTask(DenoisingTask):
@@ -290,16 +294,69 @@ class VariationalTask(DenoisingTask):
     def references(self):
         return [BAUR_2021, KINGMA_2014, SYNTHSEG]
 
+    def reconstructions(self, network):
+        from ..inference.models.vae import vae_forwards
+
+        return vae_forwards(network, self.config.score)
+
+    def elbo_loss(self, network, inputs, targets, weights):
+        """Reconstruction error plus ``kl_weight`` times the KL term per brain pixel (the ELBO of a
+        Gaussian likelihood with variance 1/2)."""
+        reconstruction, mean, log_variance = network.sample(inputs)
+        kl = 0.5 * (mean ** 2 + log_variance.exp() - 1.0 - log_variance).sum()
+        return (masked_squared_error(reconstruction, targets, weights)
+                + self.config.kl_weight * kl / weights.sum().clamp_min(1.0))
+
     def loss(self, networks, volumes, rng, device):
         batch, images, masks = self.batch_tensors(volumes, rng)
         inputs, targets, weights = self.slice_targets(images, images, masks, device)
+        return self.per_head_loss(batch.contrasts, lambda head, chosen: self.elbo_loss(
+            networks[head], inputs[chosen], targets[chosen], weights[chosen]))
+
+
+class ContextVAETask(VariationalTask):
+    """Zimmerer et al. 2019 (ceVAE): the VAE's loss plus a context-encoding loss — the same
+    network restores whole slices from copies with rectangles blanked out (in every context slice)
+    — scored by the residual times the KL term's input gradient."""
+
+    blanks = (1, 3)  # rectangles per slice
+    blank_mm = (10.0, 50.0)  # side lengths
+
+    def title(self):
+        return f"Context-encoding VAE ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        score = ("the residual in the lesion direction times the gradient of the KL term with respect to the "
+                 "input" if self.config.score == "kl-combined" else f"the {self.config.score} score")
+        return ("A convolutional variational autoencoder trained on synthetic healthy brains both to reconstruct "
+                "slices through its latent and to restore slices with rectangles blanked out (context encoding); "
+                f"scored by {score}.")
+
+    def references(self):
+        return [ZIMMERER_2019, BAUR_2021, KINGMA_2014, SYNTHSEG]
+
+    def blanked(self, images, rng):
+        """Copies of slab ``images`` ``[B, slices, H, W]`` with random rectangles set to 0 (the
+        normalised mean) through all slices."""
+        blanked = images.clone()
+        height, width = images.shape[-2:]
+        for index in range(images.shape[0]):
+            for _ in range(int(rng.integers(self.blanks[0], self.blanks[1] + 1))):
+                rows, columns = (int(np.clip(rng.uniform(*self.blank_mm) / self.config.spacing, 1, n))
+                                 for n in (height, width))
+                top, left = int(rng.integers(0, height - rows + 1)), int(rng.integers(0, width - columns + 1))
+                blanked[index, :, top:top + rows, left:left + columns] = 0.0
+        return blanked
+
+    def loss(self, networks, volumes, rng, device):
+        batch, images, masks = self.batch_tensors(volumes, rng)
+        inputs, targets, weights = self.slice_targets(images, images, masks, device)
+        context_inputs = self.slice_targets(self.blanked(images, rng) * masks, images, masks, device)[0]
 
         def head_loss(head, chosen):
-            reconstruction, mean, log_variance = networks[head].sample(inputs[chosen])
-            # KL per brain pixel: the ELBO of a Gaussian likelihood with variance 1/2, scaled by kl_weight
-            kl = 0.5 * (mean ** 2 + log_variance.exp() - 1.0 - log_variance).sum()
-            return (masked_squared_error(reconstruction, targets[chosen], weights[chosen])
-                    + self.config.kl_weight * kl / weights[chosen].sum().clamp_min(1.0))
+            restored = networks[head](context_inputs[chosen])  # the latent mean, as at inference
+            return (self.elbo_loss(networks[head], inputs[chosen], targets[chosen], weights[chosen])
+                    + self.config.context_weight * masked_squared_error(restored, targets[chosen], weights[chosen]))
 
         return self.per_head_loss(batch.contrasts, head_loss)
 
@@ -474,7 +531,7 @@ class SegmenterTask(TrainingTask):
 
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask,
-                                         "skip-ae": SkipAutoencoderTask, "diffusion": DiffusionTask,
+                                         "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask, "diffusion": DiffusionTask,
                                          "segmenter": SegmenterTask}
 
 

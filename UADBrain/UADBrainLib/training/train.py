@@ -51,6 +51,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # vae: weight of the KL term per brain pixel (0: a plain autoencoder)
     latent_channels: int = 16  # vae: latent channels per cell at 1/16 of the slice's resolution
     dense_latent: int = 0  # vae: > 0, one latent vector of this size instead of the spatial latent
+    context_weight: float = 0.5  # cevae: weight of the context-encoding loss
     skip_dropout: float = 0.5  # skip-ae: channel dropout rate of the skip connections in training
     diffusion_start: int = 250  # diffusion: step of 1000 the slices are noised to (training and inference)
     diffusion_steps: int = 10  # diffusion: DDIM steps back to a clean slice at inference

@@ -16,7 +16,7 @@ import numpy as np
 from ...errors import ModelError
 from .base import AnomalyModel, ModelOutput
 from .networks import SliceNetworkModel
-from .scores import SCORES, anomaly_score
+from .scores import score_outputs, score_refusal
 from .thresholding import DEFAULT_DIRECTIONS
 
 SHARED_HEAD = "dae"  # the network's name when one network restores every contrast
@@ -30,11 +30,11 @@ class DenoisingAutoencoder(SliceNetworkModel, AnomalyModel):
         self._load()
         self.scoring = bundle.metadata.get("scoring", {})
         self.score = self.scoring.get("score", "residual")
-        reconstructions = len(self._forwards_for(next(iter(self.networks))))
-        if self.score not in SCORES or (self.score == "mahalanobis" and reconstructions < 2):
-            raise ModelError(f"model '{bundle.name}': score '{self.score}' cannot be computed by a {bundle.family} "
-                             "model (the Mahalanobis score needs a diffusion model's ensemble) — rescore or "
-                             "retrain it.")
+        refusal = score_refusal(self.score, bundle.family)
+        if refusal is None and self.score == "mahalanobis" and len(self._forwards_for(next(iter(self.networks)))) < 2:
+            refusal = "the mahalanobis score needs an ensemble of reconstructions in the scoring block"
+        if refusal:
+            raise ModelError(f"model '{bundle.name}': {refusal} — rescore or retrain it.")
         self.feature_distance = None
         if self.score == "perceptual":
             from .features import FeatureDistance
@@ -50,8 +50,10 @@ class DenoisingAutoencoder(SliceNetworkModel, AnomalyModel):
             if self.feature_distance else None
         maps, reconstructions = {}, {}
         for contrast, (prepared, outputs) in results.items():
-            several = [np.where(brain_mask, output, 0.0).astype(np.float32) for output in outputs]
-            score = anomaly_score(prepared, several, directions[contrast], self.score, distance)
+            outputs = [np.where(brain_mask, output, 0.0).astype(np.float32) for output in outputs]
+            # the model grid is isotropic: one spacing converts the scores' millimetres
+            score, reconstruction = score_outputs(self.score, prepared, outputs, directions[contrast],
+                                                  float(np.mean(spacing)), distance)
             maps[contrast] = np.where(brain_mask, score, 0.0).astype(np.float32)
-            reconstructions[contrast] = several[0] if len(several) == 1 else np.mean(several, axis=0).astype(np.float32)
+            reconstructions[contrast] = reconstruction
         return ModelOutput(contrast_maps=maps, reconstructions=reconstructions)

@@ -12,6 +12,8 @@ Every reconstruction family (denoising autoencoder, autoencoders, diffusion) is 
 * ``mahalanobis`` — several stochastic reconstructions (the diffusion model with different noise
   levels and seeds); the voxel-wise distance of the image to their distribution, ``(image − mean) /
   sd`` in the lesion direction (Behrendt et al. 2024c).
+* ``kl-combined`` — variational autoencoders: the residual times the smoothed magnitude of the
+  gradient of the KL term with respect to the input (Zimmerer et al. 2019, the ceVAE's score).
 
 The structural scores count only where the residual goes the lesion way, so that a dark spot on
 FLAIR is not flagged. With several reconstructions, ``residual`` and ``perceptual`` use their mean.
@@ -26,18 +28,30 @@ from scipy import ndimage
 
 from .thresholding import directional_score
 
-SCORES = ("residual", "ssim", "ssim-ens", "perceptual", "mahalanobis")
+SCORES = ("residual", "ssim", "ssim-ens", "perceptual", "mahalanobis", "kl-combined")
+FAMILY_SCORES = {"mahalanobis": ("diffusion",), "kl-combined": ("vae",)}  # scores only these families compute
 ENSEMBLE_SCORES = ("ssim-ens", "mahalanobis")  # the scores a diffusion model feeds several reconstructions
 SSIM_WINDOW = 11
 SSIM_ENSEMBLE_WINDOWS = (3, 5, 7, 11)
 SSIM_RANGE = 10.0  # normalised units; sets SSIM's stabilising constants
 MAHALANOBIS_FLOOR = 0.1  # normalised units: the least spread credited to the reconstructions
+KL_GRADIENT_SMOOTHING_MM = 2.0  # Gaussian sigma applied to the KL gradient's magnitude (it is noisy per pixel)
+
+
+def score_refusal(score: str, family: str) -> str | None:
+    """Why a ``family`` model cannot compute ``score``, or None when it can."""
+    if score not in SCORES:
+        return f"score '{score}' is unknown (known: {', '.join(SCORES)})"
+    families = FAMILY_SCORES.get(score)
+    if families and family not in families:
+        return (f"the {score} score needs a {' or '.join(families)} model "
+                f"({'several reconstructions of one scan' if score == 'mahalanobis' else 'a KL term'}), "
+                f"not a {family} model")
+    return None
 
 
 def score_settings(score: str, feature_model: str | None = None) -> dict:
     """The scoring block's entries for ``score``: its name, and the feature model of ``perceptual``."""
-    if score not in SCORES:
-        raise ValueError(f"unknown score '{score}' (known: {', '.join(SCORES)})")
     if score != "perceptual":
         return {"score": score}
     from .features import DEFAULT_FEATURE_MODEL, perceptual_settings
@@ -64,6 +78,18 @@ def mahalanobis_score(image: np.ndarray, reconstructions: Sequence[np.ndarray], 
     stack = np.stack(reconstructions).astype(np.float32)
     spread = np.maximum(stack.std(axis=0), MAHALANOBIS_FLOOR)
     return directional_score((image - stack.mean(axis=0)) / spread, direction).astype(np.float32)
+
+
+def score_outputs(score: str, image: np.ndarray, outputs: Sequence[np.ndarray], direction: str,
+                  spacing_mm: float, feature_distance=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(score map, reconstruction)`` from a model's outputs: its reconstruction(s), or for
+    ``kl-combined`` the reconstruction and the KL term's gradient."""
+    if score == "kl-combined":
+        reconstruction, gradient = outputs
+        smoothed = ndimage.gaussian_filter(np.abs(gradient), (0.0, *[KL_GRADIENT_SMOOTHING_MM / spacing_mm] * 2))
+        return (directional_score(image - reconstruction, direction) * smoothed).astype(np.float32), reconstruction
+    mean = outputs[0] if len(outputs) == 1 else np.mean(outputs, axis=0).astype(np.float32)
+    return anomaly_score(image, list(outputs), direction, score, feature_distance), mean
 
 
 def anomaly_score(image: np.ndarray, reconstructions: np.ndarray | Sequence[np.ndarray], direction: str,
