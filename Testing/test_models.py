@@ -18,7 +18,7 @@ from UADBrainLib.inference.models import family_class, load_model
 from UADBrainLib.inference.models.dae import SHARED_HEAD, DenoisingAutoencoder
 from UADBrainLib.inference.models.diffusion import DEFAULT_SAMPLER
 from UADBrainLib.inference.models.diffusion import HEAD as DIFFUSION_HEAD
-from UADBrainLib.inference.models.diffusion import PartialDiffusionModel, cumulative_alphas
+from UADBrainLib.inference.models.diffusion import PartialDiffusionModel, cumulative_alphas, patch_tiles
 from UADBrainLib.inference.models.networks import (PAD_MULTIPLE, SKIP_AE_ARCHITECTURE, VAE_ARCHITECTURE, SliceSkipAE,
                                                    SliceVAE, brain_box, build_networks,
                                                    context_indices, network_spec, predict_volume, prepare)
@@ -47,7 +47,7 @@ def tiny_bundle(folder, family, contrasts, context=1, score="residual", shared=F
     elif family == "diffusion":
         heads = [DIFFUSION_HEAD] if shared else list(contrasts)
         spec = network_spec(heads, 0, TINY_UNET, extra_channels=1)
-        scoring["sampler"] = {"start": 100, "steps": 3}
+        scoring.setdefault("sampler", {"start": 100, "steps": 3})
     else:
         heads = [SHARED_HEAD] if shared else list(contrasts) if family == "dae" else [HEAD]
         spec = network_spec(heads, context, TINY_UNET, output_bias=-3.0 if family == "segmenter" else 0.0)
@@ -290,6 +290,30 @@ def test_diffusion_ensemble_reconstructs_once_per_noise_level_and_seed(tmp_path)
     batches = -(-int(mask.any(axis=(1, 2)).sum()) // model.batch_size)
     assert len(calls) == 2 * 2 * 3 * batches  # levels x seeds x DDIM steps
     assert np.isfinite(output.contrast_maps["flair"]).all() and output.contrast_maps["flair"].max() > 0
+
+
+def test_patch_tiles_cover_the_slice_with_windows_of_the_patch_size():
+    tiles = patch_tiles((40, 50), 16)
+    covered = np.zeros((40, 50), int)
+    for rows, columns in tiles:
+        assert rows.stop - rows.start == columns.stop - columns.start == 16 and rows.stop <= 40 and columns.stop <= 50
+        covered[rows, columns] += 1
+    assert covered.min() >= 1 and len(tiles) == 3 * 4
+
+
+def test_patched_diffusion_restores_each_brain_patch_in_turn(tmp_path):
+    bundle = tiny_bundle(tmp_path, "diffusion", ["flair"], sampler={"start": 100, "steps": 3, "patch_mm": 24.0})
+    model = load_model(bundle)
+    calls = []
+    model.networks["flair"].register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    image, mask = canonical_case()
+    output = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    patch = 8  # 24 mm on the 3-mm grid
+    height, width = calls[0][-2:]
+    assert len(calls) > 3 * -(-int(mask.any(axis=(1, 2)).sum()) // model.batch_size)  # more than one patch
+    assert len(patch_tiles((height, width), patch)) > 1 and np.isfinite(output.contrast_maps["flair"]).all()
+    again = model.predict({"flair": image}, mask, (3.0, 3.0, 3.0))
+    assert np.array_equal(output.contrast_maps["flair"], again.contrast_maps["flair"])
 
 
 def test_a_score_the_family_cannot_compute_is_refused(tmp_path):

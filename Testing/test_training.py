@@ -262,3 +262,17 @@ def test_context_encoding_vae_trains_with_one_command_and_blanks_rectangles_thro
     removed = blanked == 0
     assert removed.any() and (removed == removed[:, :1]).all()  # the same rectangles in every slice
     assert torch.equal(images, torch.ones(3, 3, 40, 40))  # the batch itself is untouched
+
+
+def test_patched_diffusion_trains_with_one_command_noising_one_brain_patch_per_slice(tmp_path):
+    out = tmp_path / "tiny-pddpm"
+    assert main(["train", "--model", "pddpm", "--patch-mm", "48", "--out", str(out), *SMOKE]) == 0
+    meta = read_bundle(out).metadata
+    assert meta["family"] == "diffusion" and meta["scoring"]["sampler"]["patch_mm"] == 48.0
+    assert meta["title"].startswith("Patched diffusion model")
+    task = make_task(TrainConfig(model="pddpm", contrasts=["flair"], data="synthetic", out=tmp_path, spacing=4.0,
+                                 patch_mm=48.0))
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:24, 8:24] = 1.0
+    region = task.noised_region(masks, np.random.default_rng(0))
+    assert (region.sum(dim=(1, 2, 3)) == 12 * 12).all() and ((region * masks).sum(dim=(1, 2, 3)) > 0).all()

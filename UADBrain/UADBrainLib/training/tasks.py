@@ -30,6 +30,8 @@ BAUR_2020 = ("Baur C, Wiestler B, Albarqouni S, Navab N. Bayesian skip-autoencod
 ZIMMERER_2019 = ("Zimmerer D, Isensee F, Petersen J, Kohl S, Maier-Hein K. Unsupervised anomaly localization "
                  "using variational auto-encoders. MICCAI 2019 (and: Context-encoding variational autoencoder "
                  "for unsupervised anomaly detection, MIDL 2019).")
+BEHRENDT_2023 = ("Behrendt F, Bhattacharya D, Krüger J, Opfer R, Schlaefer A. Patched diffusion models for "
+                 "unsupervised anomaly detection in brain MRI. MIDL 2023, PMLR 227:1019-1032.")
 KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
 WYATT_2022 = ("Wyatt J, Leach A, Schmon SM, Willcocks CG. AnoDDPM: anomaly detection with denoising diffusion "
               "probabilistic models using simplex noise. CVPR Workshops 2022.")
@@ -447,15 +449,59 @@ class DiffusionTask(DenoisingTask):
         batch, images, masks = self.batch_tensors(volumes, rng)
         steps = torch.from_numpy(rng.integers(1, sampler["start"] + 1, size=images.shape[0]))
         x_t = noised(images, steps, unit_noise(tuple(images.shape), sampler), cumulative_alphas(sampler))
+        region, weights = self.noised_region(masks, rng), masks
+        if region is not None:  # the rest of the slice stays clean (the context) and is not scored
+            x_t, weights = torch.where(region > 0, x_t, images), masks * region
         inputs = network_input(x_t, masks, steps, sampler["timesteps"]).to(device)
-        targets, weights = images.to(device), masks.to(device)
+        targets, weights = images.to(device), weights.to(device)
         return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+
+    def noised_region(self, masks, rng):
+        """Where the slices are noised (1) and scored: everywhere (None), here."""
+        return None
 
     def reconstructions(self, network):
         from ..inference.models.diffusion import ensemble_samplers, seeded_reconstruction
 
-        return [seeded_reconstruction(network, sampler) for sampler in ensemble_samplers(self.scoring())]
+        return [seeded_reconstruction(network, sampler, self.config.spacing)
+                for sampler in ensemble_samplers(self.scoring())]
+
+
+class PatchedDiffusionTask(DiffusionTask):
+    """Behrendt et al. 2023 (pDDPM): noise one square patch of the slice and restore it from the
+    clean rest; at inference every patch of the slice in turn, the restorations stitched."""
+
+    def sampler(self) -> dict:
+        return {**super().sampler(), "patch_mm": self.config.patch_mm}
+
+    def title(self):
+        return f"Patched diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        sampler = self.sampler()
+        return (f"A 2D U-Net trained on synthetic healthy brains as a diffusion model that restores one "
+                f"{sampler['patch_mm']:g}-mm patch of a slice, noised with smooth multi-scale noise to step "
+                f"{sampler['start']} of {sampler['timesteps']}, from the clean rest of the slice; at inference "
+                f"each patch in turn is restored in {sampler['steps']} DDIM steps and the patches stitched; "
+                "anomalies are what it cannot restore.")
+
+    def references(self):
+        return [BEHRENDT_2023, WYATT_2022, SONG_2021, SYNTHSEG]
+
+    def noised_region(self, masks, rng):
+        """One square patch per slice, centred on a random brain pixel of it."""
+        import torch
+
+        patch = max(1, int(round(self.config.patch_mm / self.config.spacing)))
+        region = torch.zeros_like(masks)
+        height, width = masks.shape[-2:]
+        for index in range(masks.shape[0]):
+            brain = np.argwhere(masks[index, 0].numpy() > 0)
+            centre = brain[rng.integers(len(brain))] if len(brain) else (height // 2, width // 2)
+            top, left = (int(np.clip(c - patch // 2, 0, max(n - patch, 0))) for c, n in zip(centre, (height, width)))
+            region[index, :, top:top + patch, left:left + patch] = 1.0
+        return region
 
 
 class SegmenterTask(TrainingTask):
@@ -532,6 +578,7 @@ class SegmenterTask(TrainingTask):
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask,
                                          "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask, "diffusion": DiffusionTask,
+                                         "pddpm": PatchedDiffusionTask,
                                          "segmenter": SegmenterTask}
 
 

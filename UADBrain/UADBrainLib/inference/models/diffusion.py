@@ -1,4 +1,5 @@
-"""Diffusion model with partial noising (AnoDDPM, Wyatt et al. 2022).
+"""Diffusion models with partial noising: AnoDDPM (Wyatt et al. 2022) and its patched variant
+(pDDPM, Behrendt et al. 2023).
 
 A 2D U-Net learns to predict the clean slice ``x0`` from a noised one ``x_t`` at any step ``t`` of
 a forward diffusion process; the step enters as one constant input channel (``t / timesteps``),
@@ -9,6 +10,10 @@ The noise is smooth and multi-scale (``noise.coarse_noise``, the role simplex no
 AnoDDPM), because white noise at these steps hides small details only, not lesions. Each
 contrast's slices draw their noise, batch by batch, from one generator seeded by the sampler's
 ``seed``, so a scan always gives the same map.
+
+With ``patch_mm`` in the sampler (pDDPM), only one square patch of the slice is noised and
+restored at a time, the rest of the slice the clean context; the patches tile the slice and their
+restorations are stitched, at the number of patches times the cost.
 
 Scored like the denoising autoencoder: the residual ``image - reconstruction`` in the lesion
 direction, or another score of ``scores.py``. The cost is ``steps`` network passes per slice
@@ -55,30 +60,58 @@ def network_input(x_t: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, timest
     return torch.cat([x_t * mask, mask, step], dim=1)
 
 
-def reconstruct(network, inputs: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+def restore(network, x0: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, sampler: dict,
+            region: torch.Tensor | None = None) -> torch.Tensor:
     """Partial noising to ``start``, then ``steps`` deterministic DDIM steps back to ``x0``.
 
-    ``inputs`` are slice-network inputs ``[n, 2, H, W]`` (the slice, its brain mask).
+    With ``region`` (1 inside, 0 outside) only the region is noised and restored; the rest of the
+    slice stays the clean image at every step, the context the network restores the region from.
     """
-    x0, mask = inputs[:, :1], inputs[:, 1:2]
     alphas = cumulative_alphas(sampler).to(x0.device)
     schedule = np.linspace(sampler["start"], 0, sampler["steps"] + 1).round().astype(int)
-    noise = unit_noise(tuple(x0.shape), sampler, generator).to(x0.device)
     count = x0.shape[0]
-    x = noised(x0, torch.full((count,), int(schedule[0])), noise, alphas) * mask
+    keep = (lambda x: x * mask) if region is None else (lambda x: torch.where(region > 0, x, x0) * mask)
+    x = keep(noised(x0, torch.full((count,), int(schedule[0])), noise, alphas))
     estimate = x0
     for t, t_next in zip(schedule[:-1], schedule[1:]):
         steps = torch.full((count,), int(t))
         estimate = network(network_input(x, mask, steps, sampler["timesteps"])) * mask
         alpha, alpha_next = alphas[t], alphas[t_next]
         predicted_noise = (x - alpha.sqrt() * estimate) / (1.0 - alpha).sqrt()
-        x = (alpha_next.sqrt() * estimate + (1.0 - alpha_next).sqrt() * predicted_noise) * mask
+        x = keep(alpha_next.sqrt() * estimate + (1.0 - alpha_next).sqrt() * predicted_noise)
     return estimate
 
 
-def seeded_reconstruction(network, sampler: dict):
-    """``inputs -> reconstruction`` for one volume's slice batches, with its own seeded noise."""
+def patch_tiles(size: tuple[int, int], patch: int) -> list[tuple[slice, slice]]:
+    """Square windows of ``patch`` pixels tiling a slice (the last row and column flush with its edge)."""
+    starts = [sorted({*range(0, max(n - patch, 0) + 1, patch), max(n - patch, 0)}) for n in size]
+    return [(slice(r, r + patch), slice(c, c + patch)) for r in starts[0] for c in starts[1]]
+
+
+def reconstruct(network, inputs: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+    """The restored slices of slice-network inputs ``[n, 2, H, W]`` (the slice, its brain mask):
+    whole (AnoDDPM), or with ``patch_px`` one patch at a time, the rest of the slice as context,
+    the restored patches stitched (pDDPM, Behrendt et al. 2023)."""
+    x0, mask = inputs[:, :1], inputs[:, 1:2]
+    noise = unit_noise(tuple(x0.shape), sampler, generator).to(x0.device)
+    patch = int(sampler.get("patch_px") or 0)
+    if not patch:
+        return restore(network, x0, mask, noise, sampler)
+    stitched = x0 * mask
+    for rows, columns in patch_tiles(tuple(x0.shape[-2:]), patch):
+        region = torch.zeros_like(mask)
+        region[..., rows, columns] = 1.0
+        if (region * mask).any():
+            stitched = torch.where(region > 0, restore(network, x0, mask, noise, sampler, region), stitched)
+    return stitched
+
+
+def seeded_reconstruction(network, sampler: dict, spacing_mm: float | None = None):
+    """``inputs -> reconstruction`` for one volume's slice batches, with its own seeded noise
+    (``spacing_mm``, the model grid's: what turns a patch's millimetres into pixels)."""
     generator = torch.Generator().manual_seed(int(sampler["seed"]))
+    if sampler.get("patch_mm"):
+        sampler = {**sampler, "patch_px": max(1, int(round(sampler["patch_mm"] / spacing_mm)))}
     return lambda inputs: reconstruct(network, inputs, sampler, generator)
 
 
@@ -107,4 +140,6 @@ class PartialDiffusionModel(DenoisingAutoencoder):
     shared_head = HEAD
 
     def _forwards_for(self, head: str):
-        return [seeded_reconstruction(self.networks[head], sampler) for sampler in ensemble_samplers(self.scoring)]
+        spacing = float(np.mean(self.bundle.spacing_mm))  # the model grid is isotropic
+        return [seeded_reconstruction(self.networks[head], sampler, spacing)
+                for sampler in ensemble_samplers(self.scoring)]
