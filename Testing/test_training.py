@@ -276,3 +276,22 @@ def test_patched_diffusion_trains_with_one_command_noising_one_brain_patch_per_s
     masks[:, :, 8:24, 8:24] = 1.0
     region = task.noised_region(masks, np.random.default_rng(0))
     assert (region.sum(dim=(1, 2, 3)) == 12 * 12).all() and ((region * masks).sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_conditioned_diffusion_trains_with_one_command_and_sees_the_original_slice(tmp_path):
+    out = tmp_path / "tiny-cddpm"
+    assert main(["train", "--model", "cddpm", "--condition-size", "4", "--out", str(out), *SMOKE]) == 0
+    bundle = read_bundle(out)
+    meta = bundle.metadata
+    assert meta["family"] == "diffusion" and meta["scoring"]["sampler"]["conditioned"] is True
+    assert meta["network"]["args"]["in_channels"] == 4 and meta["title"].startswith("Conditioned diffusion")
+    network = next(iter(load_model(bundle).networks.values()))
+    inputs = torch.randn(2, 4, 32, 32)
+    changed = inputs.clone()
+    changed[:, 3] += 1.0  # another original slice, the same noised one
+    with torch.no_grad():
+        assert network(inputs).shape == (2, 1, 32, 32) and not torch.allclose(network(inputs), network(changed))
+    image, mask, _ = phantom_brain()
+    result = detect({"flair": image}, model=load_model(bundle), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="otsu"))
+    assert result.anomaly_map.GetSize() == image.GetSize()

@@ -77,6 +77,8 @@ def add_parser(subparsers) -> None:
                         help="diffusion: noise slices to this step of 1000 (training and inference)")
     parser.add_argument("--diffusion-steps", type=int, default=TrainConfig.diffusion_steps,
                         help="diffusion: DDIM steps back to a clean slice at inference")
+    parser.add_argument("--condition-size", type=int, default=TrainConfig.condition_size,
+                        help="cddpm: numbers encoding the original slice for the denoiser")
     parser.add_argument("--patch-mm", type=float, default=TrainConfig.patch_mm,
                         help="pddpm: side of the square patch noised and restored at a time, mm")
     parser.add_argument("--noise-levels", type=integer_list, default=(),
@@ -143,6 +145,7 @@ def run_train(args) -> int:
         kl_weight=args.kl_weight, latent_channels=args.latent_channels, dense_latent=args.dense_latent,
         context_weight=args.context_weight, skip_dropout=args.skip_dropout,
         diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps, patch_mm=args.patch_mm,
+        condition_size=args.condition_size,
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

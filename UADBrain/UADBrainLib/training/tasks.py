@@ -32,6 +32,9 @@ ZIMMERER_2019 = ("Zimmerer D, Isensee F, Petersen J, Kohl S, Maier-Hein K. Unsup
                  "for unsupervised anomaly detection, MIDL 2019).")
 BEHRENDT_2023 = ("Behrendt F, Bhattacharya D, Krüger J, Opfer R, Schlaefer A. Patched diffusion models for "
                  "unsupervised anomaly detection in brain MRI. MIDL 2023, PMLR 227:1019-1032.")
+BEHRENDT_2025 = ("Behrendt F, Bhattacharya D, Mieling R, Maack L, Krüger J, Opfer R, Schlaefer A. Guided "
+                 "reconstruction with conditioned diffusion models for unsupervised anomaly detection in brain "
+                 "MRIs. Computers in Biology and Medicine 186, 2025.")
 KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
 WYATT_2022 = ("Wyatt J, Leach A, Schmon SM, Willcocks CG. AnoDDPM: anomaly detection with denoising diffusion "
               "probabilistic models using simplex noise. CVPR Workshops 2022.")
@@ -452,7 +455,8 @@ class DiffusionTask(DenoisingTask):
         region, weights = self.noised_region(masks, rng), masks
         if region is not None:  # the rest of the slice stays clean (the context) and is not scored
             x_t, weights = torch.where(region > 0, x_t, images), masks * region
-        inputs = network_input(x_t, masks, steps, sampler["timesteps"]).to(device)
+        condition = images if sampler.get("conditioned") else None
+        inputs = network_input(x_t, masks, steps, sampler["timesteps"], condition).to(device)
         targets, weights = images.to(device), weights.to(device)
         return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
@@ -466,6 +470,34 @@ class DiffusionTask(DenoisingTask):
 
         return [seeded_reconstruction(network, sampler, self.config.spacing)
                 for sampler in ensemble_samplers(self.scoring())]
+
+
+class ConditionedDiffusionTask(DiffusionTask):
+    """Behrendt et al. 2025 (cDDPM): the diffusion model's denoiser also sees the original slice,
+    through a condition encoder's few numbers, to keep the subject's intensity profile."""
+
+    extra_input_channels = 2  # the diffusion step and the original slice
+
+    def sampler(self) -> dict:
+        return {**super().sampler(), "conditioned": True}
+
+    def network_spec(self) -> dict:
+        from ..inference.models.networks import CONDITIONED_ARCHITECTURE, network_spec
+
+        args = {"channels": list(self.config.channels), "strides": [2] * (len(self.config.channels) - 1),
+                "condition_size": self.config.condition_size}
+        return network_spec(self.heads(), self.config.context, args, architecture=CONDITIONED_ARCHITECTURE,
+                            extra_channels=self.extra_input_channels)
+
+    def title(self):
+        return f"Conditioned diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        return (super().description().replace("A 2D U-Net", "A 2D U-Net conditioned on "
+                f"{self.config.condition_size} numbers encoding the original slice,", 1))
+
+    def references(self):
+        return [BEHRENDT_2025, WYATT_2022, SONG_2021, SYNTHSEG]
 
 
 class PatchedDiffusionTask(DiffusionTask):
@@ -578,7 +610,7 @@ class SegmenterTask(TrainingTask):
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask,
                                          "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask, "diffusion": DiffusionTask,
-                                         "pddpm": PatchedDiffusionTask,
+                                         "pddpm": PatchedDiffusionTask, "cddpm": ConditionedDiffusionTask,
                                          "segmenter": SegmenterTask}
 
 

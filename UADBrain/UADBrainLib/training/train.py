@@ -55,6 +55,7 @@ class TrainConfig:
     skip_dropout: float = 0.5  # skip-ae: channel dropout rate of the skip connections in training
     diffusion_start: int = 250  # diffusion: step of 1000 the slices are noised to (training and inference)
     diffusion_steps: int = 10  # diffusion: DDIM steps back to a clean slice at inference
+    condition_size: int = 16  # cddpm: numbers encoding the original slice for the denoiser
     patch_mm: float = 64.0  # pddpm: side of the square patch noised and restored at a time
     noise_levels: tuple[int, ...] = ()  # diffusion: reconstruct from each (ensemble scores; default: scores.py)
     ensemble_seeds: int = 2  # diffusion: reconstructions per noise level of an ensemble

@@ -1,5 +1,5 @@
-"""Diffusion models with partial noising: AnoDDPM (Wyatt et al. 2022) and its patched variant
-(pDDPM, Behrendt et al. 2023).
+"""Diffusion models with partial noising: AnoDDPM (Wyatt et al. 2022), its patched variant
+(pDDPM, Behrendt et al. 2023) and its conditioned variant (cDDPM, Behrendt et al. 2025).
 
 A 2D U-Net learns to predict the clean slice ``x0`` from a noised one ``x_t`` at any step ``t`` of
 a forward diffusion process; the step enters as one constant input channel (``t / timesteps``),
@@ -14,6 +14,10 @@ contrast's slices draw their noise, batch by batch, from one generator seeded by
 With ``patch_mm`` in the sampler (pDDPM), only one square patch of the slice is noised and
 restored at a time, the rest of the slice the clean context; the patches tile the slice and their
 restorations are stitched, at the number of patches times the cost.
+
+With ``conditioned`` in the sampler (cDDPM), the network also sees the original slice, through a
+vector of a few numbers (``networks.ConditionedSliceUNet``), so that a restoration keeps the
+subject's own intensity profile.
 
 Scored like the denoising autoencoder: the residual ``image - reconstruction`` in the lesion
 direction, or another score of ``scores.py``. The cost is ``steps`` network passes per slice
@@ -54,10 +58,12 @@ def noised(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas: torch
     return alpha.sqrt() * x0 + (1.0 - alpha).sqrt() * noise
 
 
-def network_input(x_t: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, timesteps: int) -> torch.Tensor:
-    """``[x_t, brain mask, t / timesteps]`` as the network's three input channels."""
+def network_input(x_t: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, timesteps: int,
+                  condition: torch.Tensor | None = None) -> torch.Tensor:
+    """``[x_t, brain mask, t / timesteps]`` as the network's three input channels, and the
+    original slice as a fourth for a conditioned model (cDDPM)."""
     step = (t.float() / timesteps).view(-1, 1, 1, 1).to(x_t.device).expand_as(x_t)
-    return torch.cat([x_t * mask, mask, step], dim=1)
+    return torch.cat([x_t * mask, mask, step, *([] if condition is None else [condition * mask])], dim=1)
 
 
 def restore(network, x0: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, sampler: dict,
@@ -75,7 +81,8 @@ def restore(network, x0: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, 
     estimate = x0
     for t, t_next in zip(schedule[:-1], schedule[1:]):
         steps = torch.full((count,), int(t))
-        estimate = network(network_input(x, mask, steps, sampler["timesteps"])) * mask
+        condition = x0 if sampler.get("conditioned") else None
+        estimate = network(network_input(x, mask, steps, sampler["timesteps"], condition)) * mask
         alpha, alpha_next = alphas[t], alphas[t_next]
         predicted_noise = (x - alpha.sqrt() * estimate) / (1.0 - alpha).sqrt()
         x = keep(alpha_next.sqrt() * estimate + (1.0 - alpha_next).sqrt() * predicted_noise)

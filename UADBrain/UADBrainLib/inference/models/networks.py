@@ -11,7 +11,8 @@ head for the segmenter), stored in one ``state_dict`` with keys ``<head>.<parame
 architectures exist: a U-Net (:class:`SliceUNet`, skip connections, for the denoising
 autoencoder and the segmenter), a variational autoencoder without skip connections
 (:class:`SliceVAE`), whose bottleneck is what keeps it from copying a lesion through, and an
-autoencoder whose skip connections are dropped out in training (:class:`SliceSkipAE`).
+autoencoder whose skip connections are dropped out in training (:class:`SliceSkipAE`), and a
+U-Net conditioned on a vector encoding its last input channel (:class:`ConditionedSliceUNet`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PAD_MULTIPLE = 16  # 2 ** number of down-sampling steps of the default U-Net
 ARCHITECTURE = "monai.UNet-2d"
 VAE_ARCHITECTURE = "uadbrain.VAE-2d"
 SKIP_AE_ARCHITECTURE = "uadbrain.SkipAE-2d"
+CONDITIONED_ARCHITECTURE = "uadbrain.ConditionedUNet-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
 DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
 DENSE_GRID = 4  # a dense latent reads (and the decoder starts from) the bottleneck pooled to 4 x 4
@@ -153,7 +155,35 @@ class SliceSkipAE(nn.Module):
         return self.last(x)
 
 
-ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE}
+class ConditionedSliceUNet(nn.Module):
+    """A :class:`SliceUNet` conditioned on its last input channel through a vector (cDDPM).
+
+    A condition encoder (stride-2 blocks, global average, linear) turns the last input channel —
+    for the conditioned diffusion model the original slice — into ``condition_size`` numbers, given
+    to the U-Net as that many constant channels in place of the image itself: the global profile of
+    the slice (its intensities, its anatomy's rough layout) conditions the restoration, while a
+    lesion's detail cannot pass through so few numbers.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 strides=DEFAULT_UNET["strides"], num_res_units: int = DEFAULT_UNET["num_res_units"],
+                 condition_size: int = 16):
+        super().__init__()
+        layers, before = [], 1
+        for after in channels[:-1]:
+            layers.append(_vae_block(before, after, stride=2))
+            before = after
+        self.condition_encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                               nn.Linear(before, condition_size))
+        self.unet = SliceUNet(in_channels - 1 + condition_size, out_channels, channels, strides, num_res_units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        condition = self.condition_encoder(x[:, -1:])[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        return self.unet(torch.cat([x[:, :-1], condition], dim=1))
+
+
+ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE,
+                 CONDITIONED_ARCHITECTURE: ConditionedSliceUNet}
 
 
 def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
@@ -162,7 +192,8 @@ def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
     ``extra_channels``: inputs beyond the slices and the mask, e.g. a diffusion step)."""
     defaults = {ARCHITECTURE: DEFAULT_UNET, VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"],
                                                                "latent_channels": DEFAULT_VAE_LATENT},
-                SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]}}[architecture]
+                SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]},
+                CONDITIONED_ARCHITECTURE: DEFAULT_UNET}[architecture]
     args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2 + extra_channels, "out_channels": 1}
     if architecture == ARCHITECTURE:
         args["output_bias"] = output_bias
