@@ -295,3 +295,22 @@ def test_conditioned_diffusion_trains_with_one_command_and_sees_the_original_sli
     result = detect({"flair": image}, model=load_model(bundle), mask=mask,
                     options=DetectOptions(device="cpu", threshold="otsu"))
     assert result.anomaly_map.GetSize() == image.GetSize()
+
+
+def test_fanogan_trains_critic_generator_then_encoder_with_one_command(tmp_path):
+    out = tmp_path / "tiny-fanogan"
+    # 8 steps: 5 critic, 1 generator, 2 encoder updates
+    assert main(["train", "--model", "fanogan", "--dense-latent", "8", "--out", str(out), *SMOKE[:4], "--steps", "8",
+                 *SMOKE[6:-2], "--validate-every", "8", "--quiet"]) == 0
+    bundle = read_bundle(out)
+    assert bundle.metadata["family"] == "fanogan" and np.isfinite(bundle.metadata["training"]["validation"]["score"])
+    network = next(iter(load_model(bundle).networks.values()))
+    task = make_task(TrainConfig(model="fanogan", contrasts=["flair"], data="synthetic", out=tmp_path, steps=12))
+    trained = {}
+    for step in (0, 5, 11):
+        task.begin_step(step, {"fanogan": network})
+        trained[task.phase] = {id(p) for p in network.parameters() if p.requires_grad}
+    assert set(trained) == {"critic", "generator", "encoder"}
+    assert trained["critic"] == {id(p) for p in network.critic.parameters()}
+    assert trained["encoder"] == {id(p) for p in network.encoder_parameters()}
+    assert not trained["generator"] & (trained["critic"] | trained["encoder"])

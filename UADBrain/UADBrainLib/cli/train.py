@@ -71,6 +71,9 @@ def add_parser(subparsers) -> None:
                              "al. 2021's dense autoencoder; with --kl-weight 0 a plain dense AE)")
     parser.add_argument("--context-weight", type=float, default=TrainConfig.context_weight,
                         help="cevae: weight of the context-encoding loss")
+    parser.add_argument("--gan-fraction", type=float, default=TrainConfig.gan_fraction,
+                        help="fanogan: share of the steps that train the GAN; the rest train the encoder "
+                             "(--dense-latent sets the latent size, default 128)")
     parser.add_argument("--skip-dropout", type=float, default=TrainConfig.skip_dropout,
                         help="skip-ae: channel dropout rate of the skip connections in training")
     parser.add_argument("--diffusion-start", type=int, default=TrainConfig.diffusion_start,
@@ -143,7 +146,7 @@ def run_train(args) -> int:
         pool_size=args.pool_size, threads=args.threads, cache_dir=args.cache_dir,
         lesion_masks=args.lesion_masks, shared_network=not args.network_per_contrast, noise_std=(low, high),
         kl_weight=args.kl_weight, latent_channels=args.latent_channels, dense_latent=args.dense_latent,
-        context_weight=args.context_weight, skip_dropout=args.skip_dropout,
+        context_weight=args.context_weight, skip_dropout=args.skip_dropout, gan_fraction=args.gan_fraction,
         diffusion_start=args.diffusion_start, diffusion_steps=args.diffusion_steps, patch_mm=args.patch_mm,
         condition_size=args.condition_size,
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,

@@ -18,7 +18,7 @@ from .. import __version__
 from ..bundle import BUNDLED_MODELS_DIR, Bundle, read_bundle, write_metadata
 from ..errors import InputError
 
-RECONSTRUCTION_FAMILIES = ("dae", "vae", "skip-ae", "diffusion")
+RECONSTRUCTION_FAMILIES = ("dae", "vae", "skip-ae", "fanogan", "diffusion")
 SCORE_KEYS = ("score", "feature_model", "feature_model_sha256", "feature_levels", "ensemble")
 SCORE_NAMES = {"residual": "residual", "ssim": "SSIM", "ssim-ens": "ensembled SSIM", "perceptual": "perceptual",
                "mahalanobis": "Mahalanobis", "kl-combined": "residual x KL-gradient"}

@@ -35,6 +35,10 @@ BEHRENDT_2023 = ("Behrendt F, Bhattacharya D, Krüger J, Opfer R, Schlaefer A. P
 BEHRENDT_2025 = ("Behrendt F, Bhattacharya D, Mieling R, Maack L, Krüger J, Opfer R, Schlaefer A. Guided "
                  "reconstruction with conditioned diffusion models for unsupervised anomaly detection in brain "
                  "MRIs. Computers in Biology and Medicine 186, 2025.")
+SCHLEGL_2019 = ("Schlegl T, Seeböck P, Waldstein SM, Langs G, Schmidt-Erfurth U. f-AnoGAN: fast unsupervised "
+                "anomaly detection with generative adversarial networks. Medical Image Analysis 54:30-44, 2019.")
+GULRAJANI_2017 = ("Gulrajani I, Ahmed F, Arjovsky M, Dumoulin V, Courville A. Improved training of Wasserstein "
+                  "GANs. NeurIPS 2017.")
 KINGMA_2014 = "Kingma DP, Welling M. Auto-encoding variational Bayes. ICLR 2014."
 WYATT_2022 = ("Wyatt J, Leach A, Schmon SM, Willcocks CG. AnoDDPM: anomaly detection with denoising diffusion "
               "probabilistic models using simplex noise. CVPR Workshops 2022.")
@@ -110,6 +114,11 @@ class TrainingTask:
         return {}
 
     # ---- training
+    def begin_step(self, step: int, networks) -> None:
+        """Called before each step's loss: a family that trains its networks in phases or turns
+        (f-AnoGAN) freezes what the step does not train here; the optimiser skips parameters
+        without gradients."""
+
     def slabs(self, volumes: list[TrainingVolume], rng: np.random.Generator, contrasts=None) -> SlabBatch:
         return sample_slabs(volumes, self.config.batch_size, self.config.patch_size, self.config.context,
                             rng, contrasts)
@@ -402,6 +411,83 @@ class SkipAutoencoderTask(DenoisingTask):
             networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
 
 
+class FAnoGANTask(DenoisingTask):
+    """Schlegl et al. 2019: a WGAN-GP (``n_critic`` critic updates per generator update) for the
+    first ``gan_fraction`` of the steps, then the encoder alone with the izif loss."""
+
+    family = "fanogan"
+    n_critic = 5
+    gradient_penalty = 10.0
+    feature_weight = 1.0  # kappa of the izif loss
+
+    def __init__(self, config):
+        super().__init__(dataclasses.replace(config, shared_network=True))
+        self.phase = "critic"
+
+    def shared_head(self) -> str:
+        from ..inference.models.fanogan import SHARED_HEAD
+
+        return SHARED_HEAD
+
+    def network_spec(self) -> dict:
+        from ..inference.models.networks import FANOGAN_ARCHITECTURE, network_spec
+
+        args = {"channels": list(self.config.channels), "latent": self.config.dense_latent or 128}
+        return network_spec(self.heads(), self.config.context, args, architecture=FANOGAN_ARCHITECTURE)
+
+    def title(self):
+        return f"f-AnoGAN ({', '.join(c.upper() for c in self.config.contrasts)})"
+
+    def description(self):
+        return ("A Wasserstein GAN (gradient penalty) trained on synthetic healthy brain slices, and an encoder "
+                "into its latent trained with the izif loss (pixels and critic features); anomalies are what "
+                "the generator cannot produce (the residual in the lesion direction).")
+
+    def references(self):
+        return [SCHLEGL_2019, GULRAJANI_2017, SYNTHSEG]
+
+    def begin_step(self, step, networks):
+        network = networks[self.shared_head()]
+        if step < self.config.gan_fraction * self.config.steps:
+            self.phase = "generator" if step % (self.n_critic + 1) == self.n_critic else "critic"
+        else:
+            self.phase = "encoder"
+        trained = {"critic": network.critic.parameters(), "generator": network.generator_parameters(),
+                   "encoder": network.encoder_parameters()}[self.phase]
+        for parameter in network.parameters():
+            parameter.requires_grad_(False)
+        for parameter in trained:
+            parameter.requires_grad_(True)
+
+    def loss(self, networks, volumes, rng, device):
+        import torch
+
+        network = networks[self.shared_head()]
+        batch, images, masks = self.batch_tensors(volumes, rng)
+        inputs, targets, weights = self.slice_targets(images, images, masks, device)
+        real = targets * weights
+        size = network.autoencoder.bottleneck_size(inputs)
+        if self.phase == "encoder":
+            reconstruction = network(inputs) * weights
+            features = ((network.critic.features(reconstruction) - network.critic.features(real)) ** 2).mean()
+            return masked_squared_error(reconstruction, targets, weights) + self.feature_weight * features
+        latent = torch.randn(inputs.shape[0], network.latent, device=device)
+        fake = network.generate(latent, size) * weights
+        if self.phase == "generator":
+            return -network.critic(fake).mean()
+        fake = fake.detach()
+        mix = torch.rand(inputs.shape[0], 1, 1, 1, device=device)
+        mixed = (mix * real + (1.0 - mix) * fake).requires_grad_(True)
+        (gradient,) = torch.autograd.grad(network.critic(mixed).sum(), mixed, create_graph=True)
+        penalty = ((gradient.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+        return network.critic(fake).mean() - network.critic(real).mean() + self.gradient_penalty * penalty
+
+    def validate(self, networks, validation, device):
+        if self.phase != "encoder":  # without its encoder the model cannot score a scan yet
+            return {"score": float("nan")}
+        return super().validate(networks, validation, device)
+
+
 class DiffusionTask(DenoisingTask):
     """Wyatt et al. 2022 (AnoDDPM): predict the clean slice from one noised to a random step of
     the partial diffusion the model is run with. 2D only: neighbouring slices given as context
@@ -609,7 +695,8 @@ class SegmenterTask(TrainingTask):
 
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask,
-                                         "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask, "diffusion": DiffusionTask,
+                                         "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask,
+                                         "fanogan": FAnoGANTask, "diffusion": DiffusionTask,
                                          "pddpm": PatchedDiffusionTask, "cddpm": ConditionedDiffusionTask,
                                          "segmenter": SegmenterTask}
 

@@ -52,6 +52,7 @@ class TrainConfig:
     latent_channels: int = 16  # vae: latent channels per cell at 1/16 of the slice's resolution
     dense_latent: int = 0  # vae: > 0, one latent vector of this size instead of the spatial latent
     context_weight: float = 0.5  # cevae: weight of the context-encoding loss
+    gan_fraction: float = 0.75  # fanogan: share of the steps that train the GAN (the rest: the encoder)
     skip_dropout: float = 0.5  # skip-ae: channel dropout rate of the skip connections in training
     diffusion_start: int = 250  # diffusion: step of 1000 the slices are noised to (training and inference)
     diffusion_steps: int = 10  # diffusion: DDIM steps back to a clean slice at inference
@@ -168,6 +169,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         while step < config.steps:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config)
+            task.begin_step(step, networks)
             loss = task.loss(networks, pool.volumes, rng, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -15,6 +15,7 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "dae": "dae:DenoisingAutoencoder",
     "vae": "vae:VariationalAutoencoder",
     "skip-ae": "skip_ae:SkipAutoencoder",
+    "fanogan": "fanogan:FAnoGAN",
     "diffusion": "diffusion:PartialDiffusionModel",
     "segmenter": "segmenter:SyntheticAnomalySegmenter",
     "tissue": "tissue:TissueNormativeModel",

@@ -12,7 +12,8 @@ architectures exist: a U-Net (:class:`SliceUNet`, skip connections, for the deno
 autoencoder and the segmenter), a variational autoencoder without skip connections
 (:class:`SliceVAE`), whose bottleneck is what keeps it from copying a lesion through, and an
 autoencoder whose skip connections are dropped out in training (:class:`SliceSkipAE`), and a
-U-Net conditioned on a vector encoding its last input channel (:class:`ConditionedSliceUNet`).
+U-Net conditioned on a vector encoding its last input channel (:class:`ConditionedSliceUNet`),
+and f-AnoGAN's encoder, generator and critic (:class:`SliceFAnoGAN`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ARCHITECTURE = "monai.UNet-2d"
 VAE_ARCHITECTURE = "uadbrain.VAE-2d"
 SKIP_AE_ARCHITECTURE = "uadbrain.SkipAE-2d"
 CONDITIONED_ARCHITECTURE = "uadbrain.ConditionedUNet-2d"
+FANOGAN_ARCHITECTURE = "uadbrain.fAnoGAN-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
 DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
 DENSE_GRID = 4  # a dense latent reads (and the decoder starts from) the bottleneck pooled to 4 x 4
@@ -182,18 +184,68 @@ class ConditionedSliceUNet(nn.Module):
         return self.unet(torch.cat([x[:, :-1], condition], dim=1))
 
 
+class SliceCritic(nn.Module):
+    """A WGAN critic: stride-2 blocks with layer normalisation (no batch statistics, as the
+    gradient penalty asks), a global average (the features f-AnoGAN compares) and a linear score."""
+
+    def __init__(self, channels=DEFAULT_UNET["channels"]):
+        super().__init__()
+        layers, before = [], 1
+        for after in channels:
+            layers += [nn.Conv2d(before, after, 3, stride=2, padding=1), nn.GroupNorm(1, after), nn.LeakyReLU(0.2)]
+            before = after
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.score = nn.Linear(before, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self.body(x))
+
+
+class SliceFAnoGAN(nn.Module):
+    """f-AnoGAN (Schlegl et al. 2019): a generator from a dense latent vector, a WGAN critic, and an
+    encoder that maps a slice to the latent whose generated slice resembles it.
+
+    Encoder and generator are the two halves of a dense :class:`SliceVAE` (its latent mean is the
+    code, so slices of any size fit); ``forward`` is the reconstruction ``G(E(x))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 latent: int = 128):
+        super().__init__()
+        self.autoencoder = SliceVAE(in_channels, out_channels, channels, dense_latent=latent)
+        self.critic = SliceCritic(channels)
+        self.latent = latent
+
+    def encoder_parameters(self):
+        return [*self.autoencoder.encoder.parameters(), *self.autoencoder.to_latent.parameters()]
+
+    def generator_parameters(self):
+        encoder = {id(p) for p in self.encoder_parameters()}
+        return [p for p in self.autoencoder.parameters() if id(p) not in encoder]
+
+    def generate(self, latent: torch.Tensor, bottleneck_size: tuple[int, int]) -> torch.Tensor:
+        return self.autoencoder.decode(latent, bottleneck_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder(x)
+
+
 ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE,
-                 CONDITIONED_ARCHITECTURE: ConditionedSliceUNet}
+                 CONDITIONED_ARCHITECTURE: ConditionedSliceUNet, FANOGAN_ARCHITECTURE: SliceFAnoGAN}
+ARCHITECTURE_DEFAULTS = {ARCHITECTURE: DEFAULT_UNET, CONDITIONED_ARCHITECTURE: DEFAULT_UNET,
+                         VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"], "latent_channels": DEFAULT_VAE_LATENT},
+                         SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]},
+                         FANOGAN_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]}}
 
 
 def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
                  output_bias: float = 0.0, architecture: str = ARCHITECTURE, extra_channels: int = 0) -> dict:
     """The ``network`` block of a bundle's metadata (``unet``: the architecture's own arguments;
     ``extra_channels``: inputs beyond the slices and the mask, e.g. a diffusion step)."""
-    defaults = {ARCHITECTURE: DEFAULT_UNET, VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"],
-                                                               "latent_channels": DEFAULT_VAE_LATENT},
-                SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]},
-                CONDITIONED_ARCHITECTURE: DEFAULT_UNET}[architecture]
+    defaults = ARCHITECTURE_DEFAULTS[architecture]
     args = {**defaults, **(unet or {}), "in_channels": 2 * context + 2 + extra_channels, "out_channels": 1}
     if architecture == ARCHITECTURE:
         args["output_bias"] = output_bias
