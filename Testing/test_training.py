@@ -301,7 +301,7 @@ def test_fanogan_trains_critic_generator_then_encoder_with_one_command(tmp_path)
     out = tmp_path / "tiny-fanogan"
     # 8 steps: 5 critic, 1 generator, 2 encoder updates
     assert main(["train", "--model", "fanogan", "--dense-latent", "8", "--out", str(out), *SMOKE[:4], "--steps", "8",
-                 *SMOKE[6:-2], "--validate-every", "8", "--quiet"]) == 0
+                 *SMOKE[6:-3], "--validate-every", "8", "--quiet"]) == 0
     bundle = read_bundle(out)
     assert bundle.metadata["family"] == "fanogan" and np.isfinite(bundle.metadata["training"]["validation"]["score"])
     network = next(iter(load_model(bundle).networks.values()))
