@@ -220,6 +220,11 @@ class DenoisingTask(TrainingTask):
         losses = [head_loss(head, [i for i, h in enumerate(heads) if h == head]) for head in dict.fromkeys(heads)]
         return sum(losses) / len(losses)
 
+    def reconstruction_loss(self, networks, contrasts, inputs, targets, weights):
+        """The masked squared error of each head's outputs for the samples it scores."""
+        return self.per_head_loss(contrasts, lambda head, chosen: masked_squared_error(
+            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+
     def batch_tensors(self, volumes, rng):
         """A batch of slabs, its prepared images and its brain masks as tensors."""
         import torch
@@ -242,8 +247,7 @@ class DenoisingTask(TrainingTask):
         batch, images, masks = self.batch_tensors(volumes, rng)
         noise = coarse_noise((images.shape[0], 1, *images.shape[2:]), std_range=self.config.noise_std)
         inputs, targets, weights = self.slice_targets((images + noise) * masks, images, masks, device)
-        return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
-            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+        return self.reconstruction_loss(networks, batch.contrasts, inputs, targets, weights)
 
     def reconstructions(self, network) -> list:
         """What turns slice inputs into the outputs the score reads: the network itself, here."""
@@ -407,8 +411,7 @@ class SkipAutoencoderTask(DenoisingTask):
     def loss(self, networks, volumes, rng, device):
         batch, images, masks = self.batch_tensors(volumes, rng)
         inputs, targets, weights = self.slice_targets(images, images, masks, device)
-        return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
-            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+        return self.reconstruction_loss(networks, batch.contrasts, inputs, targets, weights)
 
 
 class FAnoGANTask(DenoisingTask):
@@ -543,9 +546,7 @@ class DiffusionTask(DenoisingTask):
             x_t, weights = torch.where(region > 0, x_t, images), masks * region
         condition = images if sampler.get("conditioned") else None
         inputs = network_input(x_t, masks, steps, sampler["timesteps"], condition).to(device)
-        targets, weights = images.to(device), weights.to(device)
-        return self.per_head_loss(batch.contrasts, lambda head, chosen: masked_squared_error(
-            networks[head](inputs[chosen]), targets[chosen], weights[chosen]))
+        return self.reconstruction_loss(networks, batch.contrasts, inputs, images.to(device), weights.to(device))
 
     def noised_region(self, masks, rng):
         """Where the slices are noised (1) and scored: everywhere (None), here."""
