@@ -2,7 +2,7 @@
 
 One generic loop (:func:`train`) serves every learned family; what differs — networks, batches,
 loss, validation, scoring metadata — lives in a :class:`TrainingTask` registered in :data:`TASKS`
-(``tasks.py``). The loop draws volumes from a :class:`data.VolumePool`, checkpoints
+(the ``tasks`` package). The loop draws volumes from a :class:`data.VolumePool`, checkpoints
 regularly (``--resume`` continues), keeps the weights that scored best on held-out validation
 volumes, then writes the bundle: weights with their SHA-256, ``metadata.json``, the healthy
 calibration (``calibrate.py``) and a model card.
