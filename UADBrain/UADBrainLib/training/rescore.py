@@ -71,11 +71,11 @@ def rescore(bundle: Bundle, out: Path, score: str, cases, calibration_descriptio
     metadata["scoring"] = rescored_scoring(bundle, score, feature_model, noise_levels, seeds)
     name = name or out.name
     ensemble = metadata["scoring"].get("ensemble")
-    scored = (f"{SCORE_NAMES[score]} score" + (f" over {len(ensemble['noise_levels']) * ensemble['seeds']} "
+    scored = (f"the {SCORE_NAMES[score]} score" + (f" over {len(ensemble['noise_levels']) * ensemble['seeds']} "
                                                  "reconstructions" if ensemble else ""))
-    source_title = bundle.metadata.get("title", bundle.name).split(" — ")[0]
-    metadata.update(name=name, title=f"{source_title} — {scored}", calibration=None,
-                    description=f"{bundle.metadata.get('description', '')} Rescored: the {scored} "
+    source_title = bundle.metadata.get("title", bundle.name).split(" scored by ")[0]
+    metadata.update(name=name, title=f"{source_title} scored by {scored}", calibration=None,
+                    description=f"{bundle.metadata.get('description', '')} Rescored: {scored} "
                                 f"(inference/models/scores.py) instead of the source's.")
     metadata["training"] = {**metadata.get("training", {}),
                             "rescored": {"from": bundle.name, "score": score, "command": command,
