@@ -31,7 +31,8 @@ class DenoisingAutoencoder(SliceNetworkModel, AnomalyModel):
         self.scoring = bundle.metadata.get("scoring", {})
         self.score = self.scoring.get("score", "residual")
         refusal = score_refusal(self.score, bundle.family)
-        if refusal is None and self.score == "mahalanobis" and len(self._forwards_for(next(iter(self.networks)))) < 2:
+        reconstructions = len(self._forwards_for(next(iter(self.networks))))
+        if refusal is None and self.score == "mahalanobis" and reconstructions < 2:
             refusal = "the mahalanobis score needs an ensemble of reconstructions in the scoring block"
         if refusal:
             raise ModelError(f"model '{bundle.name}': {refusal} — rescore or retrain it.")

@@ -235,10 +235,11 @@ class SliceFAnoGAN(nn.Module):
 
 ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE,
                  CONDITIONED_ARCHITECTURE: ConditionedSliceUNet, FANOGAN_ARCHITECTURE: SliceFAnoGAN}
-ARCHITECTURE_DEFAULTS = {ARCHITECTURE: DEFAULT_UNET, CONDITIONED_ARCHITECTURE: DEFAULT_UNET,
-                         VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"], "latent_channels": DEFAULT_VAE_LATENT},
-                         SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]},
-                         FANOGAN_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]}}
+ARCHITECTURE_DEFAULTS = {
+    ARCHITECTURE: DEFAULT_UNET, CONDITIONED_ARCHITECTURE: DEFAULT_UNET,
+    VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"], "latent_channels": DEFAULT_VAE_LATENT},
+    SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]},
+    FANOGAN_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]}}
 
 
 def network_spec(heads: Sequence[str], context: int, unet: dict | None = None,
@@ -367,9 +368,10 @@ class SliceNetworkModel:
             prepared = prepare(image, brain_mask, self.spec.get("clip", CLIP))
             forwards = self._forwards_for(head_for(contrast))
             outputs = []
+            runs = len(images) * len(forwards)  # progress is shared evenly by every contrast's every forward
             for run, forward in enumerate(forwards):
-                done = (index * len(forwards) + run) / (len(images) * len(forwards))
-                report = ((lambda f, d=done, c=contrast: progress(d + f / (len(images) * len(forwards)), f"{message} {c}"))
+                done = (index * len(forwards) + run) / runs
+                report = ((lambda f, d=done, c=contrast: progress(d + f / runs, f"{message} {c}"))
                           if progress else None)
                 outputs.append(predict_volume(forward, prepared, brain_mask, self.spec["context"], self.device,
                                               self.batch_size, progress=report, is_cancelled=is_cancelled))

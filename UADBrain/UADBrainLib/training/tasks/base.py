@@ -58,6 +58,10 @@ class TrainingTask:
         self.shapes = lesion_shapes(config.lesion_masks)
 
     # ---- bundle metadata
+    def contrast_names(self) -> str:
+        """The trained contrasts as titles name them: ``FLAIR, T1``."""
+        return ", ".join(c.upper() for c in self.config.contrasts)
+
     def heads(self) -> list[str]:
         raise NotImplementedError
 

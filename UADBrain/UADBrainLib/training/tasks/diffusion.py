@@ -39,7 +39,7 @@ class DiffusionTask(DenoisingTask):
         return {**super().scoring(), "sampler": self.sampler(), **({"ensemble": ensemble} if ensemble else {})}
 
     def title(self):
-        return f"Partial-noising diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"Partial-noising diffusion model ({self.contrast_names()})"
 
     def description(self):
         sampler = self.sampler()
@@ -96,7 +96,7 @@ class ConditionedDiffusionTask(DiffusionTask):
                             extra_channels=self.extra_input_channels)
 
     def title(self):
-        return f"Conditioned diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"Conditioned diffusion model ({self.contrast_names()})"
 
     def description(self):
         return (super().description().replace("A 2D U-Net", "A 2D U-Net conditioned on "
@@ -114,7 +114,7 @@ class PatchedDiffusionTask(DiffusionTask):
         return {**super().sampler(), "patch_mm": self.config.patch_mm}
 
     def title(self):
-        return f"Patched diffusion model ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"Patched diffusion model ({self.contrast_names()})"
 
     def description(self):
         sampler = self.sampler()

@@ -30,7 +30,7 @@ class DenoisingTask(TrainingTask):
         return self.shared_head() if self.config.shared_network else contrast
 
     def title(self):
-        return f"Denoising autoencoder ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"Denoising autoencoder ({self.contrast_names()})"
 
     def description(self):
         networks = "one 2.5D U-Net for all contrasts" if self.config.shared_network else "a 2.5D U-Net per contrast"
@@ -130,7 +130,7 @@ class VariationalTask(DenoisingTask):
     def title(self):
         kind = "variational autoencoder" if self.config.kl_weight > 0 else "autoencoder"
         latent = "Dense" if self.config.dense_latent else "Spatial"
-        return f"{latent} {kind} ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"{latent} {kind} ({self.contrast_names()})"
 
     def description(self):
         kind = "variational autoencoder" if self.config.kl_weight > 0 else "plain autoencoder"
@@ -172,7 +172,7 @@ class ContextVAETask(VariationalTask):
     blank_mm = (10.0, 50.0)  # side lengths
 
     def title(self):
-        return f"Context-encoding VAE ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"Context-encoding VAE ({self.contrast_names()})"
 
     def description(self):
         score = ("the residual in the lesion direction times the gradient of the KL term with respect to the "
@@ -228,7 +228,7 @@ class SkipAutoencoderTask(DenoisingTask):
         return network_spec(self.heads(), self.config.context, args, architecture=SKIP_AE_ARCHITECTURE)
 
     def title(self):
-        return f"Skip-connection autoencoder ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"Skip-connection autoencoder ({self.contrast_names()})"
 
     def description(self):
         return (f"A convolutional autoencoder with skip connections, each dropped out channel-wise at rate "
@@ -270,7 +270,7 @@ class FAnoGANTask(DenoisingTask):
         return network_spec(self.heads(), self.config.context, args, architecture=FANOGAN_ARCHITECTURE)
 
     def title(self):
-        return f"f-AnoGAN ({', '.join(c.upper() for c in self.config.contrasts)})"
+        return f"f-AnoGAN ({self.contrast_names()})"
 
     def description(self):
         return ("A Wasserstein GAN (gradient penalty) trained on synthetic healthy brain slices, and an encoder "
