@@ -23,7 +23,7 @@ from UADBrainLib.training.data import (FolderSource, TrainingVolume, VolumePool,
                                        preprocess_case, sample_slabs, split_indices, training_volume)
 from UADBrainLib.training import rescore as rescore_module
 from UADBrainLib.training.tasks import make_task
-from UADBrainLib.training.train import TrainConfig, _load_checkpoint, _save_checkpoint, lr_at
+from UADBrainLib.training.train import TrainConfig, _load_checkpoint, _save_checkpoint, loss_trend, lr_at
 
 
 def test_splits_hold_out_validation_and_calibration_items():
@@ -314,3 +314,12 @@ def test_fanogan_trains_critic_generator_then_encoder_with_one_command(tmp_path)
     assert trained["critic"] == {id(p) for p in network.critic.parameters()}
     assert trained["encoder"] == {id(p) for p in network.encoder_parameters()}
     assert not trained["generator"] & (trained["critic"] | trained["encoder"])
+
+
+def test_model_card_says_whether_the_loss_still_fell_at_the_end():
+    def history(*losses):
+        return [{"step": 1000 * (i + 1), "loss": loss} for i, loss in enumerate(losses)]
+
+    assert loss_trend(history(0.9, 0.6, 0.5)).startswith("still falling (smoothed training loss 0.6 at step 2000, 0.5 at")
+    assert loss_trend(history(0.6, 0.599)).startswith("flat")
+    assert loss_trend(history(0.5, 0.6)).startswith("rising")

@@ -263,6 +263,16 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
     return out
 
 
+def loss_trend(history: list) -> str:
+    """Whether the training loss still fell over the last validation interval (so more steps may help)."""
+    before, last = history[-2], history[-1]
+    change = (last["loss"] - before["loss"]) / before["loss"] if before["loss"] else 0.0
+    # the recorded loss is a moving average over about the last 50 steps: changes within 5 % are noise
+    verdict = "still falling" if change < -0.05 else "rising" if change > 0.05 else "flat"
+    return (f"{verdict} (smoothed training loss {before['loss']:.4g} at step {before['step']}, "
+            f"{last['loss']:.4g} at step {last['step']})")
+
+
 def model_card(metadata: dict, history: list) -> str:
     """The bundle's README: what the model is, how it was trained, what was measured."""
     recorded = ("data", "steps", "best_step", "time_minutes", "machine", "device", "seed", "command", "validation")
@@ -284,6 +294,8 @@ def model_card(metadata: dict, history: list) -> str:
         f"- Command: `{training['command']}`",
         f"- Validation (held-out synthetic data) at the kept step: {json.dumps(training['validation'])}",
     ]
+    if len(history) >= 2:
+        lines.append(f"- Loss at the end: {loss_trend(history)}")
     rescored = training.get("rescored")
     if rescored:
         lines.append(f"- Rescored from `{rescored['from']}` (its training above; validation with its own score): "
