@@ -297,6 +297,24 @@ def test_conditioned_diffusion_trains_with_one_command_and_sees_the_original_sli
     assert result.anomaly_map.GetSize() == image.GetSize()
 
 
+def test_training_can_start_from_a_trained_bundles_matching_weights(tmp_path):
+    source = tmp_path / "tiny-pddpm"
+    assert main(["train", "--model", "pddpm", "--out", str(source), *SMOKE]) == 0
+    # cddpm's first convolution takes the condition channels too: it alone keeps its fresh start
+    out = tmp_path / "tiny-cddpm"
+    assert main(["train", "--model", "cddpm", "--condition-size", "4", "--init-from", str(source),
+                 "--out", str(out), *SMOKE]) == 0
+    started = read_bundle(out).metadata["training"]["initialised_from"]
+    copied, total = (int(n) for n in started["tensors"].split(" of "))
+    assert started["bundle"] == "tiny-pddpm" and 0 < copied < total
+    assert "starting from the weights of `tiny-pddpm`" in (out / "README.md").read_text(encoding="utf-8")
+
+    other_grid = [*SMOKE[:12], "--spacing", "3", *SMOKE[14:]]
+    assert main(["train", "--model", "cddpm", "--init-from", str(source), "--out", str(tmp_path / "refused"),
+                 *other_grid]) == 2
+    assert main(["train", "--model", "tissue", "--init-from", str(source), "--out", str(tmp_path / "t")]) == 2
+
+
 def test_fanogan_trains_critic_generator_then_encoder_with_one_command(tmp_path):
     out = tmp_path / "tiny-fanogan"
     # 8 steps: 5 critic, 1 generator, 2 encoder updates

@@ -42,6 +42,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--init-from", metavar="BUNDLE",
+                        help="start from a trained bundle's weights (a bundled name or folder) wherever names and "
+                             "shapes match: fine-tune a bundled model on your healthy scans, or start pddpm/cddpm "
+                             "from the bundled diffusion model")
     parser.add_argument("--label-maps", help="folder of label maps for --data synthetic "
                         "(default: the bundled example's)")
     parser.add_argument("--name", help="bundle name (default: the --out folder's name)")
@@ -111,6 +115,9 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args) -> int:
+    if args.init_from and args.model in ("brainmask", "input-check", "tissue"):
+        raise InputError(f"--init-from is for the anomaly models; --model {args.model} trains from scratch "
+                         "(--resume continues its own checkpoint).")
     if args.model == "brainmask":
         return run_train_brainmask(args)
     if args.model == "input-check":
@@ -151,7 +158,7 @@ def run_train(args) -> int:
         condition_size=args.condition_size,
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
-        command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        init_from=args.init_from, command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)
     print(f"wrote bundle {out} (use it with --model {out})")
     return 0

@@ -71,6 +71,7 @@ class TrainConfig:
     cache_dir: str | None = None
     lesion_masks: str | None = None  # folder of real lesion masks: shapes for synthetic anomalies
     heldout_appearances: tuple[str, ...] = ("tumour",)  # anomaly kinds only validated on (segmenter)
+    init_from: str | None = None  # a trained bundle (name or folder) whose matching weights start training
     command: str = ""
 
     @property
@@ -130,6 +131,39 @@ def _load_checkpoint(path: Path, networks, optimizer, rng) -> tuple[int, dict, l
     return int(state["step"]), best, json.loads(state["history"]), float(state.get("minutes", 0.0))
 
 
+def initialise_from(networks, source: str, preprocessing: dict) -> dict:
+    """Copy into ``networks`` every weight of the bundle ``source`` whose name and shape match (a
+    layer that changed, such as the first convolution of a network given more input channels,
+    keeps its fresh start); returns what the bundle's metadata records of it."""
+    import torch
+
+    from ..bundle import find_bundle
+    from ..errors import InputError
+
+    bundle = find_bundle(source)
+    theirs = bundle.metadata["preprocessing"]
+    for key in ("spacing_mm", "normalisation"):
+        if theirs.get(key) != preprocessing.get(key):
+            raise InputError(f"--init-from {source}: its {key} is {theirs.get(key)}, this training's "
+                             f"{preprocessing.get(key)} — give a bundle trained on the same grid and normalisation.")
+    state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
+    own = networks.state_dict()
+    matching = {}
+    for key, target in own.items():
+        head, _, path = key.partition(".")
+        # a network wrapped in another (cddpm's conditioned U-Net holds the plain U-Net) matches by its path's end
+        found = [value for name, value in state.items() if name.partition(".")[0] == head and value.shape == target.shape
+                 and (name == key or path.endswith("." + name.partition(".")[2]))]
+        if len(found) == 1:
+            matching[key] = found[0].float() if found[0].is_floating_point() else found[0]
+    if not matching:
+        raise InputError(f"--init-from {source}: none of its weights fits this family's network "
+                         f"({bundle.metadata['family']} bundle) — give a bundle of the same architecture.")
+    networks.load_state_dict(matching, strict=False)
+    return {"bundle": bundle.name, "sha256": bundle.metadata["weights"]["sha256"],
+            "tensors": f"{len(matching)} of {len(own)}"}
+
+
 def train(config: TrainConfig, progress: bool = True) -> Path:
     """Train, calibrate and write the bundle to ``config.out``; returns the bundle folder."""
     import torch
@@ -153,6 +187,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     optimizer = torch.optim.AdamW(networks.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     checkpoint = out / CHECKPOINT_FILE
     step, best, history, minutes_before = 0, {"score": -math.inf}, [], 0.0
+    initialised = initialise_from(networks, config.init_from, task.preprocessing()) if config.init_from else None
     if config.resume and checkpoint.is_file():
         step, best, history, minutes_before = _load_checkpoint(checkpoint, networks, optimizer, rng)
     elif config.resume:
@@ -201,11 +236,11 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     (out / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     state = best.get("state") or networks.state_dict()
     return write_bundle(config, task, state, best, history, training_minutes,
-                        train_source.describe(), calibration_source, device)
+                        train_source.describe(), calibration_source, device, initialised)
 
 
-def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: list,
-                 training_minutes: float, data_description: str, calibration_source, device: str) -> Path:
+def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: list, training_minutes: float,
+                 data_description: str, calibration_source, device: str, initialised: dict | None = None) -> Path:
     """Weights, metadata, healthy calibration and model card in ``config.out``."""
     from tqdm import tqdm
 
@@ -235,6 +270,7 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
             "command": config.command, "uadbrain_version": __version__,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
                          if k not in ("out", "command", "resume")},
+            **({"initialised_from": initialised} if initialised else {}),
         },
         "license": "Apache-2.0",
         "references": task.references(),
@@ -288,7 +324,9 @@ def model_card(metadata: dict, history: list) -> str:
         f"({metadata['expected_runtime_s'].get('measured')}).", "",
         "## Training", "",
         f"- Data: {training['data']}",
-        f"- Steps: {training['steps']} (weights of step {training['best_step']}, the best on validation)",
+        f"- Steps: {training['steps']} (weights of step {training['best_step']}, the best on validation)"
+        + (f", starting from the weights of `{training['initialised_from']['bundle']}` "
+           f"({training['initialised_from']['tensors']} tensors)" if training.get("initialised_from") else ""),
         f"- Time: {training['time_minutes']} min on {training['machine']} ({training['device']})",
         f"- Seed: {training['seed']}",
         f"- Command: `{training['command']}`",
