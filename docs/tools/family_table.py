@@ -34,6 +34,9 @@ def network_passes(metadata: dict) -> str:
     if family == "diffusion":
         ensemble = scoring.get("ensemble") or {"noise_levels": [0], "seeds": 1}
         passes = scoring.get("sampler", {}).get("steps", 10) * len(ensemble["noise_levels"]) * ensemble["seeds"]
+        patch_mm = scoring.get("sampler", {}).get("patch_mm")
+        if patch_mm:  # pDDPM restores one tile at a time: the passes repeat for each tile that holds brain
+            return f"{passes} per {patch_mm:g} mm tile"
     score = scoring.get("score")
     extra = {"perceptual": " + 2 feature encoders", "kl-combined": " + 1 encoder forward/backward"}.get(score, "")
     return f"{passes}{extra}"
@@ -58,7 +61,7 @@ def figure(value) -> str:
 
 def table(folders: list[Path], models: list[str]) -> str:
     summary, cases, healthy = (read_rows(folders, n) for n in ("summary.csv", "cases.csv", "healthy.csv"))
-    header = ("| model | family / score | " + " | ".join(label for _, _, label in TASKS)
+    header = ("| model | method / score | " + " | ".join(label for _, _, label in TASKS)
               + " | IXI flagged mL | s / scan | passes / slice |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for model in models:
@@ -70,7 +73,8 @@ def table(folders: list[Path], models: list[str]) -> str:
             cells.append(" / ".join(figure(row[k]) for k in ("auprc", "best_dice", "dice_calibrated")) if row else "–")
         flagged = [float(r["flagged_volume_ml"]) for r in healthy if r["model"] == model]
         seconds = [float(r["seconds"]) for r in cases if r["model"] == model and r.get("seconds")]
-        kind = f"{metadata['family']} / {metadata.get('scoring', {}).get('score', '–')}"
+        method = metadata["title"].split(" (")[0].split(" scored by")[0]  # rescored titles name their source's
+        kind = f"{method} / {metadata.get('scoring', {}).get('score', '–')}"
         mean = lambda values: f"{sum(values) / len(values):.1f}" if values else "–"  # noqa: E731
         lines.append(f"| `{model}` | {kind} | " + " | ".join(cells)
                      + f" | {mean(flagged)} | {mean(seconds)} | {network_passes(metadata)} |")
