@@ -27,7 +27,7 @@ slicer = pytest.importorskip("slicer", reason="needs slicer-core (pip install sl
 import SimpleITK as sitk  # noqa: E402
 import vtk  # noqa: E402
 
-from UADBrainLib.bundle import find_bundle  # noqa: E402
+from UADBrainLib.bundle import find_bundle, list_bundled  # noqa: E402
 from UADBrainLib.errors import Cancelled, InputError  # noqa: E402
 from UADBrainLib.inference.models.thresholding import ThresholdingModel  # noqa: E402
 from UADBrainLib.inference.options import DetectOptions  # noqa: E402
@@ -213,6 +213,20 @@ def test_outputs_are_on_the_exact_input_grid_beside_the_input(scene, flair, logi
     display = out.anomalyMapNode.GetDisplayNode()
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(result.threshold)
     assert display.GetWindowLevelMin() == pytest.approx(result.threshold)
+
+
+# the review's families whose scoring differs from the DAE's: the KL-gradient score, tiled and conditioned
+# diffusion, a GAN's generator, skip connections, a dense bottleneck
+REVIEW_FAMILIES = [name for name in ("cevae", "pddpm", "cddpm", "fanogan", "skip-ae", "ae-dense") if name in list_bundled()]
+
+
+@pytest.mark.parametrize("model", REVIEW_FAMILIES)
+def test_the_reviews_families_run_in_the_module_like_any_model(flair, logic, model):
+    out = logic.process({"flair": flair}, modelName=model, options=ON_CPU)
+    assert grid_of(out.anomalyMapNode) == grid_of(flair) and out.result.report["scored_by"].startswith(model + " ")
+    np.testing.assert_array_equal(array_view(out.anomalyMapNode.GetImageData()),
+                                  sitk.GetArrayViewFromImage(out.result.anomaly_map))
+    assert np.isfinite(array_view(out.anomalyMapNode.GetImageData())).all()
 
 
 def test_segment_and_table_match_the_engine_voxel_for_voxel(flair, logic):
