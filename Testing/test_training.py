@@ -341,3 +341,5 @@ def test_model_card_says_whether_the_loss_still_fell_at_the_end():
     assert loss_trend(history(0.9, 0.6, 0.5)).startswith("still falling (smoothed training loss 0.6 at step 2000, 0.5 at")
     assert loss_trend(history(0.6, 0.599)).startswith("flat")
     assert loss_trend(history(0.5, 0.6)).startswith("rising")
+    assert loss_trend(history(-12.0, -10.0)).startswith("rising")
+    assert loss_trend(history(-12.0, 2.2)).startswith("not comparable")

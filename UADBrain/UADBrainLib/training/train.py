@@ -302,7 +302,10 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
 def loss_trend(history: list) -> str:
     """Whether the training loss still fell over the last validation interval (so more steps may help)."""
     before, last = history[-2], history[-1]
-    change = (last["loss"] - before["loss"]) / before["loss"] if before["loss"] else 0.0
+    if before["loss"] * last["loss"] < 0:  # f-AnoGAN: the critic's Wasserstein loss, then the encoder's
+        return (f"not comparable (the objective changed between step {before['step']} and step {last['step']}: "
+                f"{before['loss']:.4g}, then {last['loss']:.4g})")
+    change = (last["loss"] - before["loss"]) / abs(before["loss"]) if before["loss"] else 0.0
     # the recorded loss is a moving average over about the last 50 steps: changes within 5 % are noise
     verdict = "still falling" if change < -0.05 else "rising" if change > 0.05 else "flat"
     return (f"{verdict} (smoothed training loss {before['loss']:.4g} at step {before['step']}, "
