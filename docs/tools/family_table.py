@@ -73,7 +73,7 @@ def table(folders: list[Path], models: list[str]) -> str:
             cells.append(" / ".join(figure(row[k]) for k in ("auprc", "best_dice", "dice_calibrated")) if row else "–")
         flagged = [float(r["flagged_volume_ml"]) for r in healthy if r["model"] == model]
         seconds = [float(r["seconds"]) for r in cases if r["model"] == model and r.get("seconds")]
-        method = metadata["title"].split(" (")[0].split(" scored by")[0]  # rescored titles name their source's
+        method = metadata["title"].split(" (")[0]  # a rescored title begins with its source's
         kind = f"{method} / {metadata.get('scoring', {}).get('score', '–')}"
         mean = lambda values: f"{sum(values) / len(values):.1f}" if values else "–"  # noqa: E731
         lines.append(f"| `{model}` | {kind} | " + " | ".join(cells)

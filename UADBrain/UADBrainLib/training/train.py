@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..bundle import read_bundle, write_metadata
+from ..bundle import find_bundle, read_bundle, write_metadata
+from ..errors import InputError
 from .common import CHECKPOINT_FILE, load_checkpoint, machine, save_checkpoint, warmup_cosine, write_weights
 
 HISTORY_FILE = "training_history.json"
@@ -136,9 +137,6 @@ def initialise_from(networks, source: str, preprocessing: dict) -> dict:
     layer that changed, such as the first convolution of a network given more input channels,
     keeps its fresh start); returns what the bundle's metadata records of it."""
     import torch
-
-    from ..bundle import find_bundle
-    from ..errors import InputError
 
     bundle = find_bundle(source)
     theirs = bundle.metadata["preprocessing"]
@@ -303,7 +301,7 @@ def loss_trend(history: list) -> str:
     """Whether the training loss still fell over the last validation interval (so more steps may help)."""
     before, last = history[-2], history[-1]
     if before["loss"] * last["loss"] < 0:  # f-AnoGAN: the critic's Wasserstein loss, then the encoder's
-        return (f"not comparable (the objective changed between step {before['step']} and step {last['step']}: "
+        return (f"not comparable (the loss changed sign between step {before['step']} and step {last['step']}: "
                 f"{before['loss']:.4g}, then {last['loss']:.4g})")
     change = (last["loss"] - before["loss"]) / abs(before["loss"]) if before["loss"] else 0.0
     # the recorded loss is a moving average over about the last 50 steps: changes within 5 % are noise
