@@ -1,7 +1,7 @@
 """The engine's layout, read from the source with ``ast``: the wings and who may import whom.
 
-``UADBrainLib`` is a flat foundation (errors, resources, device, geometry, io, preprocessing,
-bundle, metrics, cohort), the runtime ``inference/`` that every front end calls, and the wings
+``UADBrainLib`` is a flat foundation (errors, resources, device, geometry, template, io,
+preprocessing, bundle, metrics, cohort), the runtime ``inference/`` that every front end calls, and the wings
 ``synthesis/``, ``training/``, ``evaluation/`` and ``cli/``, which import the runtime, never the
 reverse. Lazy imports inside functions count too: a circle through them still ties modules together.
 """
@@ -16,8 +16,8 @@ import SimpleITK as sitk
 
 SOURCE = Path(__file__).resolve().parent.parent / "UADBrain"
 ENGINE = "UADBrainLib"
-FOUNDATION = {"errors", "resources", "device", "geometry", "io", "preprocessing", "bundle", "schema", "metrics",
-              "cohort"}
+FOUNDATION = {"errors", "resources", "device", "geometry", "template", "io", "preprocessing", "bundle", "schema",
+              "metrics", "cohort"}
 WINGS = {"synthesis", "training", "evaluation", "cli"}
 FRONT_ENDS = ("UADBrainMRML", "UADBrainWeb", "UADBrainSlicer", "slicer", "qt", "vtk", "trame", "trame_slicer")
 

@@ -93,9 +93,9 @@ def test_mask_volume_check():
 
 
 def test_atlas_brain_mask_recovers_the_template_brain_under_an_affine_move():
-    from UADBrainLib.preprocessing import ATLAS_T1_BRAIN
+    from UADBrainLib.template import TEMPLATE_PATH
 
-    template = sitk.ReadImage(str(ATLAS_T1_BRAIN), sitk.sitkFloat32)
+    template = sitk.ReadImage(str(TEMPLATE_PATH), sitk.sitkFloat32)
     move = sitk.Euler3DTransform((0, 0, 0), 0.08, -0.05, 0.1, (6.0, -4.0, 3.0))
     moved = sitk.Resample(template, template, move, sitk.sitkLinear, 0.0)
     moved = moved + sitk.Cast(sitk.AdditiveGaussianNoise(moved * 0, 2.0, 0, 1), sitk.sitkFloat32)

@@ -11,12 +11,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import InputError
-from .resources import RESOURCES_DIR
 
 # A skull-stripped scan has a constant background; plausible adult brain volumes in mL.
 BRAIN_VOLUME_RANGE_ML = (100.0, 2500.0)
 NORMALISATIONS = ("robust_z", "histeq", "none")
-ATLAS_T1_BRAIN = RESOURCES_DIR / "Atlas" / "icbm152_2009a_t1_brain_2mm.nii.gz"
 
 
 # --------------------------------------------------------------------------- brain masks
@@ -78,22 +76,10 @@ def atlas_brain_mask(image: sitk.Image) -> sitk.Image:
     A coarse fallback: it registers a skull-stripped template (``Resources/Atlas``, 2 mm) to the
     head with mutual information, so its boundary is only as good as an affine fit allows.
     """
-    template = sitk.ReadImage(str(ATLAS_T1_BRAIN), sitk.sitkFloat32)
-    fixed = sitk.Cast(image, sitk.sitkFloat32)
-    initial = sitk.CenteredTransformInitializer(
-        fixed, template, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    registration = sitk.ImageRegistrationMethod()
-    registration.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    registration.SetMetricSamplingStrategy(registration.RANDOM)
-    registration.SetMetricSamplingPercentage(0.05, seed=1)
-    registration.SetInterpolator(sitk.sitkLinear)
-    registration.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.6)
-    registration.SetOptimizerScalesFromPhysicalShift()
-    registration.SetShrinkFactorsPerLevel([4, 2, 1])
-    registration.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
-    registration.SetInitialTransform(initial, inPlace=False)
-    transform = registration.Execute(fixed, template)
+    from .template import register_template, template_image
+
+    transform = register_template(image)
+    template = template_image()
     template_mask = sitk.Cast(template > 0, sitk.sitkUInt8)
     mask = sitk.Resample(template_mask, image, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     array = fill_holes(largest_component(sitk.GetArrayViewFromImage(mask) > 0))

@@ -60,8 +60,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--score", choices=SCORES,
                         help="reconstruction models: how the reconstruction is scored (see uadbrain rescore --help; "
                              "default: kl-combined for cevae, residual otherwise)")
-    parser.add_argument("--feature-model", help="--score perceptual: the segmenter bundle whose encoder gives "
-                        "the features (default: segmenter)")
+    parser.add_argument("--feature-model", help="--score perceptual and patchcore: the segmenter or dae bundle "
+                        "whose encoder gives the features (default: segmenter)")
     parser.add_argument("--noise-std", default=",".join(f"{v:g}" for v in TrainConfig.noise_std),
                         help="dae: range LOW,HIGH of the coarse noise's standard deviation (normalised units)")
     parser.add_argument("--network-per-contrast", action="store_true",
@@ -93,6 +93,11 @@ def add_parser(subparsers) -> None:
                              "(default: 50, 75 and 100 %% of --diffusion-start)")
     parser.add_argument("--ensemble-seeds", type=int, default=TrainConfig.ensemble_seeds,
                         help="diffusion: reconstructions per noise level of an ensemble score")
+    parser.add_argument("--cohort-volumes", type=int, default=TrainConfig.cohort_volumes,
+                        help="normative, patchcore: synthetic healthy brains whose statistics are fitted "
+                             "(with --data FOLDER: every subject of its training split)")
+    parser.add_argument("--memory-bank", type=int, default=TrainConfig.memory_bank,
+                        help="patchcore: healthy patch features kept per contrast (a greedy coreset)")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
                         "synthetic anomalies borrow (default: ellipsoids and blobs only)")
     parser.add_argument("--heldout-appearance", action="append", dest="heldout_appearances",
@@ -137,6 +142,9 @@ def run_train(args) -> int:
     from ..inference.models.scores import score_refusal
     from ..training.tasks import TASKS
 
+    if args.init_from and TASKS[args.model].fitted:
+        raise InputError(f"--init-from starts a network's training; --model {args.model} fits statistics "
+                         "and has no network to start from.")
     score = args.score or ("kl-combined" if args.model == "cevae" else "residual")
     refusal = score_refusal(score, TASKS[args.model].family)
     if refusal:
@@ -158,7 +166,8 @@ def run_train(args) -> int:
         condition_size=args.condition_size,
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
-        init_from=args.init_from, command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        init_from=args.init_from, cohort_volumes=args.cohort_volumes, memory_bank=args.memory_bank,
+        command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)
     print(f"wrote bundle {out} (use it with --model {out})")
     return 0

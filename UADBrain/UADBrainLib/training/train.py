@@ -72,6 +72,8 @@ class TrainConfig:
     cache_dir: str | None = None
     lesion_masks: str | None = None  # folder of real lesion masks: shapes for synthetic anomalies
     heldout_appearances: tuple[str, ...] = ("tumour",)  # anomaly kinds only validated on (segmenter)
+    cohort_volumes: int = 64  # normative, patchcore: synthetic healthy brains whose statistics are fitted
+    memory_bank: int = 16384  # patchcore: healthy patch features kept per contrast
     init_from: str | None = None  # a trained bundle (name or folder) whose matching weights start training
     command: str = ""
 
@@ -181,6 +183,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     task = make_task(config)
     config = task.config  # a family may fix settings it cannot use (the diffusion model: no context)
     train_source, validation_source, calibration_source = make_sources(config, task.preprocessing())
+    if task.fitted:
+        return fit_bundle(config, task, train_source, validation_source, calibration_source, device, progress)
     networks = build_networks(task.network_spec()).to(device)
     optimizer = torch.optim.AdamW(networks.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     checkpoint = out / CHECKPOINT_FILE
@@ -237,6 +241,22 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                         train_source.describe(), calibration_source, device, initialised)
 
 
+def fit_bundle(config: TrainConfig, task, train_source, validation_source, calibration_source, device: str,
+               progress: bool = True) -> Path:
+    """A fitted family's bundle: its statistics from one pass over the cohort, validated once."""
+    from tqdm import tqdm
+
+    started = time.time()
+    bar = tqdm(total=task.cohort_size(train_source), desc=f"fit {config.model}", disable=not progress)
+    state = task.fit(train_source, progress=lambda done, total: bar.update(1))
+    bar.close()
+    metrics = task.validate(state, task.validation_set(validation_source, config.validation_volumes), device)
+    print(f"validation {json.dumps(metrics)}", file=sys.stderr)
+    best = {"score": metrics["score"], "metrics": metrics}
+    return write_bundle(config, task, state, best, [], (time.time() - started) / 60, train_source.describe(),
+                        calibration_source, device)
+
+
 def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: list, training_minutes: float,
                  data_description: str, calibration_source, device: str, initialised: dict | None = None) -> Path:
     """Weights, metadata, healthy calibration and model card in ``config.out``."""
@@ -262,7 +282,8 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
         "network": task.network_spec(),
         "expected_runtime_s": {"cpu": None, "cuda": None},
         "training": {
-            "data": data_description, "steps": config.steps, "best_step": best.get("step"),
+            "data": data_description, **({"cohort_volumes": task.fitted_volumes} if task.fitted else
+                                         {"steps": config.steps, "best_step": best.get("step")}),
             "validation": best.get("metrics"), "time_minutes": round(training_minutes, 1),
             "machine": machine(), "device": device, "seed": config.seed,
             "command": config.command, "uadbrain_version": __version__,
@@ -325,9 +346,11 @@ def model_card(metadata: dict, history: list) -> str:
         f"({metadata['expected_runtime_s'].get('measured')}).", "",
         "## Training", "",
         f"- Data: {training['data']}",
-        f"- Steps: {training['steps']} (weights of step {training['best_step']}, the best on validation)"
-        + (f", starting from the weights of `{training['initialised_from']['bundle']}` "
-           f"({training['initialised_from']['tensors']} tensors)" if training.get("initialised_from") else ""),
+        (f"- Cohort: {training['cohort_volumes']} healthy volumes; statistics fitted in one pass, no gradient steps"
+         if "cohort_volumes" in training else
+         f"- Steps: {training['steps']} (weights of step {training['best_step']}, the best on validation)"
+         + (f", starting from the weights of `{training['initialised_from']['bundle']}` "
+            f"({training['initialised_from']['tensors']} tensors)" if training.get("initialised_from") else "")),
         f"- Time: {training['time_minutes']} min on {training['machine']} ({training['device']})",
         f"- Seed: {training['seed']}",
         f"- Command: `{training['command']}`",

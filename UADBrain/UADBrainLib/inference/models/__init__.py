@@ -19,6 +19,8 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "diffusion": "diffusion:PartialDiffusionModel",
     "segmenter": "segmenter:SyntheticAnomalySegmenter",
     "tissue": "tissue:TissueNormativeModel",
+    "normative": "normative:VoxelNormativeModel",
+    "patchcore": "patchcore:PatchCoreModel",
     "ensemble": "ensemble:EnsembleModel",
 }
 

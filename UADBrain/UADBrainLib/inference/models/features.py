@@ -23,18 +23,23 @@ from .networks import load_networks, predict_volume
 
 DEFAULT_FEATURE_MODEL = "segmenter"
 DEFAULT_LEVELS = 3
+BACKBONE_FAMILIES = ("segmenter", "dae")  # bundles whose network is a MONAI U-Net on slice inputs
+
+
+def backbone_settings(feature_model: str, purpose: str = "the perceptual score") -> dict:
+    """The bundle entries that pin a feature network: its name and the SHA-256 of its weights."""
+    from ...bundle import find_bundle
+
+    bundle = find_bundle(feature_model)
+    if bundle.family not in BACKBONE_FAMILIES:
+        raise ModelError(f"{purpose} reads the encoder of a {' or '.join(BACKBONE_FAMILIES)} model; "
+                         f"'{feature_model}' is a {bundle.family} model — give one of those bundles.")
+    return {"feature_model": feature_model, "feature_model_sha256": bundle.metadata["weights"]["sha256"]}
 
 
 def perceptual_settings(feature_model: str = DEFAULT_FEATURE_MODEL) -> dict:
     """The scoring-block entries of the perceptual score: the feature model, pinned to its weights."""
-    from ...bundle import find_bundle
-
-    bundle = find_bundle(feature_model)
-    if bundle.family != "segmenter":
-        raise ModelError(f"the perceptual score reads a segmenter's encoder; '{feature_model}' is a "
-                         f"{bundle.family} model — give a segmenter bundle.")
-    return {"feature_model": feature_model, "feature_model_sha256": bundle.metadata["weights"]["sha256"],
-            "feature_levels": DEFAULT_LEVELS}
+    return {**backbone_settings(feature_model), "feature_levels": DEFAULT_LEVELS}
 
 
 def encoder_features(unet: nn.Module, x: torch.Tensor, levels: int) -> list[torch.Tensor]:
@@ -51,29 +56,39 @@ def unit_length(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-class FeatureDistance:
+class FeatureBackbone:
+    """The encoder of the bundled U-Net a bundle's ``feature_model`` names, refused when its
+    weights are not those the bundle was made with (``feature_model_sha256``)."""
+
+    def __init__(self, settings: dict, device: str = "cpu", purpose: str = "the perceptual score",
+                 remedy: str = "rescore the model (uadbrain rescore)"):
+        from ...bundle import find_bundle
+
+        name = settings.get("feature_model", DEFAULT_FEATURE_MODEL)
+        bundle = find_bundle(name)
+        expected = settings.get("feature_model_sha256")
+        actual = (bundle.metadata.get("weights") or {}).get("sha256")
+        if expected and actual != expected:
+            raise ModelError(f"{purpose} was made with other weights of '{name}' than the installed ones — "
+                             f"{remedy}.")
+        self.unet = next(iter(load_networks(bundle, device).values())).unet
+        self.context = bundle.metadata["network"]["context"]
+        self.device = device
+
+    def features(self, x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+        return encoder_features(self.unet, x, levels)
+
+
+class FeatureDistance(FeatureBackbone):
     """``distance(image, reconstruction, mask)``: the perceptual distance map of two prepared volumes."""
 
     def __init__(self, scoring: dict, device: str = "cpu"):
-        from ...bundle import find_bundle
-
-        name = scoring.get("feature_model", DEFAULT_FEATURE_MODEL)
-        bundle = find_bundle(name)
-        expected = scoring.get("feature_model_sha256")
-        actual = (bundle.metadata.get("weights") or {}).get("sha256")
-        if expected and actual != expected:
-            raise ModelError(f"the perceptual score was calibrated with other weights of '{name}' than "
-                             f"the installed ones — rescore the model (uadbrain rescore).")
-        networks = load_networks(bundle, device)
-        self.unet = next(iter(networks.values())).unet
-        self.context = bundle.metadata["network"]["context"]
+        super().__init__(scoring, device)
         self.levels = int(scoring.get("feature_levels", DEFAULT_LEVELS))
-        self.device = device
 
     def _batch_distance(self, paired: torch.Tensor) -> torch.Tensor:
         half = paired.shape[1] // 2
-        image, reconstruction = encoder_features(self.unet, paired[:, :half], self.levels), \
-            encoder_features(self.unet, paired[:, half:], self.levels)
+        image, reconstruction = self.features(paired[:, :half], self.levels), self.features(paired[:, half:], self.levels)
         total = torch.zeros((paired.shape[0], 1, *paired.shape[2:]), device=paired.device)
         for a, b in zip(image, reconstruction):
             distance = ((unit_length(a) - unit_length(b)) ** 2).sum(dim=1, keepdim=True)

@@ -10,6 +10,8 @@ never trains on the anomaly kinds it is validated on (Baugh et al. 2023).
 from __future__ import annotations
 
 from .base import TrainingTask
+from .normative import NormativeTask
+from .patchcore import PatchCoreTask
 from .diffusion import ConditionedDiffusionTask, DiffusionTask, PatchedDiffusionTask
 from .reconstruction import ContextVAETask, DenoisingTask, FAnoGANTask, SkipAutoencoderTask, VariationalTask
 from .segmenter import SegmenterTask
@@ -18,7 +20,8 @@ TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": Variational
                                          "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask,
                                          "fanogan": FAnoGANTask, "diffusion": DiffusionTask,
                                          "pddpm": PatchedDiffusionTask, "cddpm": ConditionedDiffusionTask,
-                                         "segmenter": SegmenterTask}
+                                         "segmenter": SegmenterTask, "normative": NormativeTask,
+                                         "patchcore": PatchCoreTask}
 
 
 def make_task(config) -> TrainingTask:

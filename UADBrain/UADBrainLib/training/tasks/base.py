@@ -52,6 +52,7 @@ class TrainingTask:
     family = ""
     output_bias = 0.0
     extra_input_channels = 0  # network inputs beyond the slices and the mask
+    fitted = False  # True: statistics fitted by ``fit(source)`` in one pass, no networks, no gradient steps
 
     def __init__(self, config):
         self.config = config
@@ -82,6 +83,12 @@ class TrainingTask:
         return {}
 
     # ---- training
+    def cohort_size(self, source) -> int:
+        """A fitted family's cohort: every subject of a folder's training split, or
+        ``cohort_volumes`` synthetic brains."""
+        subjects = getattr(source, "subjects", None)
+        return len(subjects) if subjects is not None else self.config.cohort_volumes
+
     def begin_step(self, step: int, networks) -> None:
         """Called before each step's loss: a family that trains its networks in phases or turns
         (f-AnoGAN) freezes what the step does not train here; the optimiser skips parameters

@@ -32,3 +32,9 @@ SYNTHSEG = ("Billot B, Greve DN, Puonti O, et al. SynthSeg: segmentation of brai
 LESJAK_2018 = ("Lesjak Ž, Galimzianova A, Koren A, et al. A novel public MR image dataset of multiple "
                "sclerosis patients with lesion segmentations based on multi-rater consensus. "
                "Neuroinformatics 16:51-63, 2018 (lesion shapes).")
+SAASE_2020 = ("Saase V, Wenz H, Ganslandt T, Groden C, Maros ME. Simple statistical methods for unsupervised "
+              "brain anomaly detection on MRI are competitive to deep learning methods. arXiv:2011.12735, 2020.")
+FONOV_2011 = ("Fonov VS, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. Unbiased average "
+              "age-appropriate atlases for pediatric studies. NeuroImage 54:313-327, 2011 (ICBM152 template).")
+ROTH_2022 = ("Roth K, Pemula L, Zepeda J, Schölkopf B, Brox T, Gehler P. Towards total recall in industrial "
+             "anomaly detection. CVPR 2022 (PatchCore).")

@@ -1,0 +1,134 @@
+"""The families fitted in one pass over a healthy cohort, without gradient steps: the voxel-wise
+normative model in the template's frame and PatchCore's memory banks; the template registration
+they share."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from phantoms import phantom_brain
+from UADBrainLib.bundle import read_bundle
+from UADBrainLib.cli.main import main
+from UADBrainLib.inference.models import load_model
+from UADBrainLib.inference.models.normative import normative_scores
+from UADBrainLib.inference.models.patchcore import nearest_distance
+from UADBrainLib.inference.options import DetectOptions
+from UADBrainLib.inference.pipeline import detect
+from UADBrainLib.template import TEMPLATE_BRAIN_THRESHOLD, register_brain, template_image, to_template
+from UADBrainLib.training.tasks.normative import SPREAD_FLOOR, cohort_statistics
+from UADBrainLib.training.tasks.patchcore import greedy_coreset
+
+
+def dice(a, b):
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def template_brain_on_a_canonical_grid(scale=0.92, shift=(6.0, -9.0, 4.0), angle=0.08, spacing=2.0):
+    """The template's brain moved by a known affine onto a canonical grid: (mask array, spacing)."""
+    template = template_image()
+    moved = sitk.AffineTransform(3)
+    moved.SetMatrix((sitk.VersorTransform((0, 0, 1), angle).GetMatrix()))
+    moved.Scale(scale)
+    moved.SetTranslation(shift)
+    brain = sitk.Cast(template > TEMPLATE_BRAIN_THRESHOLD, sitk.sitkFloat32)
+    lo = np.array(template.TransformIndexToPhysicalPoint((0, 0, 0)))
+    hi = np.array(template.TransformIndexToPhysicalPoint([s - 1 for s in template.GetSize()]))
+    reference = sitk.Image([int(abs(h - l) / spacing) + 12 for l, h in zip(lo, hi)], sitk.sitkFloat32)
+    reference.SetSpacing([spacing] * 3)
+    reference.SetOrigin(tuple(np.minimum(lo, hi) - 6 * spacing))
+    canonical = sitk.Resample(brain, reference, moved, sitk.sitkLinear, 0.0)
+    return sitk.GetArrayFromImage(canonical) >= 0.5, (spacing,) * 3
+
+
+def test_a_brain_registers_to_the_template_by_its_outline():
+    mask, spacing = template_brain_on_a_canonical_grid()
+    transform = register_brain(mask, spacing)
+    reached = to_template(mask.astype(np.float32), spacing, transform) >= 0.5
+    template_brain = sitk.GetArrayViewFromImage(template_image()) > TEMPLATE_BRAIN_THRESHOLD
+    assert dice(reached, template_brain) > 0.93
+
+
+def test_cohort_statistics_are_robust_and_fill_voxels_few_brains_reach():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(2.0, 0.5, (40, 6, 6, 6)).astype(np.float32)
+    samples[:3, 1, 1, 1] = 50.0  # three outlying brains move neither median nor spread
+    samples[:, :, :, 5] = np.nan  # a face no brain reaches
+    samples[:30, :, :, 4] = np.nan  # a face a quarter of the brains reach
+    median, spread = cohort_statistics(samples, spacing_mm=2.0)
+    assert np.all(np.isfinite(median)) and np.all(spread >= SPREAD_FLOOR)
+    assert abs(median[1, 1, 1] - 2.0) < 0.3 and abs(median.mean() - 2.0) < 0.1
+    assert 0.3 < spread.mean() < 0.7
+    np.testing.assert_array_equal(median[:, :, 5], median[:, :, 3])  # filled from the nearest covered voxel
+
+
+def test_a_voxel_brighter_than_the_cohort_scores_its_z_score_on_the_scans_own_grid():
+    mask, spacing = template_brain_on_a_canonical_grid()
+    from UADBrainLib.inference.models.normative import network_spec, box_slices
+
+    network = network_spec()
+    box_shape = tuple(s.stop - s.start for s in box_slices(network))
+    statistics = {"flair.median": np.zeros(box_shape, np.float32), "flair.spread": np.full(box_shape, 0.5, np.float32)}
+    image = np.zeros(mask.shape, np.float32)
+    centre = tuple(int(np.median(axis)) for axis in np.nonzero(mask))
+    image[centre] = 2.0
+    maps = normative_scores({"flair": image}, mask, spacing, statistics, network, {"flair": "bright"})
+    assert maps["flair"].shape == mask.shape
+    assert maps["flair"][centre] == pytest.approx(4.0, rel=1e-3)
+    assert np.abs(np.delete(maps["flair"].ravel(), np.ravel_multi_index(centre, mask.shape))).max() == 0.0
+
+
+FIT_SMOKE = ["--contrast", "flair", "--contrast", "t1", "--spacing", "4", "--calibration-spacing", "4",
+             "--cohort-volumes", "2", "--validation-volumes", "1", "--calibration-volumes", "1", "--quiet"]
+
+
+def test_the_normative_model_is_fitted_with_one_command_and_runs_like_any_model(tmp_path, capsys):
+    out = tmp_path / "tiny-normative"
+    assert main(["train", "--model", "normative", "--out", str(out), *FIT_SMOKE]) == 0
+    bundle = read_bundle(out)
+    meta = bundle.metadata
+    assert meta["family"] == "normative" and meta["training"]["cohort_volumes"] == 2
+    assert "steps" not in meta["training"] and "score" in meta["training"]["validation"]
+    assert set(torch.load(out / "weights.pt", weights_only=True)) == {
+        "flair.median", "flair.spread", "t1.median", "t1.spread"}
+    assert "Cohort: 2 healthy volumes" in (out / "README.md").read_text(encoding="utf-8")
+    image, mask, _ = phantom_brain()
+    result = detect({"flair": image}, model=load_model(bundle), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="calibrated"))
+    assert result.anomaly_map.GetSize() == image.GetSize()
+    assert np.isfinite(sitk.GetArrayViewFromImage(result.anomaly_map)).all()
+    assert main(["train", "--model", "normative", "--out", str(tmp_path / "x"), "--init-from", "dae", *FIT_SMOKE]) != 0
+    assert "has no network to start from" in capsys.readouterr().err
+
+
+def test_patchcore_fits_its_memory_banks_on_a_bundled_encoder_with_one_command(tmp_path):
+    out = tmp_path / "tiny-patchcore"
+    assert main(["train", "--model", "patchcore", "--feature-model", "dae", "--memory-bank", "64",
+                 "--out", str(out), *FIT_SMOKE]) == 0
+    bundle = read_bundle(out)
+    meta = bundle.metadata
+    assert meta["family"] == "patchcore" and meta["network"]["feature_model"] == "dae"
+    assert meta["preprocessing"]["spacing_mm"] == read_bundle_named("dae")["preprocessing"]["spacing_mm"]
+    banks = torch.load(out / "weights.pt", weights_only=True)
+    assert {k: tuple(v.shape) for k, v in banks.items()} == {"flair.bank": (64, 48), "t1.bank": (64, 48)}
+    image, mask, _ = phantom_brain()
+    result = detect({"t1": image}, model=load_model(bundle), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="calibrated"))
+    assert np.isfinite(sitk.GetArrayViewFromImage(result.anomaly_map)).all()
+
+
+def read_bundle_named(name):
+    from UADBrainLib.bundle import find_bundle
+
+    return find_bundle(name).metadata
+
+
+def test_the_coreset_covers_every_cluster_and_distances_are_to_the_nearest_vector():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    points = torch.cat([centres[i] + 0.1 * torch.randn(200, 2, generator=generator) for i in (0, 0, 0, 1, 2, 3)])
+    chosen = points[greedy_coreset(points, 4)]
+    assert torch.cdist(centres, chosen).amin(dim=1).max() < 1.0  # one per cluster, the big one no more
+    queries = torch.randn(50, 2, generator=generator) * 5
+    np.testing.assert_allclose(nearest_distance(queries, points).numpy(),
+                               torch.cdist(queries, points).amin(dim=1).numpy(), rtol=1e-5)

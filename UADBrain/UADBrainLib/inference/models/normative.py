@@ -1,0 +1,100 @@
+"""Voxel-wise statistical normative model (in the spirit of Saase et al. 2020).
+
+A healthy cohort — synthetic brains by default, a site's own healthy scans with ``uadbrain train
+--model normative --data healthy/`` — is registered to the bundled ICBM152 template
+(``template.py``); per template voxel and contrast the cohort's robust mean (median)
+and spread (MAD) of the normalised intensity are kept (``training/tasks/normative.py``). A scan is
+registered the same way, the two maps are brought onto its own grid, and each voxel's score is its
+z-score ``(intensity − median) / spread`` in the direction lesions take on the contrast. Nothing
+is interpolated in the scan itself, so a small lesion keeps its resolution.
+
+The registration is affine: where brains differ in shape (ventricles, sulci) the cohort's spread
+is wide and the model is less sensitive; in deep white matter it is narrow.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ...bundle import sha256_of
+from ...errors import ModelError
+from ...template import TEMPLATE_PATH, from_template, register_brain, template_image
+from .base import AnomalyModel, ModelOutput
+from .thresholding import DEFAULT_DIRECTIONS, directional_score
+
+ARCHITECTURE = "uadbrain.VoxelNormative"
+BOX_MARGIN_VOXELS = 4  # kept around the template's brain: registered brains reach a little beyond it
+
+
+@lru_cache(maxsize=1)
+def template_sha256() -> str:
+    return sha256_of(TEMPLATE_PATH)
+
+
+def template_box() -> tuple[list[int], list[int]]:
+    """``(start, size)`` in template index order ``[i, j, k]`` of the box the statistics cover."""
+    import SimpleITK as sitk
+
+    from ...template import TEMPLATE_BRAIN_THRESHOLD
+
+    brain = sitk.GetArrayViewFromImage(template_image()) > TEMPLATE_BRAIN_THRESHOLD
+    shape = brain.shape
+    start, stop = [], []
+    for axis in range(3):  # array axis 2 is index i
+        present = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        start.append(max(int(present[0]) - BOX_MARGIN_VOXELS, 0))
+        stop.append(min(int(present[-1]) + 1 + BOX_MARGIN_VOXELS, shape[axis]))
+    return start[::-1], [b - a for a, b in zip(start, stop)][::-1]
+
+
+def network_spec() -> dict:
+    """The bundle's ``network`` block: the template frame the statistics live in."""
+    start, size = template_box()
+    return {"architecture": ARCHITECTURE, "template": TEMPLATE_PATH.name, "template_sha256": template_sha256(),
+            "box_start": start, "box_size": size}
+
+
+def box_slices(network: dict) -> tuple[slice, slice, slice]:
+    """The statistics' box as slices of a template array (``[k, j, i]``)."""
+    start, size = network["box_start"], network["box_size"]
+    return tuple(slice(a, a + n) for a, n in zip(start[::-1], size[::-1]))
+
+
+def normative_scores(images: dict[str, np.ndarray], mask: np.ndarray, spacing, statistics: dict[str, np.ndarray],
+                     network: dict, directions: dict[str, str]) -> dict[str, np.ndarray]:
+    """Each contrast's z-score map against the cohort statistics (``<contrast>.median`` and
+    ``<contrast>.spread`` on the template box), on the scan's own grid."""
+    transform = register_brain(mask, spacing)
+    maps = {}
+    for contrast, image in images.items():
+        median, spread = (from_template(statistics[f"{contrast}.{name}"], image.shape, spacing, transform,
+                                        network["box_start"]) for name in ("median", "spread"))
+        z = np.where(mask, (image - median) / spread, 0.0)
+        maps[contrast] = directional_score(z, directions[contrast]).astype(np.float32)
+    return maps
+
+
+class VoxelNormativeModel(AnomalyModel):
+    def __init__(self, bundle, device: str = "cpu"):
+        super().__init__(bundle, device)
+        import torch
+
+        self.network = bundle.metadata["network"]
+        if self.network.get("template_sha256") != template_sha256():
+            raise ModelError(f"model '{bundle.name}': its statistics live in another template than the one "
+                             f"installed ({self.network.get('template')}) — update UADBrain or retrain it.")
+        state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
+        self.statistics = {key: value.float().numpy() for key, value in state.items()}
+
+    def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
+        if is_cancelled and is_cancelled():
+            return ModelOutput(contrast_maps={})
+        if progress:
+            progress(0.1, "registering to the template")
+        directions = {**DEFAULT_DIRECTIONS, **self.bundle.metadata.get("scoring", {}).get("direction", {})}
+        maps = normative_scores(images, brain_mask, spacing, self.statistics, self.network, directions)
+        if progress:
+            progress(1.0, "normative z-scores")
+        return ModelOutput(contrast_maps=maps)
