@@ -17,7 +17,7 @@ from UADBrainLib.inference.options import DetectOptions
 from UADBrainLib.inference.pipeline import detect
 from UADBrainLib.template import TEMPLATE_BRAIN_THRESHOLD, register_brain, template_image, to_template
 from UADBrainLib.training.tasks.normative import SPREAD_FLOOR, cohort_statistics
-from UADBrainLib.training.tasks.patchcore import greedy_coreset
+from UADBrainLib.training.tasks.features import greedy_coreset
 
 
 def dice(a, b):
@@ -132,3 +132,20 @@ def test_the_coreset_covers_every_cluster_and_distances_are_to_the_nearest_vecto
     queries = torch.randn(50, 2, generator=generator) * 5
     np.testing.assert_allclose(nearest_distance(queries, points).numpy(),
                                torch.cdist(queries, points).amin(dim=1).numpy(), rtol=1e-5)
+
+
+def test_the_gaussian_feature_model_fits_one_gaussian_per_template_cell_with_one_command(tmp_path):
+    out = tmp_path / "tiny-padim"
+    assert main(["train", "--model", "padim", "--out", str(out), *FIT_SMOKE]) == 0
+    bundle = read_bundle(out)
+    network = bundle.metadata["network"]
+    state = torch.load(out / "weights.pt", weights_only=True)
+    dims = len(network["feature_channels"])
+    assert state["flair.factors"].shape[1:] == (dims, dims) and state["flair.means"].shape[1] == dims
+    rows = state["flair.cell_rows"].long()
+    assert rows.numel() == np.prod(network["cell_grid"]) and rows.min() >= 0
+    assert rows.max() < len(state["flair.means"])
+    image, mask, _ = phantom_brain()
+    result = detect({"flair": image}, model=load_model(bundle), mask=mask,
+                    options=DetectOptions(device="cpu", threshold="calibrated"))
+    assert np.isfinite(sitk.GetArrayViewFromImage(result.anomaly_map)).all()

@@ -159,7 +159,7 @@ SMOKE = ["--contrast", "flair", "--contrast", "t1", "--steps", "2", "--channels"
          "--validate-every", "2", "--quiet"]
 
 
-@pytest.mark.parametrize("family", ["dae", "vae", "skip-ae", "diffusion", "segmenter"])
+@pytest.mark.parametrize("family", ["dae", "vae", "skip-ae", "diffusion", "segmenter", "stfpm", "learned-hybrid"])
 def test_train_writes_a_complete_calibrated_bundle(tmp_path, family):
     out = tmp_path / f"tiny-{family}"
     assert main(["train", "--model", family, "--out", str(out), *SMOKE]) == 0

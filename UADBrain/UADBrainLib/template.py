@@ -103,3 +103,16 @@ def from_template(array: np.ndarray, shape, spacing, transform: sitk.Transform, 
     resampled = sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32,
                               useNearestNeighborExtrapolator=True)
     return sitk.GetArrayFromImage(resampled)
+
+
+def template_indices(shape, spacing, transform: sitk.Transform) -> np.ndarray:
+    """Where each voxel of a canonical grid lands in the template: continuous indices ``[..., (i, j, k)]``."""
+    reference = canonical_image(np.zeros(shape, np.float32), spacing)
+    displacement = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, reference.GetSize(),
+                                                     reference.GetOrigin(), reference.GetSpacing(),
+                                                     reference.GetDirection())
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    points = np.stack([i, j, k], axis=-1) * np.asarray(spacing, np.float64) + sitk.GetArrayFromImage(displacement)
+    template = template_image()
+    direction = np.array(template.GetDirection()).reshape(3, 3)
+    return ((points - np.array(template.GetOrigin())) @ direction) / np.array(template.GetSpacing())

@@ -60,8 +60,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--score", choices=SCORES,
                         help="reconstruction models: how the reconstruction is scored (see uadbrain rescore --help; "
                              "default: kl-combined for cevae, residual otherwise)")
-    parser.add_argument("--feature-model", help="--score perceptual and patchcore: the segmenter or dae bundle "
-                        "whose encoder gives the features (default: segmenter)")
+    parser.add_argument("--feature-model", help="--score perceptual, patchcore, padim and stfpm: the segmenter "
+                        "or dae bundle whose encoder gives the features (default: segmenter)")
     parser.add_argument("--noise-std", default=",".join(f"{v:g}" for v in TrainConfig.noise_std),
                         help="dae: range LOW,HIGH of the coarse noise's standard deviation (normalised units)")
     parser.add_argument("--network-per-contrast", action="store_true",
@@ -96,6 +96,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cohort-volumes", type=int, default=TrainConfig.cohort_volumes,
                         help="normative, patchcore: synthetic healthy brains whose statistics are fitted "
                              "(with --data FOLDER: every subject of its training split)")
+    parser.add_argument("--reconstruction-model", default=TrainConfig.reconstruction_model,
+                        help="learned-hybrid: the denoising-autoencoder bundle whose residual the segmenter sees")
     parser.add_argument("--memory-bank", type=int, default=TrainConfig.memory_bank,
                         help="patchcore: healthy patch features kept per contrast (a greedy coreset)")
     parser.add_argument("--lesion-masks", help="folder of binary lesion masks (NIfTI) whose shapes "
@@ -167,6 +169,7 @@ def run_train(args) -> int:
         feature_model=args.feature_model, noise_levels=args.noise_levels, ensemble_seeds=args.ensemble_seeds,
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         init_from=args.init_from, cohort_volumes=args.cohort_volumes, memory_bank=args.memory_bank,
+        reconstruction_model=args.reconstruction_model,
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)
     print(f"wrote bundle {out} (use it with --model {out})")

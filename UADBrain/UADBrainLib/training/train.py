@@ -73,6 +73,7 @@ class TrainConfig:
     lesion_masks: str | None = None  # folder of real lesion masks: shapes for synthetic anomalies
     heldout_appearances: tuple[str, ...] = ("tumour",)  # anomaly kinds only validated on (segmenter)
     cohort_volumes: int = 64  # normative, patchcore: synthetic healthy brains whose statistics are fitted
+    reconstruction_model: str = "dae"  # learned-hybrid: the bundled denoising autoencoder whose residual it sees
     memory_bank: int = 16384  # patchcore: healthy patch features kept per contrast
     init_from: str | None = None  # a trained bundle (name or folder) whose matching weights start training
     command: str = ""

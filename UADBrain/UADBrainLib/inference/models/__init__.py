@@ -21,6 +21,9 @@ FAMILIES: dict[str, type[AnomalyModel] | str] = {
     "tissue": "tissue:TissueNormativeModel",
     "normative": "normative:VoxelNormativeModel",
     "patchcore": "patchcore:PatchCoreModel",
+    "padim": "padim:GaussianFeatureModel",
+    "stfpm": "stfpm:StudentTeacherModel",
+    "learned-hybrid": "learned_hybrid:LearnedHybridModel",
     "ensemble": "ensemble:EnsembleModel",
 }
 

@@ -56,6 +56,16 @@ def unit_length(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
+def feature_discrepancy(first: list[torch.Tensor], second: list[torch.Tensor], size) -> torch.Tensor:
+    """Per pixel, ``|a/|a| − b/|b||²`` of two networks' (or two images') features at each level,
+    brought to ``size`` and averaged over the levels: ``[n, 1, *size]``."""
+    total = 0.0
+    for a, b in zip(first, second):
+        distance = ((unit_length(a) - unit_length(b)) ** 2).sum(dim=1, keepdim=True)
+        total = total + nn.functional.interpolate(distance, size=size, mode="bilinear", align_corners=False)
+    return total / len(first)
+
+
 class FeatureBackbone:
     """The encoder of the bundled U-Net a bundle's ``feature_model`` names, refused when its
     weights are not those the bundle was made with (``feature_model_sha256``)."""
@@ -88,12 +98,8 @@ class FeatureDistance(FeatureBackbone):
 
     def _batch_distance(self, paired: torch.Tensor) -> torch.Tensor:
         half = paired.shape[1] // 2
-        image, reconstruction = self.features(paired[:, :half], self.levels), self.features(paired[:, half:], self.levels)
-        total = torch.zeros((paired.shape[0], 1, *paired.shape[2:]), device=paired.device)
-        for a, b in zip(image, reconstruction):
-            distance = ((unit_length(a) - unit_length(b)) ** 2).sum(dim=1, keepdim=True)
-            total += nn.functional.interpolate(distance, size=paired.shape[2:], mode="bilinear", align_corners=False)
-        return total / len(image)
+        return feature_discrepancy(self.features(paired[:, :half], self.levels),
+                                   self.features(paired[:, half:], self.levels), paired.shape[2:])
 
     def distance(self, image: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return predict_volume(self._batch_distance, image, mask, self.context, self.device, paired=reconstruction)

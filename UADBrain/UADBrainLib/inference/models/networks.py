@@ -31,6 +31,7 @@ VAE_ARCHITECTURE = "uadbrain.VAE-2d"
 SKIP_AE_ARCHITECTURE = "uadbrain.SkipAE-2d"
 CONDITIONED_ARCHITECTURE = "uadbrain.ConditionedUNet-2d"
 FANOGAN_ARCHITECTURE = "uadbrain.fAnoGAN-2d"
+ENCODER_ARCHITECTURE = "uadbrain.UNetEncoder-2d"
 DEFAULT_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
 DEFAULT_VAE_LATENT = 16  # latent channels at 1/16 of the input's resolution (32-mm cells at 2 mm)
 DENSE_GRID = 4  # a dense latent reads (and the decoder starts from) the bottleneck pooled to 4 x 4
@@ -233,10 +234,34 @@ class SliceFAnoGAN(nn.Module):
         return self.autoencoder(x)
 
 
-ARCHITECTURES = {ARCHITECTURE: SliceUNet, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE,
+class SliceUNetEncoder(nn.Module):
+    """The first ``levels`` down-sampling blocks of the MONAI U-Net that :class:`SliceUNet` builds,
+    and nothing else (``features.encoder_features`` reads them): STFPM's student, shaped like its
+    teacher's encoder."""
+
+    def __init__(self, in_channels: int, out_channels: int = 1, channels=DEFAULT_UNET["channels"],
+                 strides=DEFAULT_UNET["strides"], num_res_units: int = DEFAULT_UNET["num_res_units"],
+                 levels: int = 3):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        self.unet = UNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
+                         channels=tuple(channels), strides=tuple(strides), num_res_units=num_res_units)
+        block = self.unet.model
+        for level in range(levels):  # a level: (down, SkipConnection(deeper levels), up)
+            block[2] = nn.Identity()
+            if level == levels - 1:
+                block[1].submodule = nn.Identity()
+            block = block[1].submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("an encoder's outputs are read level by level (features.encoder_features)")
+
+
+ARCHITECTURES = {ARCHITECTURE: SliceUNet, ENCODER_ARCHITECTURE: SliceUNetEncoder, VAE_ARCHITECTURE: SliceVAE, SKIP_AE_ARCHITECTURE: SliceSkipAE,
                  CONDITIONED_ARCHITECTURE: ConditionedSliceUNet, FANOGAN_ARCHITECTURE: SliceFAnoGAN}
 ARCHITECTURE_DEFAULTS = {
-    ARCHITECTURE: DEFAULT_UNET, CONDITIONED_ARCHITECTURE: DEFAULT_UNET,
+    ARCHITECTURE: DEFAULT_UNET, CONDITIONED_ARCHITECTURE: DEFAULT_UNET, ENCODER_ARCHITECTURE: DEFAULT_UNET,
     VAE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"], "latent_channels": DEFAULT_VAE_LATENT},
     SKIP_AE_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]},
     FANOGAN_ARCHITECTURE: {"channels": DEFAULT_UNET["channels"]}}
@@ -310,16 +335,17 @@ def brain_box(mask: np.ndarray, multiple: int = PAD_MULTIPLE, margin: int = 2):
 def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                    mask: np.ndarray, context: int, device: str, batch_size: int = 16,
                    progress: Callable[[float], None] | None = None,
-                   is_cancelled: Callable[[], bool] | None = None, paired: np.ndarray | None = None) -> np.ndarray:
+                   is_cancelled: Callable[[], bool] | None = None, paired: np.ndarray | None = None,
+                   channels: int | None = None) -> np.ndarray:
     """Run a slice network over every brain slice of one prepared volume.
 
     Returns the network's first output channel on the full ``[S, P, L]`` grid (0 outside the
-    brain's bounding box). With ``paired`` (a second prepared volume, e.g. a reconstruction to
+    brain's bounding box), or with ``channels`` its first ``channels`` as ``[C, S, P, L]``. With ``paired`` (a second prepared volume, e.g. a reconstruction to
     compare with), each input holds the second volume's slice inputs after the first's.
     """
     from ...errors import Cancelled
 
-    output = np.zeros(image.shape, np.float32)
+    output = np.zeros(image.shape if channels is None else (channels, *image.shape), np.float32)
     if not mask.any():
         return output
     s_slice, p_slice, l_slice, pads = brain_box(mask)
@@ -327,7 +353,7 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
     crop_mask = np.pad(mask[:, p_slice, l_slice], [(0, 0), *pads])
     crop_paired = None if paired is None else np.pad(paired[:, p_slice, l_slice], [(0, 0), *pads])
     centres = np.arange(s_slice.start, s_slice.stop)
-    crop_out = np.zeros(crop_image.shape, np.float32)
+    crop_out = np.zeros((channels or 1, *crop_image.shape), np.float32)
     with torch.inference_mode():
         for start in range(0, centres.size, batch_size):
             if is_cancelled is not None and is_cancelled():
@@ -337,12 +363,12 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
             if crop_paired is not None:
                 inputs = np.concatenate([inputs, slice_inputs(crop_paired, crop_mask, batch, context)], axis=1)
             inputs = torch.from_numpy(inputs).to(device)
-            crop_out[batch] = forward(inputs)[:, 0].float().cpu().numpy()
+            crop_out[:, batch] = forward(inputs)[:, :channels or 1].transpose(0, 1).float().cpu().numpy()
             if progress:
                 progress(min(start + batch_size, centres.size) / centres.size)
     (p0, p1), (l0, l1) = pads
-    unpadded = crop_out[:, p0:crop_out.shape[1] - p1, l0:crop_out.shape[2] - l1]
-    output[:, p_slice, l_slice] = unpadded
+    unpadded = crop_out[:, :, p0:crop_out.shape[2] - p1, l0:crop_out.shape[3] - l1]
+    output[..., p_slice, l_slice] = unpadded if channels else unpadded[0]
     return output
 
 

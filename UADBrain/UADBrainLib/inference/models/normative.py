@@ -76,15 +76,21 @@ def normative_scores(images: dict[str, np.ndarray], mask: np.ndarray, spacing, s
     return maps
 
 
+def check_template(bundle) -> None:
+    """Refuse a bundle whose statistics were fitted in another template than the installed one."""
+    network = bundle.metadata["network"]
+    if network.get("template_sha256") != template_sha256():
+        raise ModelError(f"model '{bundle.name}': its statistics live in another template than the one "
+                         f"installed ({network.get('template')}) — update UADBrain or refit the model.")
+
+
 class VoxelNormativeModel(AnomalyModel):
     def __init__(self, bundle, device: str = "cpu"):
         super().__init__(bundle, device)
         import torch
 
+        check_template(bundle)
         self.network = bundle.metadata["network"]
-        if self.network.get("template_sha256") != template_sha256():
-            raise ModelError(f"model '{bundle.name}': its statistics live in another template than the one "
-                             f"installed ({self.network.get('template')}) — update UADBrain or retrain it.")
         state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
         self.statistics = {key: value.float().numpy() for key, value in state.items()}
 

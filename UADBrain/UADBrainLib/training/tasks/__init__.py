@@ -10,18 +10,19 @@ never trains on the anomaly kinds it is validated on (Baugh et al. 2023).
 from __future__ import annotations
 
 from .base import TrainingTask
-from .normative import NormativeTask
-from .patchcore import PatchCoreTask
 from .diffusion import ConditionedDiffusionTask, DiffusionTask, PatchedDiffusionTask
+from .features import GaussianFeatureTask, PatchCoreTask, StudentTeacherTask
+from .normative import NormativeTask
 from .reconstruction import ContextVAETask, DenoisingTask, FAnoGANTask, SkipAutoencoderTask, VariationalTask
-from .segmenter import SegmenterTask
+from .segmenter import LearnedHybridTask, SegmenterTask
 
 TASKS: dict[str, type[TrainingTask]] = {"dae": DenoisingTask, "vae": VariationalTask,
                                          "cevae": ContextVAETask, "skip-ae": SkipAutoencoderTask,
                                          "fanogan": FAnoGANTask, "diffusion": DiffusionTask,
                                          "pddpm": PatchedDiffusionTask, "cddpm": ConditionedDiffusionTask,
                                          "segmenter": SegmenterTask, "normative": NormativeTask,
-                                         "patchcore": PatchCoreTask}
+                                         "patchcore": PatchCoreTask, "padim": GaussianFeatureTask,
+                                         "stfpm": StudentTeacherTask, "learned-hybrid": LearnedHybridTask}
 
 
 def make_task(config) -> TrainingTask:

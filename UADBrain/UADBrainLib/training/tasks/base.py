@@ -46,6 +46,14 @@ def lesion_shapes(folder):
     return LesionShapes.from_folder(folder)
 
 
+def on_grid_of(config, metadata: dict):
+    """``config`` with the model grid's spacing and the slice context of the bundle (``metadata``)
+    whose network a family builds on: that network only knows inputs like those it was trained on."""
+    spacing = metadata["preprocessing"]["spacing_mm"]
+    return dataclasses.replace(config, spacing=float(spacing[0] if isinstance(spacing, list) else spacing),
+                               context=metadata["network"]["context"])
+
+
 class TrainingTask:
     """Base: a family trained on slabs of healthy volumes, validated on synthetic anomalies."""
 
@@ -83,6 +91,13 @@ class TrainingTask:
         return {}
 
     # ---- training
+    @staticmethod
+    def normalised_images(volume: TrainingVolume):
+        """``(contrast, image)`` of a training volume, normalised as at inference."""
+        for contrast, raw in volume.images.items():
+            offset, scale = volume.normalisers[contrast]
+            yield contrast, (raw - offset) / scale
+
     def cohort_size(self, source) -> int:
         """A fitted family's cohort: every subject of a folder's training split, or
         ``cohort_volumes`` synthetic brains."""

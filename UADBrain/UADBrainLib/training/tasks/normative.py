@@ -78,10 +78,9 @@ class NormativeTask(TrainingTask):
             spacing = (volume.spacing,) * 3
             transform = register_brain(volume.mask, spacing)
             reached = to_template(volume.mask.astype(np.float32), spacing, transform)[box] >= 0.5
-            for contrast, raw in volume.images.items():
-                offset, scale = volume.normalisers[contrast]
-                image = to_template((raw - offset) / scale, spacing, transform)[box]
-                samples[contrast].append(np.where(reached, image, np.nan).astype(np.float32))
+            for contrast, image in self.normalised_images(volume):
+                warped = to_template(image, spacing, transform)[box]
+                samples[contrast].append(np.where(reached, warped, np.nan).astype(np.float32))
             if progress:
                 progress(index + 1, count)
         self.fitted_volumes = count

@@ -38,3 +38,10 @@ FONOV_2011 = ("Fonov VS, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins D
               "age-appropriate atlases for pediatric studies. NeuroImage 54:313-327, 2011 (ICBM152 template).")
 ROTH_2022 = ("Roth K, Pemula L, Zepeda J, Schölkopf B, Brox T, Gehler P. Towards total recall in industrial "
              "anomaly detection. CVPR 2022 (PatchCore).")
+DEFARD_2021 = ("Defard T, Setkov A, Loesch A, Audigier R. PaDiM: a patch distribution modeling framework for "
+               "anomaly detection and localization. ICPR Workshops 2021.")
+WANG_2021 = ("Wang G, Han S, Ding E, Huang D. Student-teacher feature pyramid matching for anomaly detection. "
+             "BMVC 2021 (STFPM).")
+BEHRENDT_2024A = ("Behrendt F, Bhattacharya D, Maack L, Krüger J, Opfer R, Schlaefer A. Combining reconstruction-"
+                  "based unsupervised anomaly detection with supervised segmentation for brain MRIs. MIDL 2024, "
+                  "PMLR 250.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import TrainingTask
-from .references import BAUGH_2023, LESJAK_2018, SYNTHSEG
+from .base import TrainingTask, on_grid_of
+from .references import BAUGH_2023, BEHRENDT_2024A, KASCENAS_2022, LESJAK_2018, SYNTHSEG
 
 
 class SegmenterTask(TrainingTask):
@@ -46,7 +46,6 @@ class SegmenterTask(TrainingTask):
         import torch
         import torch.nn.functional as F
 
-        from ...inference.models.segmenter import HEAD
         from ...synthesis.anomalies import insert_anomalies
 
         batch = self.slabs(volumes, rng)
@@ -66,15 +65,61 @@ class SegmenterTask(TrainingTask):
         inputs = torch.cat([torch.from_numpy(batch.prepared(images)), masks], dim=1).to(device)
         target = torch.from_numpy(truth[:, centre:centre + 1]).to(device)
         masks = masks.to(device)
-        logits = networks[HEAD](inputs)
+        logits = self.forward(networks)(inputs)
         bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * masks).sum() / masks.sum().clamp_min(1.0)
         probability = torch.sigmoid(logits) * masks
         dice = 1.0 - (2 * (probability * target).sum() + 1.0) / (probability.sum() + target.sum() + 1.0)
         return bce + dice
 
+    def forward(self, networks):
+        """What turns slice inputs into logits: the network itself, here."""
+        from ...inference.models.segmenter import HEAD
+
+        return networks[HEAD]
+
     def score_volume(self, networks, case, device):
         from ...inference.models.networks import predict_volume, prepare
-        from ...inference.models.segmenter import HEAD, anomaly_score
+        from ...inference.models.segmenter import anomaly_score
 
-        logits = predict_volume(networks[HEAD], prepare(case.image, case.mask), case.mask, self.config.context, device)
+        logits = predict_volume(self.forward(networks), prepare(case.image, case.mask), case.mask,
+                                self.config.context, device)
         return anomaly_score(logits)
+
+
+class LearnedHybridTask(SegmenterTask):
+    """Behrendt et al. 2024a: the segmenter, given the denoising autoencoder's residual as well."""
+
+    family = "learned-hybrid"
+    extra_input_channels = 1
+
+    def __init__(self, config):
+        from ...bundle import find_bundle
+
+        super().__init__(on_grid_of(config, find_bundle(config.reconstruction_model).metadata))
+
+    def title(self):
+        return f"Learned hybrid: segmenter on the slices and the {self.reconstruction_name()} residual"
+
+    def description(self):
+        return ("A 2.5D U-Net that sees each slice and the residual of the bundled denoising autoencoder's "
+                "reconstruction, trained on synthetic anomalies in synthetic healthy brains to outline what "
+                "differs: a learned combination of the reconstruction and synthetic-anomaly families.")
+
+    def references(self):
+        return [BEHRENDT_2024A, KASCENAS_2022, BAUGH_2023, SYNTHSEG]
+
+    def reconstruction_name(self) -> str:
+        return self.config.reconstruction_model
+
+    def network_spec(self) -> dict:
+        from ...inference.models.learned_hybrid import reconstruction_settings
+
+        return {**super().network_spec(), **reconstruction_settings(self.reconstruction_name())}
+
+    def forward(self, networks):
+        from ...inference.models.learned_hybrid import load_reconstructor, with_residual
+        from ...inference.models.segmenter import HEAD
+
+        if not hasattr(self, "_reconstructor"):
+            self._reconstructor = load_reconstructor(self.network_spec(), next(networks.parameters()).device.type)
+        return lambda inputs: networks[HEAD](with_residual(inputs, self._reconstructor, self.config.context))
