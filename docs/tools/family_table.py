@@ -30,6 +30,13 @@ def network_passes(metadata: dict) -> str:
     family = metadata["family"]
     if family in ("threshold", "ensemble"):
         return "0" if family == "threshold" else "members'"
+    passes_by_family = {"normative": "0 (1 affine registration per scan)",
+                        "patchcore": "1 encoder + nearest-neighbour search",
+                        "padim": "1 encoder (1 affine registration per scan)",
+                        "stfpm": "2 encoders (teacher, student)",
+                        "learned-hybrid": "2 (DAE, then segmenter)"}
+    if family in passes_by_family:
+        return passes_by_family[family]
     passes = 1
     if family == "diffusion":
         ensemble = scoring.get("ensemble") or {"noise_levels": [0], "seeds": 1}

@@ -355,7 +355,8 @@ def model_card(metadata: dict, history: list) -> str:
         f"- Time: {training['time_minutes']} min on {training['machine']} ({training['device']})",
         f"- Seed: {training['seed']}",
         f"- Command: `{training['command']}`",
-        f"- Validation (held-out synthetic data) at the kept step: {json.dumps(training['validation'])}",
+        f"- Validation (held-out synthetic data){'' if 'cohort_volumes' in training else ' at the kept step'}: "
+        f"{json.dumps(training['validation'])}",
     ]
     if len(history) >= 2:
         lines.append(f"- Loss at the end: {loss_trend(history)}")

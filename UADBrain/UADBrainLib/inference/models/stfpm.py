@@ -3,7 +3,8 @@
 The teacher is the encoder of a U-Net trained here on synthetic brains (the bundle's
 ``feature_model``; no ImageNet weights can be had); a student of the same shape, trained only on
 healthy brains (``training/tasks/features.py``), learns to give the teacher's features at its
-first three resolutions. Where the input is unlike anything healthy the student has not learned
+first four resolutions (4 to 32 mm on the 2 mm grid; with three, the student learnt to follow
+the teacher on anything, anomalies included, and validation fell to chance). Where the input is unlike anything healthy the student has not learned
 to follow: the score is the discrepancy of the two pyramids, ``|t/|t| − s/|s||²`` per level,
 brought to the slice's resolution and averaged over the levels.
 """
@@ -18,18 +19,18 @@ from .features import FeatureBackbone, encoder_features, feature_discrepancy
 from .networks import CLIP, load_networks, predict_volume, prepare
 
 STUDENT = "student"
-LEVELS = 3
+LEVELS = 4  # the student's levels when trained; a bundle records its own (network args "levels")
 
 
 class PyramidDiscrepancy:
     """``forward(slice inputs)``: the teacher–student discrepancy of each pixel."""
 
-    def __init__(self, teacher: FeatureBackbone, student: torch.nn.Module):
-        self.teacher, self.student = teacher, student
+    def __init__(self, teacher: FeatureBackbone, student: torch.nn.Module, levels: int):
+        self.teacher, self.student, self.levels = teacher, student, levels
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        return feature_discrepancy(self.teacher.features(inputs, LEVELS),
-                                   encoder_features(self.student.unet, inputs, LEVELS), inputs.shape[2:])
+        return feature_discrepancy(self.teacher.features(inputs, self.levels),
+                                   encoder_features(self.student.unet, inputs, self.levels), inputs.shape[2:])
 
 
 def stfpm_scores(images, mask, discrepancy: PyramidDiscrepancy, context: int, device: str = "cpu",
@@ -46,7 +47,7 @@ class StudentTeacherModel(AnomalyModel):
         network = bundle.metadata["network"]
         teacher = FeatureBackbone(network, device, purpose=f"model '{bundle.name}'",
                                   remedy="retrain it (uadbrain train --model stfpm)")
-        self.discrepancy = PyramidDiscrepancy(teacher, load_networks(bundle, device)[STUDENT])
+        self.discrepancy = PyramidDiscrepancy(teacher, load_networks(bundle, device)[STUDENT], network["args"]["levels"])
         self.context = network["context"]
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):

@@ -141,7 +141,7 @@ class GaussianFeatureTask(FeatureTask):
     family = "padim"
 
     def title(self):
-        return f"Gaussian feature density (PaDiM-style) on the {self.backbone_bundle.name} encoder ({self.contrast_names()})"
+        return f"PaDiM-style Gaussian feature density on the {self.backbone_bundle.name} encoder ({self.contrast_names()})"
 
     def description(self):
         return (f"Per 12-mm cell of the ICBM152 template (affine registration by the brain's outline), a "
@@ -231,7 +231,7 @@ class StudentTeacherTask(FeatureTask):
 
     def description(self):
         return (f"A student encoder trained on synthetic healthy brains to reproduce the features of the bundled "
-                f"'{self.backbone_bundle.name}' encoder at 4, 8 and 16 mm; a pixel's score is how far the two "
+                f"'{self.backbone_bundle.name}' encoder at 4, 8, 16 and 32 mm; a pixel's score is how far the two "
                 "feature pyramids disagree.")
 
     def references(self):
@@ -251,15 +251,16 @@ class StudentTeacherTask(FeatureTask):
         import torch.nn.functional as F
 
         from ...inference.models.features import encoder_features, feature_discrepancy
-        from ...inference.models.stfpm import LEVELS, STUDENT
+        from ...inference.models.stfpm import STUDENT
 
+        levels = self.network_spec()["args"]["levels"]
         batch = self.slabs(volumes, rng)
         centre = self.config.context
         masks = torch.from_numpy(batch.masks[:, centre:centre + 1].astype(np.float32))
         inputs = torch.cat([torch.from_numpy(batch.prepared()), masks], dim=1).to(device)
         with torch.no_grad():
-            teacher = self.backbone().features(inputs, LEVELS)
-        student = encoder_features(networks[STUDENT].unet, inputs, LEVELS)
+            teacher = self.backbone().features(inputs, levels)
+        student = encoder_features(networks[STUDENT].unet, inputs, levels)
         # the discrepancy at the finest level's resolution, averaged over the brain's pixels there
         size = teacher[0].shape[2:]
         weights = F.adaptive_avg_pool2d(masks.to(device), size)
@@ -268,6 +269,6 @@ class StudentTeacherTask(FeatureTask):
     def score_volume(self, networks, case, device):
         from ...inference.models.stfpm import STUDENT, PyramidDiscrepancy, stfpm_scores
 
-        discrepancy = PyramidDiscrepancy(self.backbone(), networks[STUDENT])
+        discrepancy = PyramidDiscrepancy(self.backbone(), networks[STUDENT], self.network_spec()["args"]["levels"])
         return stfpm_scores({case.contrast: case.image}, case.mask, discrepancy, self.config.context,
                             device)[case.contrast]
