@@ -115,6 +115,25 @@ def test_csv_cohort_with_relative_paths_ids_and_masks(tmp_path):
     assert report["brain_mask_method"] == "given" and report["scan_id"] == "first"
 
 
+def test_a_csv_age_column_gives_each_scan_its_age(tmp_path):
+    write_case(tmp_path / "data" / "a", truth_name=None)
+    listing = tmp_path / "scans.csv"
+    listing.write_text("id,flair,age\n"
+                       "aged,data/a/flair.nii.gz,71\n"
+                       "typo,data/a/flair.nii.gz,seventy\n"
+                       "unknown,data/a/flair.nii.gz,\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["detect", "--batch", str(listing), "--out", str(out), "--age", "40", "--quiet"]) == 1
+    rows = read_summary(out)
+    assert rows["aged"]["status"] == "done" and rows["unknown"]["status"] == "done"
+    assert rows["typo"]["status"] == "failed" and "age" in rows["typo"]["error"]
+    import json
+
+    reports = {name: json.loads((out / name / "report.json").read_text(encoding="utf-8")) for name in ("aged", "unknown")}
+    assert reports["aged"]["age"] == 71.0 and reports["unknown"]["age"] == 40.0  # the column, else --age
+    assert any("age not used" in w for w in reports["aged"]["warnings"])  # the default model is not conditioned
+
+
 def test_batch_refuses_single_scan_inputs(tmp_path, capsys):
     code = main(["detect", "--batch", str(tmp_path), "--flair", "x.nii.gz", "--out", str(tmp_path / "o")])
     assert code == 2 and "--batch takes its scans" in capsys.readouterr().err

@@ -55,11 +55,31 @@ def test_cohort_statistics_are_robust_and_fill_voxels_few_brains_reach():
     samples[:3, 1, 1, 1] = 50.0  # three outlying brains move neither median nor spread
     samples[:, :, :, 5] = np.nan  # a face no brain reaches
     samples[:30, :, :, 4] = np.nan  # a face a quarter of the brains reach
-    median, spread = cohort_statistics(samples, spacing_mm=2.0)
+    statistics = cohort_statistics(samples, spacing_mm=2.0)
+    assert set(statistics) == {"median", "spread"}
+    median, spread = statistics["median"], statistics["spread"]
     assert np.all(np.isfinite(median)) and np.all(spread >= SPREAD_FLOOR)
     assert abs(median[1, 1, 1] - 2.0) < 0.3 and abs(median.mean() - 2.0) < 0.1
     assert 0.3 < spread.mean() < 0.7
     np.testing.assert_array_equal(median[:, :, 5], median[:, :, 3])  # filled from the nearest covered voxel
+
+
+def test_conditioned_on_age_the_statistics_follow_a_line_and_keep_the_spread_at_one_age():
+    rng = np.random.default_rng(1)
+    ages = rng.uniform(20, 90, 60)
+    slope = np.linspace(-0.02, 0.02, 6, dtype=np.float32).reshape(6, 1, 1)  # per year, varying by voxel
+    samples = (1.0 + slope * (ages.reshape(-1, 1, 1, 1) - 55.0)
+               + rng.normal(0.0, 0.3, (60, 6, 6, 6))).astype(np.float32)
+    samples[:5, 2, 2, 2] = np.nan  # a few brains do not reach it
+    statistics = cohort_statistics(samples, spacing_mm=10.0, ages=ages)  # 10 mm voxels: smoothing negligible
+    assert set(statistics) == {"median", "spread", "age_slope"}
+    np.testing.assert_allclose(statistics["age_slope"].mean(axis=(1, 2)), slope.ravel(), atol=0.004)
+    # the median at the cohort's mean age, the spread that of one age (0.3), not the whole cohort's (up to 0.5)
+    expected = 1.0 + slope.ravel() * (ages.mean() - 55.0)
+    np.testing.assert_allclose(statistics["median"].mean(axis=(1, 2)), expected, atol=0.06)
+    assert 0.25 < statistics["spread"].mean() < 0.35
+    unconditioned = cohort_statistics(samples, spacing_mm=10.0)
+    assert unconditioned["spread"][0].mean() > 1.3 * statistics["spread"][0].mean()
 
 
 def test_a_voxel_brighter_than_the_cohort_scores_its_z_score_on_the_scans_own_grid():
@@ -99,6 +119,34 @@ def test_the_normative_model_is_fitted_with_one_command_and_runs_like_any_model(
     assert np.isfinite(sitk.GetArrayViewFromImage(result.anomaly_map)).all()
     assert main(["train", "--model", "normative", "--out", str(tmp_path / "x"), "--init-from", "dae", *FIT_SMOKE]) != 0
     assert "has no network to start from" in capsys.readouterr().err
+
+
+def test_the_age_conditioned_normative_model_scores_at_the_subjects_age(tmp_path, capsys):
+    out = tmp_path / "tiny-normative-age"
+    assert main(["train", "--model", "normative", "--age-range", "20", "90", "--out", str(out), *FIT_SMOKE]) == 0
+    bundle = read_bundle(out)
+    conditioning = bundle.metadata["network"]["conditioning"]["age"]
+    assert conditioning["range"] == [20.0, 90.0] and 20 <= conditioning["reference"] <= 90
+    assert {"flair.age_slope", "t1.age_slope"} <= set(torch.load(out / "weights.pt", weights_only=True))
+    assert "conditioned on age" in bundle.metadata["title"]
+    model = load_model(bundle)
+    image, mask, _ = phantom_brain()
+    runs = {age: detect({"flair": image}, model=model, mask=mask,
+                                options=DetectOptions(device="cpu", age=age, check_contrast=False))
+            for age in (None, 30.0, 80.0, 101.0)}
+    assert runs[30.0].report["conditioned_on"] == ["age"] and runs[30.0].report["age"] == 30.0
+    assert not [w for w in runs[30.0].report["warnings"] if "age" in w]
+    assert any("no age given" in w for w in runs[None].report["warnings"])
+    assert any("outside the 20-90 years" in w for w in runs[101.0].report["warnings"])
+    maps = {age: sitk.GetArrayFromImage(run.anomaly_map) for age, run in runs.items()}
+    assert not np.allclose(maps[30.0], maps[80.0])  # the age moves the expected intensities
+    # an unconditioned model says it ignored the age
+    plain = detect({"flair": image}, model="threshold", mask=mask, options=DetectOptions(device="cpu", age=50, check_contrast=False))
+    assert any("age not used" in w for w in plain.report["warnings"])
+    assert main(["train", "--model", "dae", "--age-range", "20", "90", "--out", str(tmp_path / "x"), *FIT_SMOKE]) != 0
+    assert "--age-range conditions the normative model" in capsys.readouterr().err
+    with pytest.raises(Exception, match="age"):
+        DetectOptions(age=-3)
 
 
 def test_patchcore_fits_its_memory_banks_on_a_bundled_encoder_with_one_command(tmp_path):

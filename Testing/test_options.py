@@ -61,7 +61,7 @@ import slicer  # the panel's parameters, with stand-ins for Slicer's parameter n
 wrapper = types.ModuleType("slicer.parameterNodeWrapper")
 wrapper.parameterPack = dataclasses.dataclass
 wrapper.parameterNodeWrapper = lambda cls: cls
-wrapper.Choice = wrapper.Minimum = lambda *args: "validator"
+wrapper.Choice = wrapper.Minimum = wrapper.WithinRange = lambda *args: "validator"
 sys.modules["slicer.parameterNodeWrapper"] = wrapper
 from UADBrainSlicer.parameters import RunOptions
 from UADBrainSlicer.texts import HELP_TEXT
@@ -107,7 +107,7 @@ import slicer
 wrapper = types.ModuleType("slicer.parameterNodeWrapper")
 wrapper.parameterPack = dataclasses.dataclass
 wrapper.parameterNodeWrapper = lambda cls: cls
-wrapper.Choice = wrapper.Minimum = lambda *args: "validator"
+wrapper.Choice = wrapper.Minimum = wrapper.WithinRange = lambda *args: "validator"
 sys.modules["slicer.parameterNodeWrapper"] = wrapper
 from UADBrainLib.inference.options import DEFAULTS, DetectOptions
 from UADBrainSlicer.parameters import RunOptions
@@ -119,6 +119,9 @@ options = RunOptions()
 checks = {{"apply_defaults": options.forApply() == DEFAULTS}}
 options.device, options.fpr = "cpu", 0.002
 checks["apply_chosen"] = options.forApply() == DetectOptions(device="cpu")  # the rate is tuned after a run
+options.ageYears = 64.0
+checks["apply_age"] = options.forApply() == DetectOptions(device="cpu", age=64.0)
+options.ageYears = 0.0  # the spin box's "unknown"
 options.showResult(Result)
 checks["tune_follows_result"] = options.tuneSettings() == RunOptions.resultSettings(Result)
 checks["tune_values"] = options.tuneSettings() == {{"median": 3, "minSizeMm3": 12.0, "erosionMm": 2.0, "fpr": 0.004}}
@@ -131,5 +134,5 @@ def test_the_slicer_run_options_make_the_engines_options():
     completed = subprocess.run([sys.executable, "-c", PANEL_PARAMETERS.format(source=str(SOURCE))],
                                capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert json.loads(completed.stdout) == {"apply_defaults": True, "apply_chosen": True,
+    assert json.loads(completed.stdout) == {"apply_defaults": True, "apply_chosen": True, "apply_age": True,
                                             "tune_follows_result": True, "tune_values": True}

@@ -219,7 +219,7 @@ def test_outputs_are_on_the_exact_input_grid_beside_the_input(scene, flair, logi
 # diffusion, a GAN's generator, skip connections, a dense bottleneck; statistics in the template's frame,
 # feature memory banks and Gaussians, a student network, a segmenter reading a reconstruction
 REVIEW_FAMILIES = [name for name in ("cevae", "pddpm", "cddpm", "fanogan", "skip-ae", "ae-dense", "normative",
-                                     "patchcore", "padim", "stfpm", "learned-hybrid") if name in list_bundled()]
+                                     "normative-age", "patchcore", "padim", "stfpm", "learned-hybrid") if name in list_bundled()]
 
 
 @pytest.mark.parametrize("model", REVIEW_FAMILIES)

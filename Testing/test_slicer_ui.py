@@ -54,7 +54,7 @@ WIDGET_CLASSES = {
                               "activated(QString)", "highlighted(int)", "currentTextChanged(QString)",
                               "editTextChanged(QString)", "textActivated(QString)"},
                   {"currentIndex", "currentText", "editable", "maxVisibleItems", "count"}),
-    "QAbstractSpinBox": ("QWidget", {"editingFinished()"}, {"readOnly", "alignment", "keyboardTracking"}),
+    "QAbstractSpinBox": ("QWidget", {"editingFinished()"}, {"readOnly", "alignment", "keyboardTracking", "specialValueText"}),
     "QDoubleSpinBox": ("QAbstractSpinBox", {"valueChanged(double)", "valueChanged(QString)", "textChanged(QString)"},
                        {"value", "minimum", "maximum", "singleStep", "decimals", "prefix", "suffix"}),
     "QProgressBar": ("QWidget", {"valueChanged(int)"},

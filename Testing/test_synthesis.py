@@ -241,3 +241,15 @@ def test_shared_synthseg_map_gives_a_whole_head(shared_data):
     head = brain.images["t2"] > 0.1 * np.median(brain.images["t2"][brain.brain_mask > 0])
     assert head.sum() > 1.3 * brain.brain_mask.sum()  # scalp, skull and face around the brain
     assert 0.08 < np.isin(brain.labels[brain.brain_mask > 0], [Tissue.CSF, Tissue.VENTRICLE]).mean() < 0.4
+
+
+def test_older_synthetic_brains_have_larger_ventricles_and_more_sulcal_csf(labels):
+    def tissue_ml(age, tissue):
+        brains = [synthesize(labels, ("t1",), spacing=3.0, seed=seed, age=age) for seed in range(3)]
+        return np.mean([np.count_nonzero(b.labels == tissue) * 27 / 1000 for b in brains]), brains[0]
+
+    (young_ventricles, young), (old_ventricles, old) = (tissue_ml(age, Tissue.VENTRICLE) for age in (25, 85))
+    assert old_ventricles > 1.3 * young_ventricles
+    assert old.parameters["age"] == 85 and young.parameters["cortical_atrophy_mm"] < old.parameters["cortical_atrophy_mm"]
+    unconditioned = synthesize(labels, ("t1",), spacing=3.0, seed=0)
+    assert unconditioned.parameters["age"] is None

@@ -214,6 +214,15 @@ def test_fpr_and_erosion_reach_the_engine(example_result):
     screenshot(page, "06_fpr_and_erosion")
     expect(page.get_by_test_id("error")).to_have_count(0)
 
+def test_the_age_reaches_the_engine(example_result):
+    """The age field goes with the run: the default model is not conditioned on age and says so."""
+    page = example_result
+    page.locator('[data-testid="age"] input').fill("70")
+    run_and_wait(page)
+    expect(page.get_by_test_id("warning").filter(has_text="age not used")).to_have_count(1)
+    page.locator('[data-testid="age"] input').fill("")
+
+
 def test_download_segmentation_has_the_input_geometry(page, tmp_path):
     volume = oblique_example_flair()
     upload_path = tmp_path / "upload_flair.nii.gz"

@@ -36,6 +36,7 @@ class Scan:
     mask: Path | None = None
     truth: Path | None = None
     problem: str | None = None  # why it cannot be run (reported, never silently dropped)
+    age: str | None = None  # the CSV's age column as written (years), checked when the scan runs
 
 
 def _named_files(folder: Path) -> dict[str, Path]:
@@ -136,7 +137,8 @@ def scans_in_folder(folder, contrast: str | None = None, exclude=()) -> list[Sca
 
 
 def scans_from_csv(path) -> list[Scan]:
-    """Scans listed in a CSV with columns among flair, t1, t2, t1c, mask, id (paths relative to the CSV)."""
+    """Scans listed in a CSV with columns among flair, t1, t2, t1c, mask, id (paths relative to the
+    CSV) and age (years, used by models conditioned on age)."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -148,7 +150,7 @@ def scans_from_csv(path) -> list[Scan]:
     contrast_columns = [CONTRAST_ALIASES[c] for c in columns if c in CONTRAST_ALIASES]
     if not rows or not contrast_columns:
         raise InputError(f"'{path}' lists no scans — it needs a header with at least one of "
-                         f"{', '.join(CONTRASTS)} (optional: mask, id) and a row per scan.")
+                         f"{', '.join(CONTRASTS)} (optional: mask, id, age) and a row per scan.")
     scans = []
     for number, raw in enumerate(rows, start=1):
         row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
@@ -161,6 +163,7 @@ def scans_from_csv(path) -> list[Scan]:
                     mask=_relative_to(path, row["mask"]) if row.get("mask") else None)
         if not images:
             scan.problem = f"row {number} names no image"
+        scan.age = row.get("age") or None
         scans.append(scan)
     return scans
 

@@ -6,11 +6,11 @@ from dataclasses import replace
 from typing import Annotated, Union
 
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
-from slicer.parameterNodeWrapper import Choice, Minimum, parameterNodeWrapper, parameterPack
+from slicer.parameterNodeWrapper import Choice, Minimum, WithinRange, parameterNodeWrapper, parameterPack
 
 from UADBrainLib.device import DEVICE_CHOICES
 from UADBrainLib.inference.brain_extraction import BRAIN_MASK_METHODS
-from UADBrainLib.inference.options import DEFAULTS, MODEL_DEFAULT_POSTPROCESSING, DetectOptions
+from UADBrainLib.inference.options import DEFAULTS, MAX_AGE_YEARS, MODEL_DEFAULT_POSTPROCESSING, DetectOptions
 
 CONTRAST_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t2": "t2Volume", "t1c": "t1cVolume"}
 
@@ -29,20 +29,23 @@ class MedianKernel(enum.Enum):
 class RunOptions:
     """The engine's ``DetectOptions`` as the panel holds them; every default is the engine's.
 
-    device and brainMaskMethod (used when no brain mask is given) are used by Apply; fpr (healthy
+    device, brainMaskMethod (used when no brain mask is given) and ageYears (for models conditioned
+    on age; 0 = not given) are used by Apply; fpr (healthy
     false-positive rate of the calibrated threshold), median, minSizeMm3 and erosionMm are the
     model's own on Apply and set by the Tune section afterwards, without rerunning the model.
     """
 
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULTS.device
     brainMaskMethod: Annotated[str, Choice(list(BRAIN_MASK_METHODS))] = DEFAULTS.brain_mask_method
+    ageYears: Annotated[float, WithinRange(0.0, MAX_AGE_YEARS)] = 0.0  # 0: not given (the spin box shows "unknown")
     fpr: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["fpr"]
     median: MedianKernel = MedianKernel(MODEL_DEFAULT_POSTPROCESSING["median"])
     minSizeMm3: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["min_size_mm3"]
     erosionMm: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["erosion_mm"]
 
     def forApply(self) -> DetectOptions:
-        return replace(DEFAULTS, device=self.device, brain_mask_method=self.brainMaskMethod)
+        return replace(DEFAULTS, device=self.device, brain_mask_method=self.brainMaskMethod,
+                       age=self.ageYears or None)
 
     def tuneSettings(self) -> dict:
         """The Tune section's values, as ``UADBrainMRMLLogic.rethreshold`` takes them."""

@@ -80,9 +80,9 @@ def write_example_volumes(folder: Path) -> dict[str, Path]:
 
 
 def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing,
-              brain_mask_method: str = DEFAULTS.brain_mask_method):
+              brain_mask_method: str = DEFAULTS.brain_mask_method, age: float | None = DEFAULTS.age):
     """Loop thread: the engine's inputs, copied out of the volume nodes."""
-    options = replace(post.options(device), brain_mask_method=brain_mask_method)
+    options = replace(post.options(device), brain_mask_method=brain_mask_method, age=age)
     return logic.makeRequest(volumes, modelName=model or None, maskNode=None, options=options)
 
 

@@ -80,6 +80,7 @@ class Session:
             "devices": list(adapter.DEVICES),
             "brain_mask_methods": list(adapter.BRAIN_MASK_METHODS),
             "brain_mask_method": adapter.DEFAULTS.brain_mask_method,
+            "age": adapter.DEFAULTS.age,  # years; empty: not given
             "medians": list(adapter.MEDIAN_CHOICES),
             "model": models[0] if models else None,
             "device": "auto",
@@ -230,7 +231,8 @@ class Session:
                 self._forget_result()
                 # the automatic threshold; what the page leaves empty is the model's default
                 request = adapter.start_run(self.logic, self._input_volumes(), self.state.model, self.state.device,
-                                            self._post_processing(threshold=None), self.state.brain_mask_method)
+                                            self._post_processing(threshold=None), self.state.brain_mask_method,
+                                            _number(self.state.age, "The age", "years"))
                 self.state.update({"running": True, "error_message": "", "stage": "starting"})
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(None, adapter.run_engine, self.logic, request,

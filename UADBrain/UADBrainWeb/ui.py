@@ -97,6 +97,8 @@ def _run_panel(ctrl) -> None:
         v.VSelect(label="Device", v_model=("device",), items=("devices",), density="compact", hide_details=True)
     v.VSelect(label="Brain extraction (raw heads)", v_model=("brain_mask_method",), items=("brain_mask_methods",),
               density="compact", hide_details=True, raw_attrs=testid("brain-mask-method"))
+    v.VTextField(label="Age (years; for models conditioned on age)", v_model=("age",), type="number", min=0,
+                 max=125, density="compact", hide_details=True, clearable=True, raw_attrs=testid("age"))
     with html.Div(classes="d-flex ga-2"):
         v.VBtn("Run", color="primary", click=ctrl.run, disabled=("running || !volumes.length",),
                raw_attrs=testid("run"))

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
+from dataclasses import replace
 
 from ..bundle import find_bundle
 from ..cohort import Scan, content_fingerprint, safe_id, scans_from_csv, scans_in_folder
@@ -52,7 +53,7 @@ def run_settings(scan: Scan, model_name: str, model_version, options) -> dict:
             "mask": str(Path(scan.mask).resolve()) if scan.mask else None,
             "content": {name: content_fingerprint(path) for name, path in files.items()},
             "options": {k: getattr(options, k) for k in ("threshold", "fpr", "median", "min_size_mm3",
-                                                          "erosion_mm", "brain_mask_method", "bias_correction")}}
+                                                          "erosion_mm", "brain_mask_method", "bias_correction", "age")}}
 
 
 def completed_report(scan_dir: Path, settings: dict) -> dict | None:
@@ -97,6 +98,10 @@ def process_scan(scan: Scan, model, options, out_dir: Path) -> dict:
 
     if scan.problem:
         return summary_row(scan, "failed", error=scan.problem)
+    try:
+        options = replace(options, age=scan.age) if scan.age is not None else options  # the CSV's age column
+    except InputError as error:
+        return summary_row(scan, "failed", error=f"{error} (its age column)")
     try:
         settings = run_settings(scan, model.bundle.name, model.bundle.metadata.get("version"), options)
     except OSError as error:

@@ -13,7 +13,7 @@ from ..inference.postprocessing import MEDIAN_KERNELS
 
 # the DetectOptions fields these arguments set (argument left out: the engine's default)
 DETECT_ARGUMENTS = ("threshold", "fpr", "median", "min_size_mm3", "erosion_mm", "brain_mask_method",
-                    "bias_correction", "device", "check_contrast")
+                    "bias_correction", "device", "check_contrast", "age")
 
 
 def add_detect_options(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,10 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                         help="N4 bias field correction (default: as the model expects)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="compute device: auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--age", type=float, default=None, metavar="YEARS",
+                        help="the subject's age, for models conditioned on age (normative-age: healthy ageing "
+                             "not flagged); other models ignore it and say so; with --batch, a CSV's age column "
+                             "gives each scan its own")
     parser.add_argument("--no-contrast-check", dest="check_contrast", action="store_false", default=None,
                         help="do not refuse inputs that look like another contrast (e.g. FLAIR and T2 "
                              "swapped) or like no MRI of a brain (noise, inverted intensities)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..bundle import CONTRASTS
 from ..errors import InputError
+from ..inference.options import MAX_AGE_YEARS
 from ..training.train import TrainConfig, train
 
 
@@ -96,6 +97,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cohort-volumes", type=int, default=TrainConfig.cohort_volumes,
                         help="normative, patchcore: synthetic healthy brains whose statistics are fitted "
                              "(with --data FOLDER: every subject of its training split)")
+    parser.add_argument("--age-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="normative: condition the model on age, its synthetic cohort aged LOW to HIGH years "
+                             "(e.g. 20 90; atrophy follows age); detect then takes --age")
     parser.add_argument("--reconstruction-model", default=TrainConfig.reconstruction_model,
                         help="learned-hybrid: the denoising-autoencoder bundle whose residual the segmenter sees")
     parser.add_argument("--memory-bank", type=int, default=TrainConfig.memory_bank,
@@ -144,6 +148,12 @@ def run_train(args) -> int:
     from ..inference.models.scores import score_refusal
     from ..training.tasks import TASKS
 
+    if args.age_range and args.model != "normative":
+        raise InputError(f"--age-range conditions the normative model on age; --model {args.model} is not "
+                         "conditioned — leave --age-range out or train --model normative.")
+    if args.age_range and not 0 <= args.age_range[0] < args.age_range[1] <= MAX_AGE_YEARS:
+        raise InputError(f"--age-range {args.age_range[0]:g} {args.age_range[1]:g}: give LOW < HIGH within "
+                         f"0-{MAX_AGE_YEARS:g} years.")
     if args.init_from and TASKS[args.model].fitted:
         raise InputError(f"--init-from starts a network's training; --model {args.model} fits statistics "
                          "and has no network to start from.")
@@ -170,6 +180,7 @@ def run_train(args) -> int:
         heldout_appearances=tuple(args.heldout_appearances or TrainConfig.heldout_appearances),
         init_from=args.init_from, cohort_volumes=args.cohort_volumes, memory_bank=args.memory_bank,
         reconstruction_model=args.reconstruction_model,
+        age_range=tuple(args.age_range) if args.age_range else None,
         command="uadbrain " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = train(config, progress=not args.quiet)
     print(f"wrote bundle {out} (use it with --model {out})")

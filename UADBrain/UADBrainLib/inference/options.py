@@ -23,6 +23,7 @@ MODEL_DEFAULT_POSTPROCESSING = {"median": 5, "min_size_mm3": 0.0, "erosion_mm": 
 MAX_FPR = 0.5
 MAX_MIN_SIZE_MM3 = 100_000.0  # 100 mL
 MAX_EROSION_MM = 30.0
+MAX_AGE_YEARS = 125.0
 THRESHOLD_METHODS = ("calibrated", "auto", "otsu")
 
 
@@ -47,6 +48,10 @@ def check_min_size(value) -> float:
 
 def check_erosion(value) -> float:
     return _number("the brain-mask erosion (mm)", value, 0.0, MAX_EROSION_MM)
+
+
+def check_age(value) -> float:
+    return _number("the age (years)", value, 0.0, MAX_AGE_YEARS)
 
 
 def check_threshold(value):
@@ -78,6 +83,7 @@ class DetectOptions:
     device: str = "auto"  # device.DEVICE_CHOICES
     check_contrast: bool = True  # refuse an input that looks like another contrast (input_check.py)
     keep_preprocessed: bool = False  # keep the normalised model-grid images in the result
+    age: float | None = None  # the subject's age in years, for models conditioned on age (others say they ignore it)
 
     def __post_init__(self):
         """Every value checked here, once, for the CLI, the API, the Slicer panel and the web app."""
@@ -86,6 +92,7 @@ class DetectOptions:
         self.median = None if self.median is None else check_median(self.median)
         self.min_size_mm3 = None if self.min_size_mm3 is None else check_min_size(self.min_size_mm3)
         self.erosion_mm = None if self.erosion_mm is None else check_erosion(self.erosion_mm)
+        self.age = None if self.age is None else check_age(self.age)
         if self.brain_mask_method not in BRAIN_MASK_METHODS:
             raise InputError(f"unknown brain-mask method {self.brain_mask_method!r} — use one of "
                              f"{', '.join(BRAIN_MASK_METHODS)}.")

@@ -172,8 +172,9 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     del scan  # its raw copies on the model grid are not needed again (a 0.5 mm run is held to 2 GB)
 
     run.stage("model")
+    subject = {"age": options.age} if "age" in scorer.conditioning else {}
     output = scorer.predict(arrays, model_mask, grid.GetSpacing(),
-                            progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled)
+                            progress=lambda f, m: run.report(f, m), is_cancelled=run.is_cancelled, **subject)
     preprocessed = ({name: array_to_image(array, grid) for name, array in arrays.items()}
                     if options.keep_preprocessed else {})
     del arrays
@@ -207,6 +208,7 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
                         f"{'+'.join(inputs)} alone when given (adding other contrasts lowered its accuracy "
                         "on the evaluation scans; its model card has the figures) — choose another model "
                         "to fuse every contrast.")
+    warnings += scorer.subject_warnings(options.age)
     warnings += otsu_fallback_warning(options.threshold, threshold_method, calibration, channels)
 
     report = {
@@ -222,6 +224,8 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
         "normalisation": method,
         "bias_correction": bool(bias),
         "device": device,
+        "age": options.age,
+        "conditioned_on": list(scorer.conditioning),
         "timings_s": run.timings,
         "input_check": input_check.report,
         "warnings": warnings,

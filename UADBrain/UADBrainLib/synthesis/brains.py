@@ -437,9 +437,33 @@ def find_label_maps(folder: str | Path) -> list[Path]:
 # Random draws
 # --------------------------------------------------------------------------------------------
 
+# Healthy ageing for age-conditioned models: between 20 and 90 years the lateral ventricles grow
+# to several times their volume and the cortex thins while the sulci widen. The generator's
+# assumption, not a fit to data: the mean ventricle growth rises as ((age - 20) / 70) ** 1.5 from
+# 0 to 4 mm, the CSF's reach into the cortex linearly from -1 mm (cortex filling sulcal CSF) to
+# 0.6 mm, each with a between-subject spread at a given age.
+AGE_RANGE_YEARS = (20.0, 90.0)
+_AGED_VENTRICLE_MM = (0.0, 4.0)
+_AGED_CORTEX_MM = (-1.0, 0.6)
+_AGE_SPREAD_MM = {"ventricle": 0.5, "cortex": 0.2}
+
+
 def _uniform(rng: np.random.Generator, bounds) -> float:
     lo, hi = bounds
     return float(rng.uniform(lo, hi))
+
+
+def atrophy_of_age(age: float | None, rng: np.random.Generator, config: SynthesisConfig) -> tuple[float, float]:
+    """``(ventricle growth, cortical atrophy)`` in mm: drawn from the configured ranges when the
+    age is unknown, else around the mean of that age (:data:`AGE_RANGE_YEARS`)."""
+    if age is None:
+        lo, hi = config.ventricle_growth_mm
+        return lo + (hi - lo) * rng.random() ** 1.5, _uniform(rng, config.cortical_atrophy_mm)
+    ageing = float(np.clip((age - AGE_RANGE_YEARS[0]) / (AGE_RANGE_YEARS[1] - AGE_RANGE_YEARS[0]), 0.0, 1.0))
+    ventricle = _AGED_VENTRICLE_MM[0] + (_AGED_VENTRICLE_MM[1] - _AGED_VENTRICLE_MM[0]) * ageing ** 1.5
+    cortex = _AGED_CORTEX_MM[0] + (_AGED_CORTEX_MM[1] - _AGED_CORTEX_MM[0]) * ageing
+    return (max(0.0, ventricle + rng.normal(0.0, _AGE_SPREAD_MM["ventricle"])),
+            cortex + rng.normal(0.0, _AGE_SPREAD_MM["cortex"]))
 
 
 def sample_tissue_intensities(contrast: str, rng: np.random.Generator,
@@ -782,12 +806,13 @@ def _output_shape(field_of_view_mm, spacing: float) -> tuple[int, int, int]:
 def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spacing: float = 2.0,
                skull_strip: bool = True, seed: int | np.random.Generator | None = None,
                config: SynthesisConfig | None = None,
-               field_of_view_mm: Sequence[float] = DEFAULT_FIELD_OF_VIEW_MM) -> SyntheticBrain:
+               field_of_view_mm: Sequence[float] = DEFAULT_FIELD_OF_VIEW_MM, age: float | None = None) -> SyntheticBrain:
     """Draw one synthetic healthy scan of ``label_map`` in each of ``contrasts``.
 
     All contrasts share anatomy, atrophy and deformation; each has its own intensities, texture,
     resolution, bias and noise. ``seed`` (int or Generator) makes the result reproducible.
-    ``field_of_view_mm`` is (S, P, L), centred on the brain (plus a random shift).
+    ``field_of_view_mm`` is (S, P, L), centred on the brain (plus a random shift). ``age`` (years)
+    sets the atrophy to that age's (:func:`atrophy_of_age`); None draws it from ``config``.
     """
     config = config or SynthesisConfig()
     rng = np.random.default_rng(seed)
@@ -799,9 +824,7 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
     if spacing <= 0:
         raise InputError(f"spacing must be positive, got {spacing}")
 
-    lo, hi = config.ventricle_growth_mm
-    ventricle_mm = lo + (hi - lo) * rng.random() ** 1.5
-    cortex_mm = _uniform(rng, config.cortical_atrophy_mm)
+    ventricle_mm, cortex_mm = atrophy_of_age(age, rng, config)
     white_matter_mm = _uniform(rng, config.white_matter_growth_mm)
     growths = _atrophy(label_map, ventricle_mm, cortex_mm, white_matter_mm)
     labels = _relabel(label_map.labels, growths)
@@ -858,7 +881,7 @@ def synthesize(label_map: LabelMap, contrasts: Sequence[str] = ("flair",), spaci
     brain = SyntheticBrain(
         images=images, brain_mask=brain_mask, labels=warped_labels, spacing=float(spacing),
         origin=tuple(float(o) for o in origin), skull_stripped=False,
-        parameters={"label_map": label_map.name, "ventricle_growth_mm": round(ventricle_mm, 2),
+        parameters={"label_map": label_map.name, "age": age, "ventricle_growth_mm": round(ventricle_mm, 2),
                     "cortical_atrophy_mm": round(cortex_mm, 2),
                     "white_matter_growth_mm": round(white_matter_mm, 2), "rim": round(rim, 3),
                     "cap": round(cap, 3), "elastic_mm": round(elastic_sd, 2), **pose,
@@ -902,9 +925,10 @@ class Synthesizer:
     def sample(self, seed: int | np.random.Generator | None = None,
                contrasts: Sequence[str] = ("flair",), spacing: float = 2.0,
                skull_strip: bool = True, label_map_index: int | None = None,
-               field_of_view_mm: Sequence[float] = DEFAULT_FIELD_OF_VIEW_MM) -> SyntheticBrain:
-        """One synthetic scan from a randomly chosen (or the given) label map."""
+               field_of_view_mm: Sequence[float] = DEFAULT_FIELD_OF_VIEW_MM, age: float | None = None) -> SyntheticBrain:
+        """One synthetic scan from a randomly chosen (or the given) label map, of ``age`` years
+        when given."""
         rng = np.random.default_rng(seed)
         index = int(rng.integers(len(self))) if label_map_index is None else label_map_index
         return synthesize(self.label_map(index), contrasts, spacing, skull_strip, rng,
-                          self.config, field_of_view_mm)
+                          self.config, field_of_view_mm, age)

@@ -42,10 +42,11 @@ def calibrate_model(model, cases: Iterable[HealthyCase], device: str = "cpu", de
         model = load_model(bundle, device)
     bundle = model.bundle
     # every channel is scored, lead contrasts or not: each needs its own table
-    options = DetectOptions(device=device)
     maps_per_case, channels, seconds = [], [], []
     for case in cases:
         started = time.perf_counter()
+        # an age-conditioned model is calibrated on brains of many ages, each scored at its own
+        options = DetectOptions(device=device, age=case.age)
         result = detect_raw_scores(case.images, model=model, options=options, mask=case.mask)
         seconds.append(time.perf_counter() - started)
         # on the working grid (cropped to the brain), where detect filters and thresholds its statistics
@@ -64,9 +65,11 @@ def calibrate_model(model, cases: Iterable[HealthyCase], device: str = "cpu", de
 
 
 def synthetic_cases(label_maps: list, contrasts: list[str], count: int, spacing: float = 1.0,
-                    seed: int = CALIBRATION_SEED) -> tuple[Iterable[HealthyCase], str]:
-    """Healthy synthetic cases from the calibration split of the label maps, and their description."""
-    source = SyntheticSource(label_maps, contrasts, spacing, "none", split="calibration")
+                    seed: int = CALIBRATION_SEED, ages: tuple[float, float] | None = None
+                    ) -> tuple[Iterable[HealthyCase], str]:
+    """Healthy synthetic cases from the calibration split of the label maps (of ``ages`` years,
+    when given), and their description."""
+    source = SyntheticSource(label_maps, contrasts, spacing, "none", split="calibration", ages=ages)
     description = (f"{count} {source.describe()} (held out from training), {spacing:g} mm, "
                    f"seeds {seed}-{seed + count - 1}; UADBrain {__version__}")
     return (source.healthy_case(seed + i, spacing) for i in range(count)), description

@@ -30,6 +30,7 @@ from ..preprocessing import robust_statistics
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 SPLITS = ("train", "validation", "calibration")
+AGE_STREAM = 0xA6E  # seeds the age draw apart from the brain's other draws
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class TrainingVolume:
     spacing: float
     normalisers: dict[str, tuple[float, float]]
     labels: np.ndarray | None = None  # synthesis tissue labels, when known
+    age: float | None = None  # years, for age-conditioned models
 
     def normalised(self, contrast: str) -> np.ndarray:
         offset, scale = self.normalisers[contrast]
@@ -57,6 +59,8 @@ class TrainingVolume:
         arrays.update({f"normaliser_{c}": np.array(v) for c, v in self.normalisers.items()})
         if self.labels is not None:
             arrays["labels"] = self.labels
+        if self.age is not None:
+            arrays["age"] = self.age
         np.savez(path, mask=self.mask, spacing=self.spacing, **arrays)
 
     @classmethod
@@ -66,8 +70,9 @@ class TrainingVolume:
             normalisers = {key[11:]: tuple(float(v) for v in data[key])
                            for key in data.files if key.startswith("normaliser_")}
             labels = data["labels"] if "labels" in data.files else None
+            age = float(data["age"]) if "age" in data.files else None
             return cls(images=images, mask=data["mask"], spacing=float(data["spacing"]),
-                       normalisers=normalisers, labels=labels)
+                       normalisers=normalisers, labels=labels, age=age)
 
 
 def linear_normaliser(array: np.ndarray, mask: np.ndarray, method: str) -> tuple[float, float]:
@@ -85,10 +90,10 @@ def linear_normaliser(array: np.ndarray, mask: np.ndarray, method: str) -> tuple
 
 
 def training_volume(images: dict[str, np.ndarray], mask: np.ndarray, spacing: float,
-                    normalisation: str, labels: np.ndarray | None = None) -> TrainingVolume:
+                    normalisation: str, labels: np.ndarray | None = None, age: float | None = None) -> TrainingVolume:
     mask = np.asarray(mask).astype(bool)
     images = {c: np.asarray(a, np.float32) for c, a in images.items()}
-    return TrainingVolume(images=images, mask=mask, spacing=float(spacing), labels=labels,
+    return TrainingVolume(images=images, mask=mask, spacing=float(spacing), labels=labels, age=age,
                           normalisers={c: linear_normaliser(a, mask, normalisation) for c, a in images.items()})
 
 
@@ -99,6 +104,7 @@ class HealthyCase:
     images: dict[str, object]  # contrast -> SimpleITK image or file path
     mask: object | None  # SimpleITK image, path, or None (the pipeline finds the brain)
     name: str
+    age: float | None = None  # years, for age-conditioned models
 
 
 def split_indices(count: int, split: str) -> list[int]:
@@ -121,7 +127,7 @@ class SyntheticSource:
     """Synthetic healthy brains of the given contrasts from one split of a set of label maps."""
 
     def __init__(self, label_maps: list[str], contrasts: list[str], spacing: float,
-                 normalisation: str, split: str = "train"):
+                 normalisation: str, split: str = "train", ages: tuple[float, float] | None = None):
         self.label_maps = [str(p) for p in label_maps]
         if not self.label_maps:
             raise InputError("no label maps to synthesise training brains from — give "
@@ -130,6 +136,7 @@ class SyntheticSource:
         self.spacing = float(spacing)
         self.normalisation = normalisation
         self.split = split
+        self.ages = None if ages is None else tuple(float(a) for a in ages)  # years: each brain one age in it
         self.indices = split_indices(len(self.label_maps), split)
         self._synthesizer = None
 
@@ -143,12 +150,14 @@ class SyntheticSource:
         digest = hashlib.sha1(Path(brains.__file__).read_bytes())
         for path in self.label_maps:
             digest.update(path.encode())
-        return (f"synth-{self.split}-{'-'.join(self.contrasts)}-{self.spacing:g}mm-{self.normalisation}-"
+        ages = f"-age{self.ages[0]:g}-{self.ages[1]:g}" if self.ages else ""
+        return (f"synth-{self.split}-{'-'.join(self.contrasts)}-{self.spacing:g}mm-{self.normalisation}{ages}-"
                 f"{digest.hexdigest()[:10]}")
 
     def describe(self) -> str:
         names = [Path(self.label_maps[i]).name for i in self.indices]
-        return (f"synthetic healthy brains ({', '.join(self.contrasts)}) from {len(names)} label "
+        ages = f", ages {self.ages[0]:g}-{self.ages[1]:g} years" if self.ages else ""
+        return (f"synthetic healthy brains ({', '.join(self.contrasts)}{ages}) from {len(names)} label "
                 f"map(s): {', '.join(names)}")
 
     @property
@@ -162,20 +171,27 @@ class SyntheticSource:
     def __getstate__(self):  # the synthesizer's caches stay in the process that built them
         return {**self.__dict__, "_synthesizer": None}
 
+    def age(self, seed: int) -> float | None:
+        """The age of brain ``seed``: uniform in the source's ages (its own draw, so that the
+        brain's other draws are those of an unconditioned source)."""
+        if self.ages is None:
+            return None
+        return round(float(np.random.default_rng([seed, AGE_STREAM]).uniform(*self.ages)), 1)
+
     def sample(self, seed: int, spacing: float | None = None):
         return self.synthesizer.sample(seed=seed, contrasts=self.contrasts,
                                        spacing=self.spacing if spacing is None else spacing,
-                                       skull_strip=True)
+                                       skull_strip=True, age=self.age(seed))
 
     def volume(self, seed: int) -> TrainingVolume:
         brain = self.sample(seed)
         return training_volume(brain.images, brain.brain_mask, brain.spacing, self.normalisation,
-                               labels=brain.labels)
+                               labels=brain.labels, age=brain.parameters["age"])
 
     def healthy_case(self, seed: int, spacing: float = 1.0) -> HealthyCase:
         brain = self.sample(seed, spacing)
         return HealthyCase(images={c: brain.image(c) for c in self.contrasts}, mask=brain.mask_image(),
-                           name=f"synthetic-{seed}")
+                           name=f"synthetic-{seed}", age=brain.parameters["age"])
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -75,6 +75,7 @@ class TrainConfig:
     cohort_volumes: int = 64  # normative, patchcore: synthetic healthy brains whose statistics are fitted
     reconstruction_model: str = "dae"  # learned-hybrid: the bundled denoising autoencoder whose residual it sees
     memory_bank: int = 16384  # patchcore: healthy patch features kept per contrast
+    age_range: tuple[float, float] | None = None  # normative: condition on age, the cohort's ages drawn in these years
     init_from: str | None = None  # a trained bundle (name or folder) whose matching weights start training
     command: str = ""
 
@@ -102,8 +103,11 @@ def make_sources(config: TrainConfig, preprocessing: dict):
     if config.data == "synthetic":
         maps = resolve_label_maps(config.label_maps)
         make = lambda split: SyntheticSource(maps, config.contrasts, config.spacing,  # noqa: E731
-                                             preprocessing["normalisation"], split)
+                                             preprocessing["normalisation"], split, config.age_range)
     else:
+        if config.age_range:
+            raise InputError("--age-range conditions on the ages of synthetic brains; a folder of healthy "
+                             "scans carries no ages UADBrain can read yet — train it without --age-range.")
         make = lambda split: FolderSource(config.data, config.contrasts, preprocessing, split)  # noqa: E731
     return make("train"), make("validation"), make("calibration")
 
@@ -302,7 +306,7 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
 
         cases, description = synthetic_cases(calibration_source.label_maps, config.contrasts,
                                              config.calibration_volumes, config.calibration_spacing,
-                                             CALIBRATION_SEED)
+                                             CALIBRATION_SEED, config.age_range)
     else:
         from .calibrate import folder_cases
 
@@ -336,10 +340,11 @@ def model_card(metadata: dict, history: list) -> str:
     """The bundle's README: what the model is, how it was trained, what was measured."""
     recorded = ("data", "steps", "best_step", "time_minutes", "machine", "device", "seed", "command", "validation")
     training = {**dict.fromkeys(recorded, "not recorded"), **metadata.get("training", {})}
+    age = " --age 67" if "age" in metadata.get("network", {}).get("conditioning", {}) else ""
     lines = [
         f"# {metadata['name']}: {metadata['title']}", "", metadata["description"], "",
         "## Use", "", "```", f"uadbrain detect --{metadata['contrasts'][0]} scan.nii.gz --model "
-        f"{metadata['name']} --out result/", "```", "",
+        f"{metadata['name']}{age} --out result/", "```", "",
         f"Contrasts: {', '.join(metadata['contrasts'])}. Model grid: canonical axial slices at "
         f"{metadata['preprocessing']['spacing_mm']} mm, normalisation "
         f"`{metadata['preprocessing']['normalisation']}`. Expected run time: "

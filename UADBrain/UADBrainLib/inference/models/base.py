@@ -35,9 +35,17 @@ class AnomalyModel(ABC):
     (canonical grid at the bundle's spacing, normalised as the bundle says) and the brain mask.
     """
 
+    conditioning: tuple[str, ...] = ()  # subject covariates ``predict`` takes as keywords (e.g. "age")
+
     def __init__(self, bundle: Bundle, device: str = "cpu"):
         self.bundle = bundle
         self.device = device
+
+    def subject_warnings(self, age: float | None) -> list[str]:
+        """What the report says about the subject's covariates, e.g. an age this model does not use."""
+        if age is not None and "age" not in self.conditioning:
+            return [f"age not used: model '{self.bundle.name}' is not conditioned on age (normative-age is)."]
+        return []
 
     def for_contrasts(self, contrasts) -> "AnomalyModel":
         """The model that scores these contrasts: this one (an ensemble may hand them to a member)."""

@@ -49,11 +49,38 @@ def template_box() -> tuple[list[int], list[int]]:
     return start[::-1], [b - a for a, b in zip(start, stop)][::-1]
 
 
-def network_spec() -> dict:
-    """The bundle's ``network`` block: the template frame the statistics live in."""
+def network_spec(age_range=None, cohort_ages=None) -> dict:
+    """The bundle's ``network`` block: the template frame the statistics live in, and for a model
+    conditioned on age the cohort's age range, mean (the statistics' reference age) and SD."""
     start, size = template_box()
-    return {"architecture": ARCHITECTURE, "template": TEMPLATE_PATH.name, "template_sha256": template_sha256(),
+    spec = {"architecture": ARCHITECTURE, "template": TEMPLATE_PATH.name, "template_sha256": template_sha256(),
             "box_start": start, "box_size": size}
+    if age_range:
+        ages = np.asarray(cohort_ages if cohort_ages is not None else age_range, np.float64)
+        spec["conditioning"] = {"age": {"range": [float(a) for a in age_range], "reference": round(float(ages.mean()), 2),
+                                        "sd": round(float(ages.std()), 2)}}
+    return spec
+
+
+def age_conditioning(network: dict) -> dict | None:
+    """``{"range", "reference", "sd"}`` (years) of a model conditioned on age, else None."""
+    return network.get("conditioning", {}).get("age")
+
+
+def age_warning(network: dict, age: float | None, name: str) -> str | None:
+    """What the report says when a model conditioned on age gets no age or one outside its cohort's."""
+    conditioning = age_conditioning(network)
+    if conditioning is None:
+        return None
+    low, high = conditioning["range"]
+    if age is None:
+        return (f"no age given: model '{name}' scored the scan against healthy brains of all ages "
+                f"{low:g}-{high:g} years, so it is less sensitive and atrophy of ageing may be flagged — "
+                "give the subject's age (--age).")
+    if not low <= age <= high:
+        return (f"age {age:g} is outside the {low:g}-{high:g} years model '{name}' was fitted on: "
+                f"scored as {min(max(age, low), high):g} years.")
+    return None
 
 
 def box_slices(network: dict) -> tuple[slice, slice, slice]:
@@ -63,14 +90,26 @@ def box_slices(network: dict) -> tuple[slice, slice, slice]:
 
 
 def normative_scores(images: dict[str, np.ndarray], mask: np.ndarray, spacing, statistics: dict[str, np.ndarray],
-                     network: dict, directions: dict[str, str]) -> dict[str, np.ndarray]:
+                     network: dict, directions: dict[str, str], age: float | None = None) -> dict[str, np.ndarray]:
     """Each contrast's z-score map against the cohort statistics (``<contrast>.median`` and
-    ``<contrast>.spread`` on the template box), on the scan's own grid."""
+    ``<contrast>.spread`` on the template box, and ``<contrast>.age_slope`` for a model conditioned
+    on age), on the scan's own grid. A conditioned model's median moves to ``age`` (clamped to the
+    cohort's range); without an age the spread widens by the cohort's spread of ages."""
     transform = register_brain(mask, spacing)
+    conditioning = age_conditioning(network)
+
+    def on_scan(name: str, contrast: str) -> np.ndarray:
+        return from_template(statistics[f"{contrast}.{name}"], mask.shape, spacing, transform, network["box_start"])
+
     maps = {}
     for contrast, image in images.items():
-        median, spread = (from_template(statistics[f"{contrast}.{name}"], image.shape, spacing, transform,
-                                        network["box_start"]) for name in ("median", "spread"))
+        median, spread = on_scan("median", contrast), on_scan("spread", contrast)
+        if conditioning:
+            slope = on_scan("age_slope", contrast)
+            if age is None:
+                spread = np.sqrt(spread ** 2 + (slope * conditioning["sd"]) ** 2)
+            else:
+                median = median + slope * (float(np.clip(age, *conditioning["range"])) - conditioning["reference"])
         z = np.where(mask, (image - median) / spread, 0.0)
         maps[contrast] = directional_score(z, directions[contrast]).astype(np.float32)
     return maps
@@ -91,16 +130,25 @@ class VoxelNormativeModel(AnomalyModel):
 
         check_template(bundle)
         self.network = bundle.metadata["network"]
+        self.conditioning = ("age",) if age_conditioning(self.network) else ()
         state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
         self.statistics = {key: value.float().numpy() for key, value in state.items()}
+        missing = sorted({f"{c}.age_slope" for c in bundle.contrasts if self.conditioning} - set(self.statistics))
+        if missing:
+            raise ModelError(f"model '{bundle.name}' is conditioned on age but its weights lack {missing[0]} — "
+                             "refit it with uadbrain train --model normative --age-range.")
 
-    def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
+    def subject_warnings(self, age):
+        warning = age_warning(self.network, age, self.bundle.name)
+        return [warning] if warning else super().subject_warnings(age)
+
+    def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None, age=None):
         if is_cancelled and is_cancelled():
             return ModelOutput(contrast_maps={})
         if progress:
             progress(0.1, "registering to the template")
         directions = {**DEFAULT_DIRECTIONS, **self.bundle.metadata.get("scoring", {}).get("direction", {})}
-        maps = normative_scores(images, brain_mask, spacing, self.statistics, self.network, directions)
+        maps = normative_scores(images, brain_mask, spacing, self.statistics, self.network, directions, age)
         if progress:
             progress(1.0, "normative z-scores")
         return ModelOutput(contrast_maps=maps)

@@ -22,6 +22,7 @@ class ValidationCase:
     image: np.ndarray  # normalised as at inference
     mask: np.ndarray
     truth: np.ndarray
+    age: float | None = None  # years, for age-conditioned models
 
 
 def ranking_metrics(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -144,7 +145,7 @@ class TrainingTask:
                     break
             for contrast, image in inserted.images.items():
                 cases.append(ValidationCase(contrast, normalise(image, volume.mask, method), volume.mask,
-                                            inserted.mask > 0))
+                                            inserted.mask > 0, volume.age))
         return cases
 
     def score_volume(self, networks, case: ValidationCase, device) -> np.ndarray:

@@ -34,6 +34,9 @@ LESJAK_2018 = ("Lesjak Ž, Galimzianova A, Koren A, et al. A novel public MR ima
                "Neuroinformatics 16:51-63, 2018 (lesion shapes).")
 SAASE_2020 = ("Saase V, Wenz H, Ganslandt T, Groden C, Maros ME. Simple statistical methods for unsupervised "
               "brain anomaly detection on MRI are competitive to deep learning methods. arXiv:2011.12735, 2020.")
+BENGS_2022 = ("Bengs M, Behrendt F, Laves MH, Krüger J, Opfer R, Schlaefer A. Unsupervised anomaly detection in "
+              "3D brain MRI using deep learning with multi-task brain age prediction. Proc. SPIE 12033, Medical "
+              "Imaging 2022: Computer-Aided Diagnosis, 2022.")
 FONOV_2011 = ("Fonov VS, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. Unbiased average "
               "age-appropriate atlases for pediatric studies. NeuroImage 54:313-327, 2011 (ICBM152 template).")
 ROTH_2022 = ("Roth K, Pemula L, Zepeda J, Schölkopf B, Brox T, Gehler P. Towards total recall in industrial "
