@@ -13,8 +13,8 @@ import csv
 import json
 import os
 import time
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 from ..bundle import find_bundle
 from ..cohort import Scan, content_fingerprint, safe_id, scans_from_csv, scans_in_folder

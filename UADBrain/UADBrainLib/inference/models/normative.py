@@ -133,8 +133,8 @@ class VoxelNormativeModel(AnomalyModel):
         self.conditioning = ("age",) if age_conditioning(self.network) else ()
         state = torch.load(bundle.verified_weights_path(), map_location="cpu", weights_only=True)
         self.statistics = {key: value.float().numpy() for key, value in state.items()}
-        missing = sorted({f"{c}.age_slope" for c in bundle.contrasts if self.conditioning} - set(self.statistics))
-        if missing:
+        missing = [f"{c}.age_slope" for c in bundle.contrasts if f"{c}.age_slope" not in self.statistics]
+        if self.conditioning and missing:
             raise ModelError(f"model '{bundle.name}' is conditioned on age but its weights lack {missing[0]} — "
                              "refit it with uadbrain train --model normative --age-range.")
 
