@@ -72,3 +72,32 @@ def write_image(path, contrast: str = "flair", lesions=(((18, 14, 14), 3),), see
     images, _, _ = volumes((contrast,), lesions, seed)
     sitk.WriteImage(to_image(images[contrast]), str(path))
     return Path(path)
+
+
+def write_bids_dataset(root) -> Path:
+    """A small BIDS dataset of the synthetic brains: ``sub-01`` has two sessions (FLAIR), ``sub-02``
+    FLAIR, T1w and a brain mask in ``derivatives/masks``, ``sub-03`` two FLAIR acquisitions (2D and
+    3D: a choice that is the user's); ages and sexes in participants.tsv, one age per session."""
+    import json
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "synthetic", "BIDSVersion": "1.10.0"}))
+    layout = {"01": {"ses-1": ["FLAIR"], "ses-2": ["FLAIR"]}, "02": {None: ["FLAIR", "T1w"]},
+              "03": {None: ["acq-2D_FLAIR", "acq-3D_FLAIR"]}}
+    for number, subject in enumerate(layout):
+        for session, suffixes in layout[subject].items():
+            folder = root / f"sub-{subject}" / (session or "") / "anat"
+            folder.mkdir(parents=True, exist_ok=True)
+            prefix = f"sub-{subject}" + (f"_{session}" if session else "")
+            for suffix in suffixes:
+                contrast = "t1" if suffix == "T1w" else "flair"
+                write_image(folder / f"{prefix}_{suffix}.nii.gz", contrast, seed=number)
+    (root / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t34\tF\nsub-02\t89+\tM\nsub-03\tn/a\tn/a\n")
+    (root / "sub-01" / "sub-01_sessions.tsv").write_text("session_id\tage\nses-1\t34\nses-2\t36\n")
+    masks = root / "derivatives" / "masks"
+    (masks / "sub-02" / "anat").mkdir(parents=True)
+    (masks / "dataset_description.json").write_text(json.dumps(
+        {"Name": "masks", "BIDSVersion": "1.10.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "manual"}]}))
+    sitk.WriteImage(to_image(brain_mask().astype(np.uint8)), str(masks / "sub-02" / "anat" / "sub-02_desc-brain_mask.nii.gz"))
+    return root

@@ -18,7 +18,7 @@ SOURCE = Path(__file__).resolve().parent.parent / "UADBrain"
 ENGINE = "UADBrainLib"
 FOUNDATION = {"errors", "resources", "device", "geometry", "template", "io", "preprocessing", "bundle", "schema",
               "metrics", "cohort"}
-WINGS = {"synthesis", "training", "evaluation", "cli"}
+WINGS = {"synthesis", "training", "evaluation", "cohorts", "cli"}
 FRONT_ENDS = ("UADBrainMRML", "UADBrainWeb", "UADBrainSlicer", "slicer", "qt", "vtk", "trame", "trame_slicer")
 
 

@@ -57,6 +57,9 @@ def dicom_series(folder: Path, image: sitk.Image, series_uid="1.2.826.0.1.368004
         slice_image.SetMetaData("0020|0032", "\\".join(map(str, position)))
         slice_image.SetMetaData("0020|0013", str(k))
         slice_image.SetMetaData("0020|000e", series_uid)
+        slice_image.SetMetaData("0020|000d", series_uid + ".0")  # one study and frame of reference
+        slice_image.SetMetaData("0020|0052", series_uid + ".1")
+        slice_image.SetMetaData("0018|0050", str(image.GetSpacing()[2]))  # slice thickness
         slice_image.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
         slice_image.SetMetaData("0008|0060", "MR")
         writer.SetFileName(str(folder / f"{series_uid[-3:]}_{k:03d}.dcm"))

@@ -136,7 +136,7 @@ def test_a_csv_age_column_gives_each_scan_its_age(tmp_path):
 
 def test_batch_refuses_single_scan_inputs(tmp_path, capsys):
     code = main(["detect", "--batch", str(tmp_path), "--flair", "x.nii.gz", "--out", str(tmp_path / "o")])
-    assert code == 2 and "--batch takes its scans" in capsys.readouterr().err
+    assert code == 2 and "a cohort takes its scans" in capsys.readouterr().err
 
 
 def test_an_empty_cohort_is_an_error(tmp_path, capsys):

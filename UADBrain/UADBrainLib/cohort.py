@@ -2,7 +2,8 @@
 
 A *scan folder* holds one subject's co-registered volumes named by contrast,
 ``<contrast>.<ext>`` with contrast ``flair``, ``t1``, ``t2`` or ``t1c`` (``t1post``, ``t1ce``,
-``t1gd`` are read as ``t1c``) and ext one of NIfTI/NRRD/MHA; optionally a brain mask
+``t1gd`` are read as ``t1c``) and ext one of NIfTI/NRRD/MHA, or a DICOM series in a subfolder
+named by its contrast (``flair/``); optionally a brain mask
 ``brainmask.<ext>`` (or ``mask.<ext>``) and, for evaluation, a ground-truth lesion mask
 ``seg.<ext>``, ``lesions.<ext>`` or ``gt.<ext>`` (anomaly = label > 0).
 
@@ -36,16 +37,22 @@ class Scan:
     mask: Path | None = None
     truth: Path | None = None
     problem: str | None = None  # why it cannot be run (reported, never silently dropped)
-    age: str | None = None  # the CSV's age column as written (years), checked when the scan runs
+    age: str | None = None  # the CSV's or BIDS participants' age as written (years), checked when the scan runs
+    sex: str | None = None  # BIDS participants' sex as written: reported, no model is conditioned on it
+    subject: str | None = None  # BIDS entities: the scan's outputs are named by them (a derivatives dataset)
+    session: str | None = None
 
 
 def _named_files(folder: Path) -> dict[str, Path]:
-    """Image files in ``folder`` keyed by their lower-case name without the image suffix."""
+    """Image files in ``folder`` keyed by their lower-case name without the image suffix, and
+    subfolders named by a contrast (a DICOM series each)."""
     named = {}
     for path in sorted(folder.iterdir()):
         suffix = image_path_suffix(path)
         if suffix and path.is_file():
             named.setdefault(path.name[: -len(suffix)].lower(), path)
+        elif path.is_dir() and path.name.lower() in CONTRAST_ALIASES:
+            named.setdefault(path.name.lower(), path)
     return named
 
 

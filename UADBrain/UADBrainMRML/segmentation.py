@@ -7,6 +7,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from UADBrainLib.inference.dicom_seg import SEGMENT_CATEGORY, SEGMENT_REGION, SEGMENT_TYPE
 from UADBrainLib.resources import RESOURCES_DIR
 
 from .volumes import array_to_matrix, array_view, ijk_to_ras
@@ -19,14 +20,15 @@ SEGMENT_COLOR = (0.0, 0.9, 1.0)  # cyan outline, distinct from the red-yellow an
 TERMINOLOGY_FILE = RESOURCES_DIR / "Terminologies" / "SegmentationCategoryTypeModifier-UADBrain.term.json"
 TERMINOLOGY_CONTEXT = "Segmentation category and type - UADBrain"
 REGION_CONTEXT = "Anatomic codes - DICOM master list"  # shipped with Slicer
-# Slicer's serialized terminology entry: 7 '~'-separated fields, codes as scheme^value^meaning
+# Slicer's serialized terminology entry: 7 '~'-separated fields, codes as scheme^value^meaning; the
+# codes are the engine's, which its DICOM SEG writer (uadbrain detect --dicom-seg) uses too
 TERMINOLOGY_ENTRY = "~".join((
     TERMINOLOGY_CONTEXT,
-    "SCT^49755003^Morphologically Altered Structure",  # category
-    "SCT^52988006^Lesion",  # type
+    "^".join(SEGMENT_CATEGORY),
+    "^".join(SEGMENT_TYPE),
     "^^",  # type modifier
     REGION_CONTEXT,
-    "SCT^12738006^Brain",  # region
+    "^".join(SEGMENT_REGION),
     "^^",  # region modifier
 ))
 

@@ -1,31 +1,24 @@
-"""``uadbrain detect --batch FOLDER_OR_CSV --out DIR``: a cohort with one model load.
+"""``uadbrain detect --batch FOLDER_OR_CSV`` / ``--bids DATASET``: a cohort, each worker loading the
+model once.
 
-Each scan's outputs go to ``DIR/<scan id>/`` (the files of ``uadbrain detect``), and
-``DIR/summary.csv`` gets a row per scan, rewritten after every scan. A rerun skips scans whose
-outputs are complete and were made with the same model, inputs and settings, so an interrupted
-cohort resumes where it stopped. A scan that fails is recorded in the summary with its error and
-the cohort goes on.
+Folder and CSV cohorts get ``OUT/<scan id>/`` (the files of ``uadbrain detect``); a BIDS dataset
+gets ``OUT/`` as a BIDS derivatives dataset. ``OUT/summary.csv`` has a row per scan, rewritten as
+each scan finishes, and ``OUT/cohort_report.html`` is written at the end. A rerun skips scans whose
+outputs are complete and were made with the same model, inputs and settings (see cohorts/runner.py).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import time
-from dataclasses import replace
 from pathlib import Path
 
 from ..bundle import find_bundle
-from ..cohort import Scan, content_fingerprint, safe_id, scans_from_csv, scans_in_folder
+from ..cohort import Scan, safe_id, scans_from_csv, scans_in_folder
+from ..cohorts.runner import CohortJob, parse_part, run_cohort, select_part
 from ..device import resolve_device
-from ..errors import InputError, UADBrainError
-from ..inference.models import load_model
+from ..errors import InputError
 
 SUMMARY_FILE = "summary.csv"
-SUMMARY_COLUMNS = ("id", "status", "volume_score", "volume_percentile_among_healthy",
-                   "flagged_volume_ml", "lesion_count", "threshold", "threshold_method",
-                   "seconds", "output", "error")
+REPORT_FILE = "cohort_report.html"
 
 
 def load_cohort(source, contrast: str | None, out_dir) -> list[Scan]:
@@ -44,111 +37,70 @@ def load_cohort(source, contrast: str | None, out_dir) -> list[Scan]:
     return scans
 
 
-def run_settings(scan: Scan, model_name: str, model_version, options) -> dict:
-    """What a scan's outputs depend on — model, settings and the inputs' content, not only their
-    paths; outputs made from anything else are recomputed."""
-    files = {**scan.images, **({"mask": scan.mask} if scan.mask else {})}
-    return {"model": model_name, "model_version": model_version,
-            "inputs": {c: str(Path(p).resolve()) for c, p in scan.images.items()},
-            "mask": str(Path(scan.mask).resolve()) if scan.mask else None,
-            "content": {name: content_fingerprint(path) for name, path in files.items()},
-            "options": {k: getattr(options, k) for k in ("threshold", "fpr", "median", "min_size_mm3",
-                                                          "erosion_mm", "brain_mask_method", "bias_correction", "age")}}
-
-
-def completed_report(scan_dir: Path, settings: dict) -> dict | None:
-    """The report of a finished run of this scan with these settings, else None."""
-    from ..inference.result_files import OUTPUT_FILES
-
-    if not all((scan_dir / name).is_file() for name in OUTPUT_FILES):
-        return None
-    try:
-        report = json.loads((scan_dir / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return report if report.get("batch") == json.loads(json.dumps(settings)) else None
-
-
-def summary_row(scan: Scan, status: str, report: dict | None = None, seconds=None, error=None) -> dict:
-    report = report or {}
-    return {"id": scan.id, "status": status,
-            "volume_score": report.get("volume_score"),
-            "volume_percentile_among_healthy": report.get("volume_percentile_among_healthy"),
-            "flagged_volume_ml": report.get("flagged_volume_ml"),
-            "lesion_count": report.get("lesion_count"),
-            "threshold": report.get("threshold"), "threshold_method": report.get("threshold_method"),
-            "seconds": seconds, "output": scan.id if report else None, "error": error}
-
-
-def write_summary(rows: list[dict], path: Path) -> None:
-    """Write the summary CSV atomically (a reader never sees half a file)."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in SUMMARY_COLUMNS})
-    os.replace(partial, path)
-
-
-def process_scan(scan: Scan, model, options, out_dir: Path) -> dict:
-    """Run (or reuse) one scan; never raises for a problem with the scan itself."""
-    from ..inference.pipeline import detect
-    from ..inference.result_files import check_output_folder, write_result
-
-    if scan.problem:
-        return summary_row(scan, "failed", error=scan.problem)
-    try:
-        options = replace(options, age=scan.age) if scan.age is not None else options  # the CSV's age column
-    except InputError as error:
-        return summary_row(scan, "failed", error=f"{error} (its age column)")
-    try:
-        settings = run_settings(scan, model.bundle.name, model.bundle.metadata.get("version"), options)
-    except OSError as error:
-        return summary_row(scan, "failed", error=f"cannot read '{error.filename}' ({error.strerror}) — check it")
-    scan_dir = out_dir / scan.id
-    report = completed_report(scan_dir, settings)
-    if report is not None:
-        return summary_row(scan, "reused", report)
-    started = time.perf_counter()
-    try:
-        check_output_folder(scan_dir, [*scan.images.values(), *([scan.mask] if scan.mask else [])])
-        result = detect(scan.images, model=model, options=options, mask=scan.mask)
-        write_result(result, scan_dir, extra_report={"batch": settings, "scan_id": scan.id}, replace_folder=True)
-    except UADBrainError as error:
-        return summary_row(scan, "failed", error=str(error))
-    except Exception as error:  # noqa: BLE001 - one broken scan must not stop the cohort
-        return summary_row(scan, "failed", error=f"{type(error).__name__}: {error}")
-    return summary_row(scan, "done", result.summary(), seconds=round(time.perf_counter() - started, 2))
+def output_names(part: tuple[int, int] | None) -> tuple[str, str]:
+    """The summary and report names; a part of a job array writes its own, so parts never collide."""
+    if part is None:
+        return SUMMARY_FILE, REPORT_FILE
+    tag = f".part-{part[0]}-of-{part[1]}"
+    return f"summary{tag}.csv", f"cohort_report{tag}.html"
 
 
 def run_batch(args) -> int:
-    """The ``detect --batch`` command; exit code 1 when any scan failed."""
+    """The ``detect --batch`` / ``--bids`` command; exit code 1 when any scan failed."""
     from tqdm import tqdm
 
+    from ..cohorts.layouts import BIDSDerivatives, ScanFolders
+    from ..cohorts.report import write_cohort_report
     from ..inference.result_files import check_output_folder
     from .options import detect_options
 
     out_dir = Path(args.out)
     check_output_folder(out_dir)
-    scans = load_cohort(args.batch, args.contrast, out_dir)
+    part = parse_part(args.part) if args.part else None
+    if args.workers < 1:
+        raise InputError(f"--workers {args.workers}: give 1 or more.")
+    if args.bids:
+        from ..cohorts.bids import scans_from_bids
+
+        scans = scans_from_bids(args.bids, args.participant_label, args.session, out_dir)
+        layout = BIDSDerivatives(out_dir, args.bids)
+        source = args.bids
+    else:
+        scans = load_cohort(args.batch, args.contrast, out_dir)
+        layout = ScanFolders(out_dir)
+        source = args.batch
     contrasts = sorted({c for scan in scans for c in scan.images})
     if not contrasts:
-        raise InputError(f"batch: no usable scan in '{args.batch}' — {scans[0].problem}.")
+        raise InputError(f"batch: no usable scan in '{source}' — {scans[0].problem}.")
+    scans = select_part(scans, part)
     bundle = find_bundle(args.model, None if args.model else contrasts)
     options = detect_options(args)
-    model = load_model(bundle, resolve_device(options.device))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    progress = tqdm(scans, desc=f"batch ({bundle.name})", unit="scan", disable=args.quiet)
-    for scan in progress:
-        progress.set_postfix_str(scan.id, refresh=False)
-        rows.append(process_scan(scan, model, options, out_dir))
-        write_summary(rows, out_dir / SUMMARY_FILE)
-    progress.close()
+    job = CohortJob(str(bundle.path), resolve_device(options.device), options, layout, dicom_seg=args.dicom_seg)
+    job.model()  # a model that cannot load is one refusal here, not a failure per scan
+    layout.prepare(bundle)
+    summary_name, report_name = output_names(part)
+    scheduler = None if args.scheduler == "local" and args.workers == 1 else args.scheduler
+    where = "this process" if scheduler is None else (
+        f"{args.workers} local workers" if scheduler == "local" else f"Dask at {scheduler}")
+    progress = tqdm(total=len(scans), desc=f"{bundle.name} on {where}", unit="scan", disable=args.quiet)
+    failed = 0
+
+    def show(row: dict) -> None:
+        nonlocal failed
+        failed += row["status"] == "failed"
+        progress.set_postfix_str(f"failed {failed}, last {row['id']}", refresh=False)
+        progress.update()
+
+    try:
+        rows = run_cohort(job, scans, out_dir / summary_name, scheduler, args.workers, on_row=show)
+    finally:
+        progress.close()
+    write_cohort_report(rows, out_dir / report_name, layout.overview_of,
+                        f"UADBrain cohort: {Path(source).name} ({bundle.name}"
+                        f"{f', part {part[0]} of {part[1]}' if part else ''})")
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "reused", "failed")}
     print(f"{len(rows)} scan(s): {counts['done']} done, {counts['reused']} already done, "
-          f"{counts['failed']} failed — summary in {out_dir / SUMMARY_FILE}")
+          f"{counts['failed']} failed — summary in {out_dir / summary_name}, report in {out_dir / report_name}")
     for row in rows:
         if row["status"] == "failed":
             print(f"  {row['id']}: {row['error']}")

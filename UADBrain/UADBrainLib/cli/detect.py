@@ -51,6 +51,25 @@ def add_parser(subparsers) -> None:
                              "folder per scan and summary.csv in --out; a rerun resumes")
     parser.add_argument("--contrast", choices=CONTRASTS,
                         help="with --batch: the contrast of plain image files (default: read from the file name)")
+    cohort = parser.add_argument_group("cohorts (--batch, --bids)")
+    cohort.add_argument("--bids", metavar="DATASET",
+                        help="run every subject/session of a BIDS dataset (FLAIR, T1w, T2w, T1w with ce-; a "
+                             "desc-brain_mask in its derivatives; ages from participants.tsv); --out becomes a "
+                             "BIDS derivatives dataset")
+    cohort.add_argument("--participant-label", nargs="+", metavar="LABEL", help="with --bids: only these subjects")
+    cohort.add_argument("--session", nargs="+", metavar="LABEL", help="with --bids: only these sessions")
+    cohort.add_argument("--workers", type=int, default=1,
+                        help="scans run at once on this machine, each worker a process that loads the model "
+                             "once (Dask LocalCluster; default 1: in this process)")
+    cohort.add_argument("--scheduler", default="local", metavar="local|ADDRESS",
+                        help="local (default), or the address of a running Dask scheduler (tcp://HOST:8786, "
+                             "e.g. started by dask-jobqueue on SLURM/PBS) whose workers run the scans")
+    cohort.add_argument("--part", metavar="K/N",
+                        help="run only part K of N of the cohort (job arrays: every N-th scan by id); each part "
+                             "writes summary.part-K-of-N.csv; rerun without --part to gather them")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="also write segmentation.dcm, a DICOM Segmentation referencing the input's DICOM "
+                             "series (needs a DICOM folder input; pip install \"uadbrain[cohort]\")")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_detect_options(parser)
@@ -58,17 +77,27 @@ def add_parser(subparsers) -> None:
 
 
 def run_detect(args) -> int:
+    from ..inference.dicom_seg import dicom_series_input
     from ..inference.pipeline import detect
-    from ..inference.result_files import check_output_folder, write_result
+    from ..inference.result_files import DICOM_SEG_FILE, check_output_folder, write_result
 
     images = {c: getattr(args, c) for c in CONTRASTS if getattr(args, c)}
-    if args.batch:
+    if args.batch and args.bids:
+        raise UADBrainError("give --batch or --bids, not both.")
+    if args.batch or args.bids:
         if images or args.mask or args.example:
-            raise UADBrainError("--batch takes its scans from the folder or CSV; leave out --example, "
-                                "--mask and the contrast files.")
+            raise UADBrainError("a cohort takes its scans from the folder, CSV or BIDS dataset; leave out "
+                                "--example, --mask and the contrast files.")
+        if (args.participant_label or args.session) and not args.bids:
+            raise UADBrainError("--participant-label and --session select from a BIDS dataset; give --bids.")
         from .batch import run_batch
 
         return run_batch(args)
+    cohort_only = [name for name, given in (("--workers", args.workers != 1), ("--scheduler", args.scheduler != "local"),
+                                            ("--part", args.part), ("--participant-label", args.participant_label),
+                                            ("--session", args.session)) if given]
+    if cohort_only:
+        raise UADBrainError(f"{', '.join(cohort_only)} run a cohort; give --batch or --bids.")
     mask = args.mask
     extra = {}
     example = None
@@ -82,13 +111,16 @@ def run_detect(args) -> int:
         extra = {"example": {"inputs": ["example_flair.nii.gz"], "ground_truth": "example_lesion.nii.gz"}}
     if not images:
         raise UADBrainError("no input — give at least one of --flair, --t1, --t2, --t1c (or --example).")
+    if args.dicom_seg and dicom_series_input(images) is None:
+        raise UADBrainError("--dicom-seg references a DICOM series: give a contrast as a folder of DICOM files.")
     check_output_folder(args.out, [p for p in [*images.values(), mask] if isinstance(p, (str, Path))],
-                        EXAMPLE_OUTPUTS if example is not None else ())
+                        (*(EXAMPLE_OUTPUTS if example is not None else ()), *((DICOM_SEG_FILE,) if args.dicom_seg else ())))
     progress = StageProgress(disable=args.quiet)
     finished = False
     try:
         result = detect(images, model=args.model, options=detect_options(args), mask=mask, progress=progress)
-        written = write_result(result, args.out, extra_report=extra)
+        series = dicom_series_input(images, result.report.get("reference_contrast")) if args.dicom_seg else None
+        written = write_result(result, args.out, extra_report=extra, dicom_seg_series=series)
         if example is not None:  # the example's input and truth, to view beside the outputs
             from ..io import write_image
 

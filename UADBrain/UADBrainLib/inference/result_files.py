@@ -17,6 +17,7 @@ from ..geometry import canonical_spacing, resample_like, to_canonical
 from ..io import write_image
 from .result import Result
 
+DICOM_SEG_FILE = "segmentation.dcm"  # written only when asked for (inference/dicom_seg.py)
 OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "lesions.csv", "report.json", "overview.png")
 LESION_COLUMNS = ("label", "voxels", "volume_ml", "max_score", "mean_score",
                   "centroid_ras_x", "centroid_ras_y", "centroid_ras_z",
@@ -65,7 +66,7 @@ def check_output_folder(out_dir, inputs=(), also_written=()) -> None:
 
 
 def write_result(result: Result, out_dir, overview: bool = True, extra_report: dict | None = None,
-                 replace_folder: bool = False) -> list[Path]:
+                 replace_folder: bool = False, dicom_seg_series=None) -> list[Path]:
     """Write the standard output files into ``out_dir``; all of them appear, or none.
 
     Files are written into a staging folder beside ``out_dir`` first. A missing or empty
@@ -73,7 +74,8 @@ def write_result(result: Result, out_dir, overview: bool = True, extra_report: d
     belongs to this scan alone (``replace_folder``: a batch run's per-scan folder, whose earlier
     outputs are swapped out whole, never mixed with new ones). In a folder that holds other files
     the outputs are moved in one by one, replacing files of the same names and touching nothing
-    else. A failure, or a stop by the user, leaves no partial output.
+    else. A failure, or a stop by the user, leaves no partial output. ``dicom_seg_series``: a DICOM
+    series folder that a DICOM SEG of the segmentation (segmentation.dcm) references.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +89,14 @@ def write_result(result: Result, out_dir, overview: bool = True, extra_report: d
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if overview:
             render_overview(result, staging / "overview.png")
+        if dicom_seg_series is not None:
+            from .dicom_seg import write_dicom_seg
+
+            write_dicom_seg(result.segmentation, dicom_seg_series, staging / DICOM_SEG_FILE, result.model_name,
+                            result.report.get("model_version"), result.lesion_count)
         names = sorted(path.name for path in staging.iterdir())
-        if replace_folder or not out_dir.exists() or all(p.name in OUTPUT_FILES for p in out_dir.iterdir()):
+        if replace_folder or not out_dir.exists() or all(p.name in (*OUTPUT_FILES, DICOM_SEG_FILE)
+                                                            for p in out_dir.iterdir()):
             _swap_in(staging, out_dir)
         else:
             for name in names:
