@@ -126,6 +126,17 @@ def test_a_bids_dataset_runs_on_local_dask_workers_into_a_valid_derivatives_data
         "sub-01_ses-2": "reused"}  # sub-02 has no session 2
 
 
+def test_a_bids_dataset_without_derivatives_and_one_subject_asked_for(tmp_path):
+    import shutil
+
+    from UADBrainLib.cohorts.bids import scans_from_bids
+
+    dataset = write_bids_dataset(tmp_path / "dataset")
+    shutil.rmtree(dataset / "derivatives")
+    scans = scans_from_bids(dataset, participant_labels=["sub-02"])
+    assert [(s.id, sorted(s.images), s.mask) for s in scans] == [("sub-02", ["flair", "t1"], None)]
+
+
 def test_bids_refusals_name_the_problem(tmp_path, capsys):
     dataset = write_bids_dataset(tmp_path / "dataset")
     assert main(["detect", "--bids", str(dataset), "--participant-label", "09", "--out", str(tmp_path / "o")]) == 2

@@ -62,7 +62,7 @@ def derivative_folders(root: Path, exclude: Path | None) -> list[Path]:
 
 def open_layout(root: Path, out_dir: Path | None):
     try:
-        from bids import BIDSLayout
+        from bids import BIDSLayout, BIDSLayoutIndexer
     except ImportError:
         raise InputError('--bids needs pybids — pip install "uadbrain[cohort]".') from None
     if not (root / "dataset_description.json").is_file():
@@ -70,10 +70,13 @@ def open_layout(root: Path, out_dir: Path | None):
                          "BIDS dataset.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pybids' notes on the dataset's own BIDS conformance
-        layout = BIDSLayout(root, validate=False)
+        # file names carry every entity used here: the sidecars' metadata is not indexed (a large
+        # dataset indexes many times faster)
+        layout = BIDSLayout(root, validate=False, indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
         for folder in derivative_folders(root, out_dir):
             try:
-                layout.add_derivatives(folder, validate=False)
+                layout.add_derivatives(folder, validate=False,
+                                       indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
             except Exception:  # noqa: BLE001 - a derivatives folder pybids cannot read holds no mask for us
                 continue
     return layout
@@ -135,8 +138,9 @@ def session_scan(layout, subject: str, session: str | None) -> Scan:
     if not scan.images:
         scan.problem = "no FLAIR, T1w or T2w image in its anat folder"
         return scan
+    # 'desc' is an entity pybids knows only once a derivatives dataset is added: allowed as a filter
     masks = [f for f in layout.get(**scope, scope="derivatives", suffix="mask", desc="brain",
-                                   extension=IMAGE_EXTENSIONS)
+                                   extension=IMAGE_EXTENSIONS, invalid_filters="allow")
              if f.entities.get("space") in NATIVE_SPACES]
     scan.mask = Path(masks[0].path) if len(masks) == 1 else None  # several candidates: let detect extract one
     return scan

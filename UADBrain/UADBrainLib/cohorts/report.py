@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 MAX_THUMBNAILS = 200
+TABLE_COLUMNS = {"volume_score": "volume score", "volume_percentile_among_healthy": "above healthy calibration brains",
+                 "flagged_volume_ml": "flagged mL", "lesion_count": "lesions", "age": "age"}
 THUMBNAIL_WIDTH = 720  # pixels: the overview is 3 slices and a histogram side by side
 
 STYLE = """
@@ -96,11 +98,11 @@ def write_cohort_report(rows: list[dict], path, overview_of: Callable[[str], Pat
         parts += [f"<tr><td>{escape(r['id'])}</td><td class='failed'>{escape(str(r.get('error')))}</td></tr>"
                   for r in failed]
         parts.append("</table>")
-    columns = ("volume_score", "volume_percentile_among_healthy", "flagged_volume_ml", "lesion_count", "age")
     parts.append("<h2>Scans, most anomalous first</h2><table><tr><th>#</th><th>scan</th>"
-                 + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns) + "</tr>")
+                 + "".join(f"<th>{label}</th>" for label in TABLE_COLUMNS.values()) + "</tr>")
     for rank, row in enumerate(ranked, start=1):
-        cells = "".join(f"<td class='n'>{_cell(row.get(c))}</td>" for c in columns)
+        cells = "".join(f"<td class='n'>{_percent(row.get(c)) if c.endswith('healthy') else _cell(row.get(c))}</td>"
+                        for c in TABLE_COLUMNS)
         parts.append(f"<tr><td>{rank}</td><td><a href='#scan-{escape(row['id'])}'>{escape(row['id'])}</a></td>"
                      f"{cells}</tr>")
     parts.append("</table>")
@@ -117,6 +119,12 @@ def write_cohort_report(rows: list[dict], path, overview_of: Callable[[str], Pat
     partial = path.with_name(path.name + ".partial")
     partial.write_text("\n".join(parts), encoding="utf-8")
     partial.replace(path)
+
+
+def _percent(share) -> str:
+    """A share of the healthy calibration brains (0–1) as a percentage; blank for a model without."""
+    number = _number(share)
+    return "" if number is None else f"{100 * number:.0f} %"
 
 
 def _cell(value) -> str:

@@ -43,7 +43,7 @@ class CohortJob:
     options: DetectOptions
     layout: object  # ScanFolders or BIDSDerivatives: where and how a scan's outputs are written
     dicom_seg: bool = False  # also a DICOM SEG for scans given as a DICOM series
-    torch_threads: int | None = None  # per worker process, so that workers share the cores
+    torch_threads: int | None = None  # per worker process, so that workers share the cores (None: see model())
 
     def model(self):
         """This process's model, loaded on first use."""
@@ -53,12 +53,24 @@ class CohortJob:
         key = (self.bundle_path, self.device)
         with _load_lock:
             if key not in _loaded_models:
-                if self.torch_threads:
+                threads = self.torch_threads or dask_worker_threads()
+                if threads:
                     import torch
 
-                    torch.set_num_threads(self.torch_threads)
+                    torch.set_num_threads(threads)
                 _loaded_models[key] = load_model(find_bundle(self.bundle_path), self.device)
             return _loaded_models[key]
+
+
+def dask_worker_threads() -> int | None:
+    """The threads of the Dask worker this runs in (a cluster's worker: PyTorch uses as many, not
+    every core of the node), None outside one."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def worker_name() -> str:
