@@ -123,15 +123,15 @@ def test_a_csv_age_column_gives_each_scan_its_age(tmp_path):
                        "typo,data/a/flair.nii.gz,seventy\n"
                        "unknown,data/a/flair.nii.gz,\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert main(["detect", "--batch", str(listing), "--out", str(out), "--age", "40", "--quiet"]) == 1
+    assert main(["detect", "--batch", str(listing), "--out", str(out), "--age", "40", "--quiet"]) == 0
     rows = read_summary(out)
-    assert rows["aged"]["status"] == "done" and rows["unknown"]["status"] == "done"
-    assert rows["typo"]["status"] == "failed" and "age" in rows["typo"]["error"]
+    assert {row["status"] for row in rows.values()} == {"done"}  # the default model uses no age
     import json
 
-    reports = {name: json.loads((out / name / "report.json").read_text(encoding="utf-8")) for name in ("aged", "unknown")}
+    reports = {name: json.loads((out / name / "report.json").read_text(encoding="utf-8")) for name in rows}
     assert reports["aged"]["age"] == 71.0 and reports["unknown"]["age"] == 40.0  # the column, else --age
     assert any("age not used" in w for w in reports["aged"]["warnings"])  # the default model is not conditioned
+    assert "'seventy' is no age" in reports["typo"]["age_not_read"]  # said, not fatal (test_cohorts: conditioned)
 
 
 def test_batch_refuses_single_scan_inputs(tmp_path, capsys):

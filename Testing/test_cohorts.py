@@ -147,6 +147,11 @@ def test_bids_refusals_name_the_problem(tmp_path, capsys):
     assert "give --bids" in capsys.readouterr().err
     assert main(["detect", "--example", "--part", "1/2", "--out", str(tmp_path / "o")]) == 2
     assert "run a cohort" in capsys.readouterr().err
+    assert main(["detect", "--bids", str(dataset), "--dicom-seg", "--out", str(tmp_path / "o")]) == 2
+    assert "BIDS dataset holds NIfTI" in capsys.readouterr().err
+    assert main(["detect", "--bids", str(dataset), "--workers", "2", "--scheduler", "tcp://h:8786",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "has its own" in capsys.readouterr().err
 
 
 def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
@@ -214,6 +219,21 @@ def test_the_cohort_report_ranks_scans_shows_overviews_and_failures(tmp_path):
     assert "src='http" not in page and "href='http" not in page  # self-contained
 
 
+def test_an_unreadable_age_fails_a_scan_only_for_a_model_conditioned_on_age(tmp_path, monkeypatch):
+    from UADBrainLib.cohort import Scan
+    from UADBrainLib.cohorts import runner
+    from UADBrainLib.cohorts.layouts import ScanFolders
+    from UADBrainLib.inference.options import DEFAULTS
+
+    class ConditionedOnAge:
+        conditioning = ("age",)
+
+    monkeypatch.setitem(runner._loaded_models, ("conditioned", "cpu"), ConditionedOnAge())
+    job = runner.CohortJob("conditioned", "cpu", DEFAULTS, ScanFolders(tmp_path))
+    row = runner.process_scan(job, Scan(id="s", images={"flair": write_image(tmp_path / "s.nii.gz")}, age="20-25"))
+    assert row["status"] == "failed" and "participants.tsv" in row["error"]  # an age band: no age for the model
+
+
 def test_every_lesion_column_is_described_for_the_bids_sidecar():
     assert tuple(LESION_COLUMN_DESCRIPTIONS) == LESION_COLUMNS
 
@@ -266,3 +286,19 @@ def test_dicom_seg_in_a_batch_and_its_refusals(tmp_path, capsys):
     assert main(["detect", "--flair", str(cohort / "nifti_flair.nii.gz"), "--dicom-seg", "--out",
                  str(tmp_path / "o")]) == 2
     assert "--dicom-seg references a DICOM series" in capsys.readouterr().err
+
+
+def test_a_dicom_seg_that_cannot_be_written_leaves_the_other_outputs_and_says_why(tmp_path, monkeypatch, capsys):
+    from UADBrainLib.errors import InputError
+    from UADBrainLib.inference import dicom_seg
+
+    def refuse(*_):
+        raise InputError("DICOM SEG: the series cannot be referenced (no frame of reference)")
+
+    monkeypatch.setattr(dicom_seg, "write_dicom_seg", refuse)
+    out = tmp_path / "out"
+    code = main(["detect", "--flair", str(dicom_case(tmp_path / "series")), "--model", "threshold", "--dicom-seg",
+                 "--out", str(out), "--quiet"])
+    assert code == 1 and "no frame of reference" in capsys.readouterr().err
+    assert all((out / name).is_file() for name in OUTPUT_FILES) and not (out / "segmentation.dcm").exists()
+    assert json.loads((out / "report.json").read_text())["dicom_seg"].startswith("not written")

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bundle import find_bundle
+from ..bundle import BUNDLED_MODELS_DIR, find_bundle
 from ..cohort import Scan, safe_id, scans_from_csv, scans_in_folder
 from ..cohorts.runner import CohortJob, parse_part, run_cohort, select_part
-from ..device import resolve_device
 from ..errors import InputError
 
 SUMMARY_FILE = "summary.csv"
@@ -59,6 +58,11 @@ def run_batch(args) -> int:
     part = parse_part(args.part) if args.part else None
     if args.workers < 1:
         raise InputError(f"--workers {args.workers}: give 1 or more.")
+    if args.workers != 1 and args.scheduler != "local":
+        raise InputError("--workers starts workers on this machine; a --scheduler ADDRESS has its own — give one.")
+    if args.bids and args.dicom_seg:
+        raise InputError("--dicom-seg references DICOM series; a BIDS dataset holds NIfTI images — leave it out "
+                         "(or run the DICOM folders with --batch).")
     if args.bids:
         from ..cohorts.bids import scans_from_bids
 
@@ -75,11 +79,16 @@ def run_batch(args) -> int:
     scans = select_part(scans, part)
     bundle = find_bundle(args.model, None if args.model else contrasts)
     options = detect_options(args)
-    job = CohortJob(str(bundle.path), resolve_device(options.device), options, layout, dicom_seg=args.dicom_seg)
-    job.model()  # a model that cannot load is one refusal here, not a failure per scan
+    # a bundled model by name: each worker finds it in its own install (a cluster's paths may differ)
+    bundled = bundle.path.parent.resolve() == BUNDLED_MODELS_DIR.resolve()
+    job = CohortJob(bundle.name if bundled else str(bundle.path), options.device or "auto", options, layout,
+                    dicom_seg=args.dicom_seg)
+    scheduler = None if args.scheduler == "local" and args.workers == 1 else args.scheduler
+    if scheduler in (None, "local"):
+        job.model()  # a model that cannot load here is one refusal, not a failure per scan
+    # (on a cluster the workers load it on their own hardware: a login node may have no GPU)
     layout.prepare(bundle)
     summary_name, report_name = output_names(part)
-    scheduler = None if args.scheduler == "local" and args.workers == 1 else args.scheduler
     where = "this process" if scheduler is None else (
         f"{args.workers} local workers" if scheduler == "local" else f"Dask at {scheduler}")
     progress = tqdm(total=len(scans), desc=f"{bundle.name} on {where}", unit="scan", disable=args.quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -139,4 +140,7 @@ def run_detect(args) -> int:
         print(f"  lesion {lesion.label}: {lesion.volume_ml:.2f} mL, max score {lesion.max_score:.3g}, "
               f"centre RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm")
     print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
+    if args.dicom_seg and DICOM_SEG_FILE not in {path.name for path in written}:
+        print(f"uadbrain: DICOM SEG {json.loads((args.out / 'report.json').read_text())['dicom_seg']}", file=sys.stderr)
+        return 1
     return 0

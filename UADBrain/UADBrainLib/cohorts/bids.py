@@ -84,7 +84,7 @@ def open_layout(root: Path, out_dir: Path | None):
 
 def scans_from_bids(root, participant_labels=None, sessions=None, out_dir=None) -> list[Scan]:
     """The scans of a BIDS dataset, one per subject (and session), in subject/session order."""
-    root = Path(root).resolve()
+    root = Path(root).absolute()  # not resolved: the files of an annexed dataset are links
     if not root.is_dir():
         raise InputError(f"--bids: '{root}' is not a folder — give the root folder of a BIDS dataset.")
     layout = open_layout(root, Path(out_dir) if out_dir else None)
@@ -139,7 +139,7 @@ def session_scan(layout, subject: str, session: str | None) -> Scan:
         scan.problem = "no FLAIR, T1w or T2w image in its anat folder"
         return scan
     # 'desc' is an entity pybids knows only once a derivatives dataset is added: allowed as a filter
-    masks = [f for f in layout.get(**scope, scope="derivatives", suffix="mask", desc="brain",
+    masks = [f for f in layout.get(**scope, scope="derivatives", datatype="anat", suffix="mask", desc="brain",
                                    extension=IMAGE_EXTENSIONS, invalid_filters="allow")
              if f.entities.get("space") in NATIVE_SPACES]
     scan.mask = Path(masks[0].path) if len(masks) == 1 else None  # several candidates: let detect extract one

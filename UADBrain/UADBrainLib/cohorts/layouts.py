@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .. import __version__
@@ -81,6 +82,7 @@ class ScanFolders:
 
 BIDS_VERSION = "1.10.0"
 STAGING_PREFIX = ".uadbrain-partial-"
+STALE_STAGING_S = 6 * 3600  # older staging folders are left by killed runs; younger may be another writer's
 # files of this dataset that the BIDS specification does not name; listed in .bidsignore as it allows
 BIDS_IGNORED = ("*_map.nii.gz", "*_map.json", "*_lesions.tsv", "*_lesions.json", "figures/", "summary*.csv",
                 "cohort_report*.html")
@@ -111,7 +113,7 @@ class BIDSDerivatives:
 
     def __init__(self, out_dir, source_root):
         self.out_dir = Path(out_dir)
-        self.source_root = Path(source_root).resolve()
+        self.source_root = Path(source_root).absolute()  # not resolved: annexed files are links
 
     def prepare(self, bundle) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,12 +169,17 @@ class BIDSDerivatives:
 
     def sources(self, scan: Scan) -> list[str]:
         """The inputs as BIDS URIs into the raw dataset (``DatasetLinks`` names it)."""
-        return [f"bids:raw:{Path(path).resolve().relative_to(self.source_root).as_posix()}"
-                for path in scan_inputs(scan)]
+        sources = []
+        for path in scan_inputs(scan):
+            relative = Path(os.path.relpath(Path(path).absolute(), self.source_root))
+            sources.append(Path(path).absolute().as_uri() if relative.parts[0] == ".."
+                           else f"bids:raw:{relative.as_posix()}")  # a mask from elsewhere: its own URI
+        return sources
 
     def write(self, result, scan: Scan, extra: dict, dicom_seg: bool = False) -> None:
         for stale in self.out_dir.glob(f"{STAGING_PREFIX}{self.prefix(scan)}-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed run of this scan
+            if time.time() - stale.stat().st_mtime > STALE_STAGING_S:  # a killed run's, not a live writer's
+                shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.prefix(scan)}-", dir=self.out_dir))
         try:
             sidecar = {"Description": "Anomaly score per voxel: what the normative model cannot explain",
@@ -202,7 +209,10 @@ def _csv_to_tsv(source: Path, target: Path) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(text, encoding="utf-8")
+    """Write ``path`` in one rename; parts of a job array on several hosts each write their own
+    partial file (same content) and the last rename wins."""
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as writing:
+        writing.write(text)
     os.replace(partial, path)
 

@@ -84,7 +84,7 @@ def write_cohort_report(rows: list[dict], path, overview_of: Callable[[str], Pat
     path = Path(path)
     ran = [r for r in rows if r["status"] in ("done", "reused")]
     failed = [r for r in rows if r["status"] == "failed"]
-    ranked = sorted(ran, key=lambda r: -(_number(r.get("volume_score")) or -math.inf))
+    ranked = sorted(ran, key=lambda r: -score if (score := _number(r.get("volume_score"))) is not None else math.inf)
     escape = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>",

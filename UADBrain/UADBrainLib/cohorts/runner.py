@@ -38,8 +38,8 @@ _load_lock = threading.Lock()  # a worker with several threads still loads it on
 class CohortJob:
     """What every scan of a cohort is run with; pickled to the workers."""
 
-    bundle_path: str
-    device: str
+    bundle: str  # a bundled model's name (found in each worker's own install) or a bundle folder
+    device: str  # as asked ("auto", "cpu", "cuda"): resolved where the model loads, on the worker
     options: DetectOptions
     layout: object  # ScanFolders or BIDSDerivatives: where and how a scan's outputs are written
     dicom_seg: bool = False  # also a DICOM SEG for scans given as a DICOM series
@@ -48,9 +48,10 @@ class CohortJob:
     def model(self):
         """This process's model, loaded on first use."""
         from ..bundle import find_bundle
+        from ..device import resolve_device
         from ..inference.models import load_model
 
-        key = (self.bundle_path, self.device)
+        key = (self.bundle, self.device)
         with _load_lock:
             if key not in _loaded_models:
                 threads = self.torch_threads or dask_worker_threads()
@@ -58,7 +59,7 @@ class CohortJob:
                     import torch
 
                     torch.set_num_threads(threads)
-                _loaded_models[key] = load_model(find_bundle(self.bundle_path), self.device)
+                _loaded_models[key] = load_model(find_bundle(self.bundle), resolve_device(self.device))
             return _loaded_models[key]
 
 
@@ -71,6 +72,11 @@ def dask_worker_threads() -> int | None:
         return get_worker().state.nthreads
     except (ImportError, ValueError, AttributeError):
         return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM or cgroup allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def worker_name() -> str:
@@ -114,12 +120,17 @@ def process_scan(job: CohortJob, scan: Scan) -> dict:
 
     if scan.problem:
         return summary_row(scan, "failed", error=scan.problem)
-    try:
-        options = replace(job.options, age=scan.age) if scan.age is not None else job.options
-    except InputError as error:
-        return summary_row(scan, "failed", error=f"{error} (its age in the scan list)")
+    notes = {}
     try:
         model = job.model()
+        options = job.options
+        if scan.age is not None:
+            try:
+                options = replace(job.options, age=scan.age)
+            except InputError as error:
+                if "age" in model.conditioning:
+                    return summary_row(scan, "failed", error=f"{error} (its age in the scan list or participants.tsv)")
+                notes["age_not_read"] = f"'{scan.age}' is no age in years; the model does not use one"
         settings = run_settings(scan, model.bundle.name, model.bundle.metadata.get("version"), options,
                                 job.dicom_seg)
     except OSError as error:
@@ -132,7 +143,7 @@ def process_scan(job: CohortJob, scan: Scan) -> dict:
     try:
         job.layout.check(scan)
         result = detect(scan.images, model=model, options=options, mask=scan.mask)
-        extra = {"batch": settings, "scan_id": scan.id,
+        extra = {"batch": settings, "scan_id": scan.id, **notes,
                  **({"sex": scan.sex} if scan.sex else {})}
         job.layout.write(result, scan, extra, dicom_seg=job.dicom_seg)
     except UADBrainError as error:
@@ -181,8 +192,8 @@ def run_in_process(job: CohortJob, scans: list[Scan]) -> Iterator[tuple[int, dic
         yield number, process_scan(job, scan)
 
 
-WORKER_DIED = ("its worker died {n} times while running it (killed, or out of memory?) — run it alone, "
-               "e.g. uadbrain detect on its files, to see why")
+WORKER_DIED = ("every worker that ran it died (killed, or out of memory?), as often as the scheduler allows "
+               "(distributed.scheduler.allowed-failures) — run it alone, e.g. uadbrain detect on its files, to see why")
 
 
 def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
@@ -200,12 +211,12 @@ def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
     except ImportError:
         raise InputError('more than one worker needs Dask — pip install "uadbrain[cohort]", or leave out '
                          '--workers/--scheduler to run in this process.') from None
-    import dask
     import logging
+    import uuid
 
     cluster = None
     if scheduler == "local":
-        job = replace(job, torch_threads=max(1, (os.cpu_count() or 1) // workers))
+        job = replace(job, torch_threads=max(1, usable_cores() // workers))
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
         address = cluster
@@ -218,17 +229,16 @@ def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
             cluster.close()
         raise InputError(f"cannot reach the Dask scheduler '{scheduler}' ({error}) — check the address "
                          "(tcp://HOST:8786) and that the scheduler runs.") from None
-    allowed = dask.config.get("distributed.scheduler.allowed-failures")
+    run = uuid.uuid4().hex[:12]  # keys of this run alone: another cohort on a shared scheduler has its own
     try:
-        # pure=False: a rerun of the same scan is new work, never a cached result of the scheduler
-        futures = {client.submit(process_scan, job, scan, pure=False, key=f"uadbrain-scan-{number}-{scan.id}"): number
+        futures = {client.submit(process_scan, job, scan, pure=False, key=f"uadbrain-{run}-{number}-{scan.id}"): number
                    for number, scan in enumerate(scans)}
         for future in as_completed(futures):
             number = futures.pop(future)
             try:
                 yield number, future.result()
             except KilledWorker:
-                yield number, summary_row(scans[number], "failed", error=WORKER_DIED.format(n=allowed + 1))
+                yield number, summary_row(scans[number], "failed", error=WORKER_DIED)
             except Exception as error:  # noqa: BLE001 - the task itself failed outside process_scan
                 yield number, summary_row(scans[number], "failed", error=f"{type(error).__name__}: {error}")
             finally:

@@ -86,14 +86,17 @@ def write_result(result: Result, out_dir, overview: bool = True, extra_report: d
         write_image(result.segmentation, staging / "segmentation.nii.gz")
         write_lesion_table(result, staging / "lesions.csv")
         report = {**result.summary(), **(extra_report or {})}
-        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        if overview:
-            render_overview(result, staging / "overview.png")
         if dicom_seg_series is not None:
             from .dicom_seg import write_dicom_seg
 
-            write_dicom_seg(result.segmentation, dicom_seg_series, staging / DICOM_SEG_FILE, result.model_name,
-                            result.report.get("model_version"), result.lesion_count)
+            try:
+                write_dicom_seg(result.segmentation, dicom_seg_series, staging / DICOM_SEG_FILE, result.model_name,
+                                result.report.get("model_version"), result.lesion_count)
+            except InputError as error:  # the maps stand without it; the report says why it is missing
+                report["dicom_seg"] = f"not written: {error}"
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if overview:
+            render_overview(result, staging / "overview.png")
         names = sorted(path.name for path in staging.iterdir())
         if replace_folder or not out_dir.exists() or all(p.name in (*OUTPUT_FILES, DICOM_SEG_FILE)
                                                             for p in out_dir.iterdir()):
