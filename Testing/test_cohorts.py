@@ -154,7 +154,12 @@ def test_bids_refusals_name_the_problem(tmp_path, capsys):
     assert "has its own" in capsys.readouterr().err
 
 
-def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
+def run_killing_a_busy_worker(tmp_path, count: int, allowed_failures: int | None = None) -> list[dict]:
+    """``count`` scans on a 2-worker LocalCluster; when the first scan finishes, the worker busy with
+    another is killed with SIGKILL. ``allowed_failures``: the scheduler's retries (None: Dask's)."""
+    import contextlib
+
+    import dask
     from distributed import Client, LocalCluster
 
     from UADBrainLib.bundle import find_bundle
@@ -163,11 +168,14 @@ def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
     from UADBrainLib.cohorts.runner import CohortJob, run_cohort
     from UADBrainLib.inference.options import DEFAULTS
 
-    scans = [Scan(id=f"s{n}", images={"flair": write_image(tmp_path / f"s{n}.nii.gz", seed=n)}) for n in range(6)]
+    scans = [Scan(id=f"s{n}", images={"flair": write_image(tmp_path / f"s{n}.nii.gz", seed=n)}) for n in range(count)]
     out = tmp_path / "out"
     job = CohortJob(str(find_bundle("threshold").path), "cpu", DEFAULTS, ScanFolders(out), torch_threads=1)
     killed = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+    retries = (dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures})
+               if allowed_failures is not None else contextlib.nullcontext())
+    with retries, LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         pids = client.run(os.getpid)
 
         def kill_a_busy_worker(row):
@@ -179,10 +187,22 @@ def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
         rows = run_cohort(job, scans, out / "summary.csv", scheduler=cluster.scheduler_address,
                           on_row=kill_a_busy_worker)
     assert killed, "no worker was busy when the first scan finished"
+    return rows
+
+
+def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
+    rows = run_killing_a_busy_worker(tmp_path, 6)
     assert [row["status"] for row in rows] == ["done"] * 6
-    assert all((out / f"s{n}" / name).is_file() for n in range(6) for name in OUTPUT_FILES)
+    assert all((tmp_path / "out" / f"s{n}" / name).is_file() for n in range(6) for name in OUTPUT_FILES)
     # each worker process loaded the model once, however many scans it ran
     assert all(row["model_loads"] == 1 for row in rows)
+
+
+def test_a_scan_whose_workers_keep_dying_is_reported_and_the_cohort_goes_on(tmp_path):
+    rows = run_killing_a_busy_worker(tmp_path, 4, allowed_failures=0)  # one death is all the scheduler allows
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert len(failed) == 1 and "every worker that ran it died" in failed[0]["error"]
+    assert sum(row["status"] == "done" for row in rows) == 3
 
 
 def test_parts_of_a_job_array_are_disjoint_whole_and_gathered_by_a_plain_rerun(tmp_path):
