@@ -192,17 +192,19 @@ def run_killing_a_busy_worker(tmp_path, count: int, allowed_failures: int | None
 
 def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
     rows = run_killing_a_busy_worker(tmp_path, 6)
-    assert [row["status"] for row in rows] == ["done"] * 6
+    # "reused": the killed worker had written that scan's outputs before the scheduler heard it finish
+    assert len(rows) == 6 and {row["status"] for row in rows} <= {"done", "reused"}
     assert all((tmp_path / "out" / f"s{n}" / name).is_file() for n in range(6) for name in OUTPUT_FILES)
     # each worker process loaded the model once, however many scans it ran
     assert all(row["model_loads"] == 1 for row in rows)
 
 
-def test_a_scan_whose_workers_keep_dying_is_reported_and_the_cohort_goes_on(tmp_path):
-    rows = run_killing_a_busy_worker(tmp_path, 4, allowed_failures=0)  # one death is all the scheduler allows
+def test_scans_whose_workers_keep_dying_are_reported_and_the_cohort_goes_on(tmp_path):
+    rows = run_killing_a_busy_worker(tmp_path, 6, allowed_failures=0)  # one death is all the scheduler allows
     failed = [row for row in rows if row["status"] == "failed"]
-    assert len(failed) == 1 and "every worker that ran it died" in failed[0]["error"]
-    assert sum(row["status"] == "done" for row in rows) == 3
+    # the scans the killed worker held (running, or queued on it) are reported; the cohort went on
+    assert failed and all("every worker that ran it died" in row["error"] for row in failed)
+    assert len(rows) == 6 and all(row["status"] in ("done", "reused") for row in rows if row not in failed)
 
 
 def test_parts_of_a_job_array_are_disjoint_whole_and_gathered_by_a_plain_rerun(tmp_path):
