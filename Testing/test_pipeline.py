@@ -9,8 +9,7 @@ import SimpleITK as sitk
 from phantoms import OBLIQUE_DIRECTION, geometry_of, phantom_brain
 from UADBrainLib import DetectOptions, detect
 from UADBrainLib.bundle import find_bundle
-from UADBrainLib.device import cuda_available, resolve_device
-from UADBrainLib.errors import Cancelled, DeviceError, InputError, ModelError
+from UADBrainLib.errors import Cancelled, InputError, ModelError
 from UADBrainLib.inference.pipeline import detect_raw_scores
 
 
@@ -171,16 +170,6 @@ def test_corrupt_metadata(tmp_path):
     image, _, _ = phantom_brain()
     with pytest.raises(ModelError, match="unreadable"):
         detect({"flair": image}, model=bundle)
-
-
-def test_device_choice():
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") == ("cuda" if cuda_available() else "cpu")
-    if not cuda_available():
-        with pytest.raises(DeviceError, match="no CUDA GPU"):
-            resolve_device("cuda")
-    with pytest.raises(DeviceError):
-        resolve_device("tpu")
 
 
 def test_progress_and_cancel():

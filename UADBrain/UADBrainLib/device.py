@@ -1,36 +1,140 @@
-"""Choosing the compute device."""
+"""Choosing the compute device: a CUDA GPU, then an Apple-silicon GPU (MPS), then the CPU.
+
+A GPU counts as usable only when PyTorch can run one small operation on it: a CUDA build whose
+driver is too old, or whose GPU cannot initialise, reports ``torch.cuda.is_available()`` falsely
+or fails on first use. ``auto`` then runs on the CPU and says why (:attr:`DeviceChoice.note`); an
+explicit ``cuda`` or ``mps`` request refuses with that reason.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass
 
 from .errors import DeviceError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N for the N-th CUDA GPU
+DEVICE_HELP = "auto (a CUDA GPU, else an Apple-silicon GPU, else the CPU), cpu, cuda, cuda:N or mps"
+REINSTALL_HINT = ("reinstall PyTorch for this machine's GPU (https://pytorch.org/get-started/locally; in Slicer "
+                  "through the PyTorch extension's 'PyTorch Utils' module), or use --device cpu")
+
+# Operators PyTorch lacks on MPS then run on the CPU one by one instead of raising; PyTorch reads
+# this when it is imported, so it only helps where UADBrain is imported first (the CLI, the web
+# app). Elsewhere a missing operator moves the whole scan to the CPU (pipeline.py).
+if sys.platform == "darwin" and "torch" not in sys.modules:
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # what runs: "cpu", "cuda", "cuda:1", "mps"
+    note: str | None = None  # why ``auto`` left a GPU that is there unused
+
+
+def check_device_name(value: str | None) -> str:
+    """The device name, lower-cased, or a one-line refusal (the argparse type of every ``--device``)."""
+    name = str(value if value is not None else "auto").strip().lower()
+    if name in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise DeviceError(f"unknown device {value!r} — use {DEVICE_HELP}.")
+
+
+def _torch():
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return torch
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "no reason given")
+
+
+def _probe(torch, device: str) -> str | None:
+    """None when one small operation runs on ``device``, else the error's first line."""
+    try:
+        value = (torch.ones(2, device=device) * 2).sum().item()
+    except Exception as error:  # CUDA/MPS start-up errors come as RuntimeError, AssertionError, OSError...
+        return _first_line(error)
+    return None if value == 4 else f"a test operation gave {value} instead of 4"
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_status() -> tuple[int, str | None]:
+    """``(usable CUDA GPUs, why a CUDA build cannot use its GPU or None)``; probed once per process."""
+    torch = _torch()
+    if torch is None or not torch.backends.cuda.is_built():
+        return 0, None
+    with warnings.catch_warnings(record=True) as caught:  # an old driver is reported as a warning
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    if not available:
+        reason = next((_first_line(w.message) for w in caught), None)
+        return 0, (f"the CUDA build of PyTorch {torch.__version__} found no usable GPU: {reason}" if reason else None)
+    problem = _probe(torch, "cuda")
+    if problem:
+        return 0, f"the CUDA GPU could not start with PyTorch {torch.__version__}: {problem}"
+    return torch.cuda.device_count(), None
+
+
+@functools.lru_cache(maxsize=None)
+def mps_status() -> tuple[bool, str | None]:
+    """``(Apple-silicon GPU usable, why an MPS build cannot use it or None)``; probed once per process."""
+    torch = _torch()
+    mps = getattr(torch.backends, "mps", None) if torch is not None else None
+    if mps is None or not mps.is_built() or not mps.is_available():
+        return False, None
+    problem = _probe(torch, "mps")
+    return (False, f"the Apple-silicon GPU (MPS) could not start: {problem}") if problem else (True, None)
 
 
 def cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
+    return cuda_status()[0] > 0
 
-    return torch.cuda.is_available()
+
+def choose_device(requested: str | None = "auto") -> DeviceChoice:
+    """The device a run uses for ``requested``; ``cuda``/``cuda:N``/``mps`` must be usable."""
+    requested = check_device_name(requested)
+    if requested == "cpu":
+        return DeviceChoice("cpu")
+    gpus, cuda_problem = cuda_status()
+    if requested == "auto":
+        if gpus:
+            return DeviceChoice("cuda")
+        mps_usable, mps_problem = mps_status()
+        if mps_usable:
+            return DeviceChoice("mps")
+        problems = [p for p in (cuda_problem, mps_problem) if p]
+        return DeviceChoice("cpu", f"ran on the CPU: {'; '.join(problems)} — {REINSTALL_HINT}." if problems else None)
+    if requested == "mps":
+        mps_usable, mps_problem = mps_status()
+        if not mps_usable:
+            raise DeviceError(f"MPS was requested but {mps_problem or 'no Apple-silicon GPU is available to PyTorch'}"
+                              " — use --device cpu (or auto).")
+        return DeviceChoice("mps")
+    if not gpus:
+        raise DeviceError(f"CUDA was requested but {cuda_problem or 'no CUDA GPU is available to PyTorch'} — "
+                          f"{REINSTALL_HINT} (or auto).")
+    index = int(requested.partition(":")[2] or 0)
+    if index >= gpus:
+        raise DeviceError(f"{requested} was requested but PyTorch sees {gpus} CUDA GPU{'s' * (gpus > 1)} "
+                          f"(cuda:0{f' … cuda:{gpus - 1}' if gpus > 1 else ''}) — choose one of them.")
+    return DeviceChoice(requested)
 
 
 def resolve_device(requested: str | None = "auto") -> str:
-    """``auto`` → ``cuda`` when a CUDA GPU is usable, else ``cpu``; ``cuda`` must be available."""
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if requested == "cpu":
-        return "cpu"
-    if requested.startswith("cuda"):
-        if not cuda_available():
-            raise DeviceError("CUDA was requested but no CUDA GPU is available to PyTorch — use "
-                              "--device cpu (or auto), or install a CUDA build of PyTorch.")
-        return requested
-    raise DeviceError(f"unknown device '{requested}' — use one of {', '.join(DEVICE_CHOICES)}.")
+    """The device name :func:`choose_device` picks (for tools that need no note)."""
+    return choose_device(requested).device
 
 
 def available_devices() -> list[str]:
-    return ["cpu", "cuda"] if cuda_available() else ["cpu"]
+    """The devices a user can pick here, GPUs first."""
+    gpus = cuda_status()[0]
+    cuda = ["cuda"] if gpus == 1 else [f"cuda:{index}" for index in range(gpus)]
+    return cuda + (["mps"] if mps_status()[0] else []) + ["cpu"]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..bundle import CONTRASTS, find_bundle, list_bundled
-from ..device import DEVICE_CHOICES, available_devices
+from ..device import available_devices
 from ..errors import InputError
 from ..evaluation.benchmark import (DEFAULT_REAL_CASES, bench_table, machine_info, machine_line, model_contrasts,
                                     phantom_head, real_case, run_in_subprocess)
+from .options import add_device_argument
 
 
 def add_parser(subparsers) -> None:
@@ -22,8 +23,8 @@ def add_parser(subparsers) -> None:
                     "evaluation case (when found), on CPU and on GPU when present. Prints a table and "
                     "writes bench.json and bench.md to --out.")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: ./bench)")
-    parser.add_argument("--device", nargs="+", choices=[d for d in DEVICE_CHOICES if d != "auto"],
-                        help="devices (default: every one available here: the CPU, and CUDA when a GPU is usable)")
+    add_device_argument(parser, default=None, nargs="+",
+                        help="devices: cpu, cuda, cuda:N, mps (default: every one usable here, GPUs first)")
     parser.add_argument("--cases", type=Path, metavar="DIR",
                         help=f"evaluation cases; the first is benchmarked (default: {DEFAULT_REAL_CASES} "
                              "when present)")

@@ -9,7 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..bundle import CONTRASTS
-from ..device import DEVICE_CHOICES, resolve_device
+from ..device import resolve_device
+from .options import add_device_argument
 from ..errors import InputError
 from ..inference.brain_extraction import BRAIN_MASK_METHODS, brain_mask_for
 from ..inference.result_files import can_create_in, nearest_existing
@@ -38,7 +39,7 @@ def add_parser(subparsers) -> None:
                         help="also write the brain probability of the learned model (float, input grid)")
     parser.add_argument("--overlay", type=Path, metavar="PNG",
                         help="also write a picture of three slices with the mask outline")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
+    add_device_argument(parser)
     parser.set_defaults(func=run_brainmask)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..bundle import find_bundle, write_metadata
-from ..device import DEVICE_CHOICES
+from .options import add_device_argument
 from ..training.calibrate import (CALIBRATION_SEED, DEFAULT_VOLUMES, calibrate_model, folder_cases, resolve_label_maps,
                                   synthetic_cases)
 
@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--volumes", type=int, default=DEFAULT_VOLUMES, help="healthy volumes to use")
     parser.add_argument("--spacing", type=float, default=1.0, help="synthetic volume spacing in mm")
     parser.add_argument("--seed", type=int, default=CALIBRATION_SEED)
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_device_argument(parser)
     parser.set_defaults(func=run_calibrate)
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..bundle import list_bundled
 from ..cohort import Scan, find_cases, scans_in_folder
-from ..device import DEVICE_CHOICES, resolve_device
+from ..device import resolve_device
+from .options import add_device_argument
 from ..errors import InputError
 from ..evaluation.evaluate import BASELINE_MODEL, Settings, build_tasks, evaluate, parse_contrast_sets
 from ..inference.brain_extraction import BRAIN_MASK_METHODS
@@ -48,7 +49,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--brain-mask-method", default="auto", choices=BRAIN_MASK_METHODS,
                         help="for scans without brainmask.nii.gz (auto: the nonzero region of a "
                              "skull-stripped scan, else brain extraction)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
+    add_device_argument(parser)
     parser.add_argument("--no-overlays", action="store_true", help="skip the per-case overlay images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_evaluate)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..bundle import CONTRASTS
 from ..cohort import find_cases, scans_in_folder
-from ..device import DEVICE_CHOICES
+from .options import add_device_argument
 from ..errors import InputError
 from ..evaluation.acquisition import ACQUISITIONS, GridRow, comparison_table, grid_invariance, parse_spacing
 from ..inference.options import DetectOptions
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--acquisitions", nargs="+", default=list(ACQUISITIONS), metavar="MM",
                         help=f"voxel sizes, the first the reference (default: {' '.join(ACQUISITIONS)})")
     parser.add_argument("--out", type=Path, default=Path("grids"), help="output folder (default: ./grids)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
+    add_device_argument(parser)
     parser.set_defaults(func=run_grids)
 
 

@@ -6,7 +6,8 @@ import argparse
 from dataclasses import replace
 
 from ..bundle import list_bundled
-from ..device import DEVICE_CHOICES
+from ..device import DEVICE_HELP, check_device_name
+from ..errors import DeviceError
 from ..inference.brain_extraction import BRAIN_MASK_METHODS
 from ..inference.options import DEFAULTS, MODEL_DEFAULT_POSTPROCESSING, DetectOptions
 from ..inference.postprocessing import MEDIAN_KERNELS
@@ -14,6 +15,20 @@ from ..inference.postprocessing import MEDIAN_KERNELS
 # the DetectOptions fields these arguments set (argument left out: the engine's default)
 DETECT_ARGUMENTS = ("threshold", "fpr", "median", "min_size_mm3", "erosion_mm", "brain_mask_method",
                     "bias_correction", "device", "check_contrast", "age")
+
+
+def device_name(value: str) -> str:
+    """argparse type of ``--device``: a known device name, else argparse's own usage error."""
+    try:
+        return check_device_name(value)
+    except DeviceError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto", **kwargs) -> None:
+    """``--device`` as every command takes it."""
+    kwargs.setdefault("help", f"compute device: {DEVICE_HELP}")
+    parser.add_argument("--device", type=device_name, default=default, metavar="DEVICE", **kwargs)
 
 
 def add_detect_options(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +61,7 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
                              'deepbet come with pip install "uadbrain[brainmask]"')
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                         help="N4 bias field correction (default: as the model expects)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
-                        help="compute device: auto (CUDA when available), cpu or cuda")
+    add_device_argument(parser, default=None)
     parser.add_argument("--age", type=float, default=None, metavar="YEARS",
                         help="the subject's age, for models conditioned on age (normative-age: healthy ageing "
                              "not flagged); other models ignore it and say so; with --batch, a CSV's age column "

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..bundle import find_bundle
-from ..device import DEVICE_CHOICES
+from .options import add_device_argument
 from ..inference.models.scores import SCORES
 from ..training.calibrate import CALIBRATION_SEED, DEFAULT_VOLUMES, resolve_label_maps, synthetic_cases
 from .train import integer_list
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
                         "(default: the bundled example's)")
     parser.add_argument("--volumes", type=int, default=DEFAULT_VOLUMES, help="healthy calibration volumes")
     parser.add_argument("--spacing", type=float, default=1.0, help="calibration volume spacing in mm")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_device_argument(parser)
     parser.set_defaults(func=run_rescore)
 
 

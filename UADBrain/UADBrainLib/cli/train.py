@@ -23,7 +23,7 @@ def integer_list(text: str) -> tuple[int, ...]:
 
 
 def add_parser(subparsers) -> None:
-    from ..device import DEVICE_CHOICES
+    from .options import add_device_argument
     from ..inference.models.scores import SCORES
     from ..training.tasks import TASKS
 
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a folder of healthy scans")
     parser.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_device_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--init-from", metavar="BUNDLE",

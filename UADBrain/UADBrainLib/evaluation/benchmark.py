@@ -129,12 +129,14 @@ def run_worker(spec: dict) -> dict:
     model_load_s = time.perf_counter() - started
     rss_before_mb = _rss_mb()
     if cuda:
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     options = DetectOptions(device=device)
     started = time.perf_counter()
     result = detect(spec["images"], model=model, options=options, mask=spec.get("mask"))
     detect_s = time.perf_counter() - started
-    gpu_peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None
+    gpu_peak_mb = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else
+                   # MPS keeps no peak: what its driver holds after the run is the closest reading
+                   torch.mps.driver_allocated_memory() / 2 ** 20 if device == "mps" else None)
 
     brain_scores = result.postprocessor.brain_scores(result.median)
     thresholds = np.quantile(brain_scores, np.linspace(0.95, 0.9995, spec["repeats"]))
@@ -154,6 +156,7 @@ def run_worker(spec: dict) -> dict:
         batch_times.append(time.perf_counter() - started)
     return {
         "model": spec["model"], "case": spec["case"], "device": device,
+        "ran_on": result.report["device"], "warnings": result.report["warnings"],
         "contrasts": list(spec["images"]), "size": list(result.anomaly_map.GetSize()),
         "spacing_mm": [round(s, 3) for s in result.anomaly_map.GetSpacing()],
         "brain_mask_method": result.report.get("brain_mask_method"),
@@ -228,7 +231,11 @@ def machine_info() -> dict:
         import torch
 
         info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        from ..device import available_devices
+
+        devices = available_devices()
+        info["gpu"] = (torch.cuda.get_device_name(0) if devices[0].startswith("cuda") else
+                       "Apple-silicon GPU (MPS)" if devices[0] == "mps" else None)
     except ImportError:
         info["torch"] = None
     return info
@@ -252,8 +259,9 @@ def bench_table(rows: list[dict]) -> str:
             continue
         stage_values = [f"{row['stages_s'][s]:.2f}" if s in row["stages_s"] else "–" for s in stages]
         gpu = f"{row['gpu_peak_mb']:.0f}" if row.get("gpu_peak_mb") is not None else "–"
+        ran = row["device"] if row.get("ran_on", row["device"]) == row["device"] else f"{row['device']} → {row['ran_on']}"
         lines.append("| " + " | ".join([
-            row["model"], row["case"], row["device"], f"{row['detect_s']:.2f}", *stage_values,
+            row["model"], row["case"], ran, f"{row['detect_s']:.2f}", *stage_values,
             f"{row['peak_rss_mb']:.0f}", gpu, f"{row['rethreshold_ms_median']:.1f}",
             f"{row['volumes_per_minute']:.1f}" if row.get("volumes_per_minute") else "–"]) + " |")
     return "\n".join(lines)

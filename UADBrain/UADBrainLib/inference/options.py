@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from ..device import DEVICE_CHOICES
+from ..device import check_device_name
 from ..errors import InputError
 from .brain_extraction import BRAIN_MASK_METHODS
 from .calibration import DEFAULT_FPR
@@ -80,7 +80,7 @@ class DetectOptions:
     erosion_mm: float | None = None  # erode the brain mask before thresholding; None: model default
     brain_mask_method: str = "auto"  # brain_extraction.BRAIN_MASK_METHODS
     bias_correction: bool | None = None  # None: as the model expects
-    device: str = "auto"  # device.DEVICE_CHOICES
+    device: str = "auto"  # device.DEVICE_HELP
     check_contrast: bool = True  # refuse an input that looks like another contrast (input_check.py)
     keep_preprocessed: bool = False  # keep the normalised model-grid images in the result
     age: float | None = None  # the subject's age in years, for models conditioned on age (others say they ignore it)
@@ -96,9 +96,7 @@ class DetectOptions:
         if self.brain_mask_method not in BRAIN_MASK_METHODS:
             raise InputError(f"unknown brain-mask method {self.brain_mask_method!r} — use one of "
                              f"{', '.join(BRAIN_MASK_METHODS)}.")
-        if not isinstance(self.device, str) or not (self.device.lower() in DEVICE_CHOICES
-                                                    or self.device.lower().startswith("cuda:")):
-            raise InputError(f"unknown device {self.device!r} — use one of {', '.join(DEVICE_CHOICES)}.")
+        self.device = check_device_name(self.device)
         for name in ("check_contrast", "keep_preprocessed"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}.")

@@ -23,11 +23,12 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..bundle import Bundle, find_bundle
-from ..device import resolve_device
+from ..device import DeviceChoice, choose_device
 from ..errors import Cancelled, ModelError
 from ..geometry import array_to_image, resample_like
 from ..preprocessing import normalise
 from . import calibration as calib
+from .device_memory import add_device_note, cannot_run_on, collecting_device_notes, release_cached_memory
 from .input_check import check_inputs
 from .models import AnomalyModel, load_model
 from .models.ensemble import runs_a_network
@@ -86,6 +87,11 @@ class _Run:
 
     def is_cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
+
+    def again_from(self, stage: str) -> None:
+        """Report progress from ``stage`` on again (a run that starts over on another device)."""
+        self._stage = None
+        self.done = sum(share for name, share in list(STAGES.items())[:list(STAGES).index(stage)])
 
     def _close(self):
         if self._stage is not None:
@@ -149,10 +155,40 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     scored = calib.scored_contrasts(given, bundle.lead_contrasts) if calibrated else list(given)
     inputs = {name: given[name] for name in scored}
     set_aside = [name for name in given if name not in inputs]
-    # models without a network run on the CPU; only they skip importing torch to probe for CUDA
+    # models without a network run on the CPU; only they skip importing torch to probe for a GPU
     needs_device = options.device != "auto" or runs_a_network(bundle, inputs)
-    device = resolve_device(options.device) if needs_device else "cpu"
-    anomaly_model = resolve_model(model if isinstance(model, AnomalyModel) else bundle, list(inputs), device)
+    choice = choose_device(options.device) if needs_device else DeviceChoice("cpu")
+    loaded = model if isinstance(model, AnomalyModel) and model.device == choice.device else bundle
+    with collecting_device_notes() as device_notes:
+        try:
+            result = _detect_on(choice.device, run, loaded, bundle, given, given_mask, inputs, options, calibrated)
+        except Exception as error:
+            if not cannot_run_on(error, choice.device):
+                raise
+            release_cached_memory(choice.device)
+            add_device_note(f"{choice.device} could not run this scan ({_first_line(error)}); it ran on the CPU "
+                            "instead (same result, slower) — free GPU memory or choose the CPU to skip the try.")
+            run.again_from("brain mask")
+            result = _detect_on("cpu", run, bundle, bundle, given, given_mask, inputs, options, calibrated)
+    report = result.report
+    report["device_requested"] = options.device
+    report["warnings"] = [*([choice.note] if choice.note else []), *device_notes, *report["warnings"]]
+    if set_aside:
+        report["warnings"].append(
+            f"{', '.join(set_aside)} not scored: model '{bundle.name}' scores {'+'.join(inputs)} alone when given "
+            "(adding other contrasts lowered its accuracy on the evaluation scans; its model card has the figures) "
+            "— choose another model to fuse every contrast.")
+    return result
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def _detect_on(device: str, run: _Run, model, bundle: Bundle, given: dict, given_mask, inputs: dict,
+               options: DetectOptions, calibrated: bool) -> Result:
+    """The run from the brain mask on, on ``device`` (``model``: loaded there, or its bundle)."""
+    anomaly_model = resolve_model(model, list(inputs), device)
     # an ensemble may hand all given contrasts to one member: its settings and calibration then apply
     scorer = anomaly_model.for_contrasts(list(inputs))
     settings = scorer.bundle
@@ -203,11 +239,6 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     volume_score = postprocessor.volume_score(calib.VOLUME_SCORE_MEDIAN)
     run.finish()
     warnings = list(input_check.warnings)
-    if set_aside:
-        warnings.append(f"{', '.join(set_aside)} not scored: model '{bundle.name}' scores "
-                        f"{'+'.join(inputs)} alone when given (adding other contrasts lowered its accuracy "
-                        "on the evaluation scans; its model card has the figures) — choose another model "
-                        "to fuse every contrast.")
     warnings += scorer.subject_warnings(options.age)
     warnings += otsu_fallback_warning(options.threshold, threshold_method, calibration, channels)
 

@@ -8,8 +8,8 @@ which is enough for the few hundred steps used here. At inference a slice is noi
 (Song et al. 2021): healthy tissue comes back, an anomaly the partial noise has hidden does not.
 The noise is smooth and multi-scale (``noise.coarse_noise``, the role simplex noise plays in
 AnoDDPM), because white noise at these steps hides small details only, not lesions. Each
-contrast's slices draw their noise, batch by batch, from one generator seeded by the sampler's
-``seed``, so a scan always gives the same map.
+contrast's slices draw their noise, slice by slice, from one generator seeded by the sampler's
+``seed``, so a scan always gives the same map, whatever the batches it ran in.
 
 With ``patch_mm`` in the sampler (pDDPM), only one square patch of the slice is noised and
 restored at a time, the rest of the slice the clean context; the patches tile the slice and their
@@ -100,7 +100,8 @@ def reconstruct(network, inputs: torch.Tensor, sampler: dict, generator: torch.G
     whole (AnoDDPM), or with ``patch_px`` one patch at a time, the rest of the slice as context,
     the restored patches stitched (pDDPM, Behrendt et al. 2023)."""
     x0, mask = inputs[:, :1], inputs[:, 1:2]
-    noise = unit_noise(tuple(x0.shape), sampler, generator).to(x0.device)
+    # slice by slice, so a slice's noise does not depend on how many share its batch
+    noise = torch.cat([unit_noise((1, *x0.shape[1:]), sampler, generator) for _ in range(x0.shape[0])]).to(x0.device)
     patch = int(sampler.get("patch_px") or 0)
     if not patch:
         return restore(network, x0, mask, noise, sampler)
@@ -116,10 +117,20 @@ def reconstruct(network, inputs: torch.Tensor, sampler: dict, generator: torch.G
 def seeded_reconstruction(network, sampler: dict, spacing_mm: float | None = None):
     """``inputs -> reconstruction`` for one volume's slice batches, with its own seeded noise
     (``spacing_mm``, the model grid's: what turns a patch's millimetres into pixels)."""
-    generator = torch.Generator().manual_seed(int(sampler["seed"]))
     if sampler.get("patch_mm"):
         sampler = {**sampler, "patch_px": max(1, int(round(sampler["patch_mm"] / spacing_mm)))}
-    return lambda inputs: reconstruct(network, inputs, sampler, generator)
+    return SeededReconstruction(network, sampler, torch.Generator().manual_seed(int(sampler["seed"])))
+
+
+class SeededReconstruction:
+    """A diffusion model's slice forward: its ``generator`` is what ``predict_volume`` rewinds
+    when a batch runs again with fewer slices."""
+
+    def __init__(self, network, sampler: dict, generator: torch.Generator):
+        self.network, self.sampler, self.generator = network, sampler, generator
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return reconstruct(self.network, inputs, self.sampler, self.generator)
 
 
 def ensemble_for(score: str, start: int, noise_levels=(), seeds: int = 2) -> dict | None:

@@ -343,7 +343,7 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
     brain's bounding box), or with ``channels`` its first ``channels`` as ``[C, S, P, L]``. With ``paired`` (a second prepared volume, e.g. a reconstruction to
     compare with), each input holds the second volume's slice inputs after the first's.
     """
-    from ...errors import Cancelled
+    from ..device_memory import run_in_batches
 
     output = np.zeros(image.shape if channels is None else (channels, *image.shape), np.float32)
     if not mask.any():
@@ -354,18 +354,22 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
     crop_paired = None if paired is None else np.pad(paired[:, p_slice, l_slice], [(0, 0), *pads])
     centres = np.arange(s_slice.start, s_slice.stop)
     crop_out = np.zeros((channels or 1, *crop_image.shape), np.float32)
+
+    def run_batch(start: int, stop: int) -> None:
+        batch = centres[start:stop]
+        inputs = slice_inputs(crop_image, crop_mask, batch, context)
+        if crop_paired is not None:
+            inputs = np.concatenate([inputs, slice_inputs(crop_paired, crop_mask, batch, context)], axis=1)
+        inputs = torch.from_numpy(inputs).to(device)
+        crop_out[:, batch] = forward(inputs)[:, :channels or 1].transpose(0, 1).float().cpu().numpy()
+        if progress:
+            progress(stop / centres.size)
+
+    generator = getattr(forward, "generator", None)  # a stochastic forward's noise, put back when a batch reruns
     with torch.inference_mode():
-        for start in range(0, centres.size, batch_size):
-            if is_cancelled is not None and is_cancelled():
-                raise Cancelled("cancelled by the user.")
-            batch = centres[start:start + batch_size]
-            inputs = slice_inputs(crop_image, crop_mask, batch, context)
-            if crop_paired is not None:
-                inputs = np.concatenate([inputs, slice_inputs(crop_paired, crop_mask, batch, context)], axis=1)
-            inputs = torch.from_numpy(inputs).to(device)
-            crop_out[:, batch] = forward(inputs)[:, :channels or 1].transpose(0, 1).float().cpu().numpy()
-            if progress:
-                progress(min(start + batch_size, centres.size) / centres.size)
+        run_in_batches(centres.size, run_batch, device, batch_size,
+                       checkpoint=generator.get_state if generator is not None else None,
+                       restore=generator.set_state if generator is not None else None, is_cancelled=is_cancelled)
     (p0, p1), (l0, l1) = pads
     unpadded = crop_out[:, :, p0:crop_out.shape[2] - p1, l0:crop_out.shape[3] - l1]
     output[..., p_slice, l_slice] = unpadded if channels else unpadded[0]
