@@ -472,6 +472,7 @@ def test_input_problems_are_reported_before_a_run(scene, flair_image, flair, log
 
 
 def wait_for(job, timeout_s=120.0):
+    """The stages a background run (or a list of them) went through, polled until it finished."""
     deadline = time.monotonic() + timeout_s
     seen = []
     while time.monotonic() < deadline:
@@ -565,6 +566,46 @@ def test_background_errors_arrive_as_the_engines_user_errors(scene, flair, logic
     from UADBrainLib.errors import ModelError
 
     assert isinstance(raised.value, ModelError)
+
+
+def test_many_volume_sets_run_one_after_another_and_a_broken_one_is_reported(scene, flair_image, logic):
+    first = add_volume_from_image(scene, flair_image, "case1_FLAIR")
+    empty = sitk.Image(flair_image.GetSize(), sitk.sitkFloat32)  # a volume with no image in it
+    empty.CopyInformation(flair_image)
+    add_volume_from_image(scene, empty, "case2 FLAIR")
+    dicom_series = add_volume_from_image(scene, synthetic_flair(seed=3), "3: AX T2 FLAIR")
+    place_in_study(scene, dicom_series, "Brain MRI")
+    add_volume_from_image(scene, flair_image, "localizer")  # names no contrast: not a set
+    sets = logic.volumeSets()
+    assert [s.name for s in sets] == ["case1", "case2", "Patient 1 / Brain MRI"]
+    assert sets[0].volumes == {"flair": first} and sets[2].volumes == {"flair": dicom_series}
+
+    runs = logic.startVolumeSetRuns(sets, options=ON_CPU, pythonExecutable=sys.executable)
+    stages = wait_for(runs, timeout_s=300.0)
+    status = runs.poll()  # a finished list answers with its outcome again
+    fractions = [float(stage.split("/")[0]) for stage in stages if "/" in stage.split(" ")[0]]
+    assert fractions == sorted(fractions) and {1, 2, 3} <= set(fractions)  # one set after another
+    assert status.stage == "done: 2 of 3 sets ran, 1 failed"
+    ran, broken, series = status.outcomes
+    assert broken.outputs is None and broken.error and "\n" not in broken.error
+    for outcome, volume in ((ran, first), (series, dicom_series)):
+        assert outcome.error is None and outcome.device == "cpu"
+        assert outcome.outputs.inputNode is volume
+        assert outcome.outputs.anomalyMapNode.GetName().startswith(volume.GetName())  # named per volume
+    direct = logic.process({"flair": first}, options=ON_CPU)
+    np.testing.assert_array_equal(ran.outputs.result.labels_array, direct.result.labels_array)
+
+
+def test_cancelling_many_volume_sets_keeps_the_scene_as_it_was(scene, flair_image, logic):
+    for name in ("a_FLAIR", "b_FLAIR"):
+        add_volume_from_image(scene, flair_image, name)
+    before = scene_snapshot(scene)
+    runs = logic.startVolumeSetRuns(logic.volumeSets(), options=ON_CPU, pythonExecutable=sys.executable)
+    assert runs.poll().stage.startswith("1/2 a:")
+    runs.cancel()
+    status = runs.poll()
+    assert status.finished and status.stage == "cancelled: 0 of 2 sets ran" and not status.outcomes
+    assert scene_snapshot(scene) == before
 
 
 def test_synthetic_example_loads_as_volumes_and_runs(scene, logic):

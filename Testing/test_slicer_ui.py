@@ -63,6 +63,11 @@ WIDGET_CLASSES = {
                                       "activated(QModelIndex)", "entered(QModelIndex)"},
                           {"editTriggers", "selectionMode", "selectionBehavior", "alternatingRowColors"}),
     "QTableView": ("QAbstractItemView", set(), {"showGrid", "sortingEnabled", "wordWrap"}),
+    "QListView": ("QAbstractItemView", {"indexesMoved(QModelIndexList)"},  # qlistview.h
+                  {"movement", "flow", "isWrapping", "resizeMode", "spacing", "viewMode", "wordWrap"}),
+    "QListWidget": ("QListView", {"itemChanged(QListWidgetItem*)", "itemClicked(QListWidgetItem*)",  # qlistwidget.h
+                                  "currentRowChanged(int)", "itemSelectionChanged()"},
+                    {"count", "currentRow", "sortingEnabled"}),
     "QTimer": ("QObject", {"timeout()"}, {"interval", "singleShot", "active"}),
     # CTK Libs/Widgets/ctkCollapsibleButton.h, ctkSliderWidget.h, ctkDirectoryButton.h
     "ctkCollapsibleButton": ("QAbstractButton", {"contentsCollapsed(bool)"},

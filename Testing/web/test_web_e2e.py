@@ -155,6 +155,7 @@ def test_example_run_shows_lesions_and_overlay(example_result):
     assert page.locator('[data-testid="lesion-row"]').count() >= 1
     assert float(page.get_by_test_id("progress").get_attribute("aria-valuenow")) == pytest.approx(100)
     expect(page.get_by_test_id("error")).to_have_count(0)
+    expect(page.get_by_test_id("ran-on")).to_have_text("ran on cpu")  # this machine has no GPU
     # the example loads FLAIR, T1 and T2; the default model scores FLAIR alone and says so
     expect(page.get_by_test_id("warning").first).to_contain_text("t1, t2 not scored")
 

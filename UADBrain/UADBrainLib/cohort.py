@@ -76,9 +76,19 @@ def read_scan_folder(folder) -> Scan:
 
 def contrast_from_name(path) -> str | None:
     """The contrast a file name states in one of its tokens (``IXI012_T1.nii.gz`` → ``t1``)."""
-    stem = Path(path).name[: -len(image_path_suffix(path)) or None]
-    found = {CONTRAST_ALIASES[t] for t in re.split(r"[^a-z0-9]+", stem.lower()) if t in CONTRAST_ALIASES}
-    return found.pop() if len(found) == 1 else None
+    return split_contrast(Path(path).name[: -len(image_path_suffix(path)) or None])[0]
+
+
+def split_contrast(name: str) -> tuple[str | None, str]:
+    """The contrast a name states in one of its tokens, and its other tokens: what names the subject
+    (``case2_T1`` → ``("t1", "case2")``); ``(None, name)`` when it states none or several."""
+    tokens = [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t]
+    found = {CONTRAST_ALIASES[t] for t in tokens if t in CONTRAST_ALIASES}
+    if found == {"t2", "flair"}:  # "AX T2 FLAIR": a FLAIR is T2-weighted
+        found = {"flair"}
+    if len(found) != 1:
+        return None, name
+    return found.pop(), " ".join(t for t in tokens if t not in CONTRAST_ALIASES)
 
 
 def is_case_folder(folder: Path) -> bool:

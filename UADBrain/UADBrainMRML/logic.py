@@ -36,6 +36,7 @@ from .request import EngineRequest, make_request
 from .segmentation import create_segmentation_node, set_segment_mask
 from .tune import Slider, readout, remove_outputs, slider_for
 from .volumes import add_volume_from_image
+from .volumesets import VolumeSet, VolumeSetRuns, volume_sets
 
 # share of the progress bar before and after the engine's own stages
 PREPARE_SHARE, IMPORT_SHARE = 0.03, 0.05
@@ -96,6 +97,17 @@ class UADBrainMRMLLogic:
         job = BackgroundDetection(request, pythonExecutable, environment)
         job.start()
         return job
+
+    def volumeSets(self) -> list[VolumeSet]:
+        """The scene's volumes grouped per subject (a DICOM study, else the name without its contrast)."""
+        return volume_sets(self.scene)
+
+    def startVolumeSetRuns(self, sets: list[VolumeSet], modelName=None, options: DetectOptions | None = None,
+                           pythonExecutable: str | None = None, environment: dict | None = None,
+                           replaceExisting: bool = False) -> VolumeSetRuns:
+        """The model on each set in turn, in background processes; poll the returned runs from the
+        main thread (each set's outputs appear as it finishes) until finished."""
+        return VolumeSetRuns(self, sets, modelName, options, pythonExecutable, environment, replaceExisting)
 
     def createOutputs(self, request: EngineRequest, result, replaceExisting: bool = False) -> Outputs:
         """Stage 3 (main thread): new nodes beside the reference input (the first contrast given)."""

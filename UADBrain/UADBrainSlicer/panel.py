@@ -15,6 +15,7 @@ from .logic import UADBrainLogic
 from .packages import ensurePythonPackages, pythonSlicerExecutable
 from .parameters import CONTRAST_PARAMETERS, RunOptions
 from .startup import loadSyntheticExample, showError
+from .volumesets import VolumeSetsSection
 
 POLL_INTERVAL_MS = 200
 
@@ -59,11 +60,13 @@ class UADBrainPanel(VTKObservationMixin):
         self.ui.otsuThresholdButton.connect("clicked(bool)", lambda: self._rethreshold(threshold="otsu"))
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onLesionClicked)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self._volumeSets = VolumeSetsSection(self)
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self._cancelRun()
+        self._volumeSets.cancel()
         self.setParameterNode(None)
         self.removeObservers()
 
@@ -75,6 +78,7 @@ class UADBrainPanel(VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRun()
+        self._volumeSets.cancel()
         self._setOutputs(None)
         self.setParameterNode(None)
 
@@ -105,7 +109,7 @@ class UADBrainPanel(VTKObservationMixin):
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        if self._job is None:
+        if self._job is None and not self._volumeSets.running:
             self._showInputProblems()
         # post-processing belongs to the current result (the Tune section)
         if self._outputs is not None and not self._updatingTune:
@@ -165,14 +169,18 @@ class UADBrainPanel(VTKObservationMixin):
             f"{runtimeText}")
 
     def _showDevices(self) -> None:
-        from UADBrainLib.device import available_devices
+        """Offer only the devices usable here; say why a GPU that is there cannot be used."""
+        from UADBrainLib.device import available_devices, choose_device
 
         try:
-            devices = available_devices()
+            devices, note = available_devices(), choose_device("auto").note
         except Exception as error:  # a broken PyTorch install (e.g. a DLL that fails to load) must not break the panel
             self.ui.deviceAvailabilityLabel.text = f"PyTorch could not be loaded ({error}); models run on the CPU."
             return
-        self.ui.deviceAvailabilityLabel.text = f"Available here: {', '.join(devices)}"
+        usable = {"auto", *devices, *(["cuda"] if any(d.startswith("cuda") for d in devices) else [])}
+        for index in range(self.ui.deviceComboBox.count):
+            self.ui.deviceComboBox.view().setRowHidden(index, self.ui.deviceComboBox.itemText(index) not in usable)
+        self.ui.deviceAvailabilityLabel.text = f"Available here: {', '.join(devices)}" + (f"\n{note}" if note else "")
 
     # ------------------------------------------------------------------ run
     def onLoadExample(self) -> None:
@@ -234,7 +242,8 @@ class UADBrainPanel(VTKObservationMixin):
                 outputs = self.logic.createOutputs(request, result, replaceExisting)
                 self._setOutputs(outputs)
                 self.logic.showOutputs(outputs)
-                self.ui.stageLabel.text = f"Done in {sum(result.report['timings_s'].values()):.1f} s."
+                self.ui.stageLabel.text = (f"Done in {sum(result.report['timings_s'].values()):.1f} s "
+                                           f"on {result.report['device']}.")
                 self._showRunWarnings(result.report.get("warnings", []))
         finally:
             slicer.app.restoreOverrideCursor()

@@ -19,14 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from UADBrainLib.device import DEVICE_CHOICES
+from UADBrainLib.device import available_devices
 from UADBrainLib.errors import Cancelled
 from UADBrainLib.inference import brain_extraction
 from UADBrainLib.inference.options import DEFAULTS, DetectOptions
 from UADBrainLib.inference.postprocessing import MEDIAN_KERNELS
 
 CONTRASTS = ("flair", "t1", "t2", "t1c")
-DEVICES = DEVICE_CHOICES
 BRAIN_MASK_METHODS = brain_extraction.BRAIN_MASK_METHODS
 MEDIAN_CHOICES = [{"title": "off" if kernel == 0 else f"{kernel} mm", "value": kernel} for kernel in MEDIAN_KERNELS]
 DOWNLOAD_FILE_NAMES = {
@@ -77,6 +76,14 @@ def write_example_volumes(folder: Path) -> dict[str, Path]:
             paths[contrast] = Path(folder) / f"example_{contrast}.nii.gz"
             sitk.WriteImage(image, str(paths[contrast]))
     return paths
+
+
+def usable_devices() -> list[str]:
+    """``auto`` and the devices usable on this server, GPUs first (the CPU alone if PyTorch cannot load)."""
+    try:
+        return ["auto", *available_devices()]
+    except Exception:  # noqa: BLE001 - a broken PyTorch install must not stop the page from opening
+        return ["auto", "cpu"]
 
 
 def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing,

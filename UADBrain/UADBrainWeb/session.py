@@ -77,7 +77,7 @@ class Session:
             "trame__title": "UADBrain",
             "contrasts": list(adapter.CONTRASTS),
             "models": models,
-            "devices": list(adapter.DEVICES),
+            "devices": adapter.usable_devices(),
             "brain_mask_methods": list(adapter.BRAIN_MASK_METHODS),
             "brain_mask_method": adapter.DEFAULTS.brain_mask_method,
             "age": adapter.DEFAULTS.age,  # years; empty: not given
@@ -88,6 +88,7 @@ class Session:
             "running": False,
             "progress": 0,
             "stage": "",
+            "ran_on": "",  # the device the last run used
             "has_result": False,
             "threshold": 0.5,
             "threshold_min": 0.0,
@@ -199,8 +200,8 @@ class Session:
         if self.outputs is not None:
             adapter.remove_outputs(self.logic, self.outputs)
         self.outputs = self.applied = None
-        self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "", "run_warnings": [],
-                           "summary": "No result yet: press Run."})
+        self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "", "ran_on": "",
+                           "run_warnings": [], "summary": "No result yet: press Run."})
 
     def _input_volumes(self) -> dict[str, object]:
         """Contrast → volume node (FLAIR first: the reference the outputs are shown with),
@@ -270,7 +271,7 @@ class Session:
                            "median": result.median, "min_size_mm3": result.min_size_mm3, "fpr": result.fpr,
                            "erosion_mm": result.erosion_mm,
                            "run_warnings": list(self.outputs.result.report.get("warnings", [])),
-                           "progress": 100, "stage": "done"})
+                           "progress": 100, "stage": "done", "ran_on": result.report["device"]})
         self.applied = self._post_processing()
         self._show_lesions()
 

@@ -105,6 +105,7 @@ def _run_panel(ctrl) -> None:
         v.VBtn("Cancel", click=ctrl.cancel, disabled=("!running",), raw_attrs=testid("cancel"))
     v.VProgressLinear(v_model=("progress",), height=8, color="primary", raw_attrs=testid("progress"))
     html.Div("{{ stage }}", classes="text-caption", raw_attrs=testid("stage"))
+    html.Div("ran on {{ ran_on }}", v_if=("ran_on && !running",), classes="text-caption", raw_attrs=testid("ran-on"))
 
 
 def _post_processing_panel() -> None:
