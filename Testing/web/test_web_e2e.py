@@ -276,6 +276,40 @@ def test_cancel_stops_a_run(page, tmp_path):
     screenshot(page, "09_cancelled")
 
 
+def remove_every_volume(page) -> None:
+    remove = page.locator('[data-testid^="remove-"]')
+    for remaining in range(remove.count(), 0, -1):
+        remove.first.click()
+        expect(remove).to_have_count(remaining - 1)
+
+
+def test_every_subject_runs_in_turn_and_a_broken_one_is_reported(page, tmp_path):
+    remove_every_volume(page)
+    flair = example_flair_on_grid(spacing=(2.0, 2.0, 2.0))
+    empty = sitk.Image(flair.GetSize(), sitk.sitkFloat32)  # a volume with no image in it
+    empty.CopyInformation(flair)
+    files = {"case1_flair.nii.gz": flair, "case2_flair.nii.gz": empty,
+             "case3_flair.nii.gz": example_flair_on_grid(spacing=(2.0, 2.0, 2.0), rotation_deg=10.0)}
+    for name, image in files.items():
+        sitk.WriteImage(image, str(tmp_path / name))
+    page.get_by_test_id("upload").locator("input[type=file]").set_input_files([str(tmp_path / n) for n in files])
+    expect(page.locator('[data-testid^="remove-"]')).to_have_count(3)
+    page.get_by_test_id("run-sets").click()
+    expect(page.get_by_test_id("set-case2")).to_be_visible()
+    screenshot(page, "10_every_subject_running")
+    expect(page.get_by_test_id("stage")).to_have_text("done: 2 of 3 sets ran, 1 failed", timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_test_id("set-case1")).to_contain_text("lesions")
+    expect(page.get_by_test_id("set-case2")).to_contain_text("failed — ")
+    expect(page.get_by_test_id("set-case3")).to_contain_text("lesions")
+    expect(page.get_by_test_id("show-case2")).to_have_count(0)
+    expect(page.get_by_test_id("summary")).to_contain_text("flagged")  # the first subject is shown
+    first = summary_text(page)
+    page.get_by_test_id("show-case3").click()
+    expect(page.get_by_test_id("summary")).not_to_have_text(first)
+    expect(page.get_by_test_id("ran-on")).to_have_text("ran on cpu")
+    screenshot(page, "11_every_subject_done")
+
+
 # ----- helpers that read the page -----
 
 def view_pixels(page) -> np.ndarray:

@@ -66,15 +66,22 @@ def volume_sets(scene) -> list[VolumeSet]:
     """The scene's input volumes as sets, in the order they were loaded; this module's outputs and
     volumes whose name states no contrast are left out."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    sets: dict[str, VolumeSet] = {}
+    entries = []
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
         if node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetAttribute(ROLE_ATTRIBUTE):
             continue
         contrast, rest = split_contrast(node.GetName())
-        if contrast is None:
-            continue
-        name = _study_of(hierarchy, node) or rest or node.GetName()
+        if contrast is not None:
+            entries.append((_study_of(hierarchy, node) or rest or node.GetName(), contrast, node))
+    return group_into_sets(entries)
+
+
+def group_into_sets(entries) -> list[VolumeSet]:
+    """``(set name, contrast, volume node)`` entries as sets, in first-seen order; a set given two
+    volumes of one contrast says so (:attr:`VolumeSet.problem`)."""
+    sets: dict[str, VolumeSet] = {}
+    for name, contrast, node in entries:
         volume_set = sets.setdefault(name, VolumeSet(name))
         if contrast in volume_set.volumes:
             volume_set.problem = (f"two {contrast.upper()} volumes ('{volume_set.volumes[contrast].GetName()}', "

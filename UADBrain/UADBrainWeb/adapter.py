@@ -86,11 +86,52 @@ def usable_devices() -> list[str]:
         return ["auto", "cpu"]
 
 
-def start_run(logic, volumes: dict, model: str | None, device: str, post: PostProcessing,
-              brain_mask_method: str = DEFAULTS.brain_mask_method, age: float | None = DEFAULTS.age):
+def run_options(device: str, post: PostProcessing, brain_mask_method: str = DEFAULTS.brain_mask_method,
+                age: float | None = DEFAULTS.age) -> DetectOptions:
+    return replace(post.options(device), brain_mask_method=brain_mask_method, age=age)
+
+
+def start_run(logic, volumes: dict, model: str | None, options: DetectOptions):
     """Loop thread: the engine's inputs, copied out of the volume nodes."""
-    options = replace(post.options(device), brain_mask_method=brain_mask_method, age=age)
     return logic.makeRequest(volumes, modelName=model or None, maskNode=None, options=options)
+
+
+def volume_sets(volumes: list[dict], nodes: dict) -> list:
+    """The page's volumes per subject: a file's name without its extension and contrast token
+    (``case2_flair.nii.gz`` and ``case2_t1.nii.gz`` are one subject), with the contrast the page gives it."""
+    from UADBrainLib.cohort import split_contrast
+    from UADBrainLib.io import image_path_suffix
+    from UADBrainMRML.volumesets import group_into_sets
+
+    entries = []
+    for volume in volumes:
+        stem = volume["name"][: -len(image_path_suffix(volume["name"])) or None]
+        entries.append((split_contrast(stem)[1] or stem, volume["contrast"], nodes[volume["id"]]))
+    return group_into_sets(entries)
+
+
+def start_set_runs(logic, sets: list, model: str | None, options: DetectOptions):
+    """Loop thread: every set in turn, each in a background process; poll the runs on the loop thread."""
+    import sys
+
+    return logic.startVolumeSetRuns(sets, model or None, options, sys.executable, replaceExisting=True)
+
+
+def set_rows(runs, status) -> list[dict]:
+    """One row per set for the page: its name, where it stands, whether it has a result to show."""
+    rows = []
+    for index, volume_set in enumerate(runs.sets):
+        outcome = status.outcomes[index] if index < len(status.outcomes) else None
+        if outcome is not None and outcome.error:
+            text = f"failed — {outcome.error}"
+        elif outcome is not None:
+            result = outcome.outputs.result
+            text = f"{result.lesion_count} lesions, {result.flagged_volume_ml:.1f} mL (on {outcome.device})"
+        else:
+            text = ("running" if index == len(status.outcomes) else "waiting") if not status.finished else "skipped"
+        rows.append({"index": index, "name": volume_set.name, "status": text,
+                     "ok": outcome is not None and outcome.error is None})
+    return rows
 
 
 def run_engine(logic, request, progress, cancel_event):
@@ -104,8 +145,12 @@ def run_engine(logic, request, progress, cancel_event):
 def finish_run(logic, request, result):
     """Loop thread: the result as nodes, replacing the previous run's, shown in the slice views."""
     outputs = logic.createOutputs(request, result, replaceExisting=True)
-    logic.showOutputs(outputs)
+    show_outputs(logic, outputs)
     return outputs
+
+
+def show_outputs(logic, outputs) -> None:
+    logic.showOutputs(outputs)
 
 
 def remove_outputs(logic, outputs) -> None:

@@ -22,6 +22,7 @@ from .viewer import Viewer
 
 logger = logging.getLogger(__name__)
 
+SET_POLL_S = 0.2  # how often a run over every subject is polled
 CONTRAST_NAME_PATTERNS = [  # most specific first: "t1c" before "t1"
     ("flair", r"flair"),
     ("t1c", r"t1c|t1ce|t1gd|t1post|t1_?gd|t1.?contrast"),
@@ -65,6 +66,8 @@ class Session:
         self.cancel_event = threading.Event()
         self.logic = adapter.create_logic(self.scene)
         self.outputs = None
+        self.set_runs = None  # the run over every subject in progress
+        self.set_outcomes: list = []  # its outcome per subject, once finished
         self.applied: adapter.PostProcessing | None = None
         self.rethreshold_task = None
         self._initialise_state()
@@ -89,6 +92,8 @@ class Session:
             "progress": 0,
             "stage": "",
             "ran_on": "",  # the device the last run used
+            "set_rows": [],  # the last run over every subject: one row per subject
+            "shown_set": "",  # the subject whose result the views show
             "has_result": False,
             "threshold": 0.5,
             "threshold_min": 0.0,
@@ -111,6 +116,8 @@ class Session:
         ctrl.set_contrast = self._guarded(self.set_contrast)
         ctrl.remove_volume = self._guarded(self.remove_volume)
         ctrl.run = self.start_run
+        ctrl.run_sets = self.start_set_runs
+        ctrl.show_set = self._guarded(self.show_set)
         ctrl.cancel = self.cancel
         ctrl.jump_to_lesion = self._guarded(self.jump_to_lesion)
         ctrl.dismiss_error = lambda: self.state.update({"error_message": ""})
@@ -197,9 +204,12 @@ class Session:
         self.viewer.show_background(self.volume_nodes[shown["id"]] if shown else None)
 
     def _forget_result(self) -> None:
-        if self.outputs is not None:
-            adapter.remove_outputs(self.logic, self.outputs)
+        runs = [outcome.outputs for outcome in self.set_outcomes if outcome.outputs is not None]
+        for outputs in ([] if self.outputs is None or self.outputs in runs else [self.outputs]) + runs:
+            adapter.remove_outputs(self.logic, outputs)
         self.outputs = self.applied = None
+        self.set_outcomes = []
+        self.state.update({"set_rows": [], "shown_set": ""})
         self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "", "ran_on": "",
                            "run_warnings": [], "summary": "No result yet: press Run."})
 
@@ -231,9 +241,7 @@ class Session:
             with self.state:
                 self._forget_result()
                 # the automatic threshold; what the page leaves empty is the model's default
-                request = adapter.start_run(self.logic, self._input_volumes(), self.state.model, self.state.device,
-                                            self._post_processing(threshold=None), self.state.brain_mask_method,
-                                            _number(self.state.age, "The age", "years"))
+                request = adapter.start_run(self.logic, self._input_volumes(), self.state.model, self._run_options())
                 self.state.update({"running": True, "error_message": "", "stage": "starting"})
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(None, adapter.run_engine, self.logic, request,
@@ -249,10 +257,61 @@ class Session:
             with self.state:
                 self.state.running = False
 
+    def _run_options(self):
+        """The run's options as the page sets them; the automatic threshold (what the page leaves
+        empty is the model's default)."""
+        return adapter.run_options(self.state.device, self._post_processing(threshold=None),
+                                   self.state.brain_mask_method, _number(self.state.age, "The age", "years"))
+
+    def start_set_runs(self) -> None:
+        create_task(self.run_sets())  # returns nothing: see start_run
+
+    async def run_sets(self) -> None:
+        """The model on every subject's volumes in turn, each in a background process."""
+        try:
+            with self.state:
+                self._forget_result()
+                sets = adapter.volume_sets(self.state.volumes, self.volume_nodes)
+                self.set_runs = adapter.start_set_runs(self.logic, sets, self.state.model, self._run_options())
+                self.state.update({"running": True, "error_message": "", "stage": "starting"})
+            while True:
+                with self.state:  # poll creates each finished set's nodes: on the loop thread
+                    status = self.set_runs.poll()
+                    self.state.update({"progress": round(100 * status.fraction, 1), "stage": status.stage,
+                                       "set_rows": adapter.set_rows(self.set_runs, status)})
+                if status.finished:
+                    break
+                await asyncio.sleep(SET_POLL_S)
+            self.set_outcomes = list(status.outcomes)
+            shown = next((row["index"] for row in self.state.set_rows if row["ok"]), None)
+            if shown is not None:
+                with self.state:
+                    self.show_set(shown)
+        except Exception as error:  # noqa: BLE001 - shown in the page, the server keeps serving
+            self._show_error(error)
+            with self.state:
+                self.state.stage = "failed"
+        finally:
+            self.set_runs = None
+            with self.state:
+                self.state.running = False
+
+    def show_set(self, index: int) -> None:
+        """The result of one subject of the last run over every subject, in the views and the table."""
+        self.outputs = self.set_outcomes[index].outputs
+        adapter.show_outputs(self.logic, self.outputs)
+        stage = self.state.stage  # the list's outcome stays on show
+        self._show_run_result()
+        self.state.update({"shown_set": self.set_outcomes[index].name, "stage": stage})
+
     def cancel(self) -> None:
-        if self.state.running:
+        if not self.state.running:
+            return
+        self.state.stage = "cancelling"
+        if self.set_runs is not None:
+            self.set_runs.cancel()
+        else:
             self.cancel_event.set()
-            self.state.stage = "cancelling"
 
     def _progress_reporter(self, loop):
         def report(fraction, stage):

@@ -102,10 +102,19 @@ def _run_panel(ctrl) -> None:
     with html.Div(classes="d-flex ga-2"):
         v.VBtn("Run", color="primary", click=ctrl.run, disabled=("running || !volumes.length",),
                raw_attrs=testid("run"))
+        v.VBtn("Run every subject", click=ctrl.run_sets, disabled=("running || volumes.length < 2",),
+               title="Group the volumes per subject by file name (case2_flair, case2_t1: one subject) and run "
+                     "the model on each in turn", raw_attrs=testid("run-sets"))
         v.VBtn("Cancel", click=ctrl.cancel, disabled=("!running",), raw_attrs=testid("cancel"))
     v.VProgressLinear(v_model=("progress",), height=8, color="primary", raw_attrs=testid("progress"))
     html.Div("{{ stage }}", classes="text-caption", raw_attrs=testid("stage"))
     html.Div("ran on {{ ran_on }}", v_if=("ran_on && !running",), classes="text-caption", raw_attrs=testid("ran-on"))
+    with html.Div(v_for="row in set_rows", key="row.index", classes="d-flex align-center ga-2",
+                  raw_attrs=[':data-testid="`set-${row.name}`"']):
+        html.Span("{{ row.name }}: {{ row.status }}", classes="text-body-2 flex-grow-1",
+                  style=("{ fontWeight: row.name === shown_set ? 'bold' : 'normal' }",))
+        v.VBtn("Show", size="small", variant="text", v_if=("row.ok && !running",), click=(ctrl.show_set, "[row.index]"),
+               raw_attrs=[':data-testid="`show-${row.name}`"'])
 
 
 def _post_processing_panel() -> None:
