@@ -187,6 +187,55 @@ def test_a_diffusion_batch_run_again_draws_the_same_noise():
     np.testing.assert_allclose(retried, whole, atol=1e-5)
 
 
+class FakeGpuMemory:
+    """PyTorch's CUDA memory counters over a GPU of ``capacity`` bytes holding ``weights``; a batch
+    of n slices needs n · ``per_slice`` while it runs (``grow``: more per slice in larger batches,
+    as fragmentation does), else raises PyTorch's out-of-memory error."""
+
+    def __init__(self, capacity, weights, per_slice, grow=0.0):
+        self.capacity, self.allocated, self.per_slice, self.grow = capacity, weights, per_slice, grow
+        self.peak, self.sizes = weights, []
+
+    def install(self, monkeypatch):
+        for name, function in {"synchronize": lambda device=None: None, "empty_cache": lambda: None,
+                               "memory_allocated": lambda device=None: self.allocated,
+                               "memory_reserved": lambda device=None: self.allocated,
+                               "max_memory_allocated": lambda device=None: self.peak,
+                               "reset_peak_memory_stats": lambda device=None: setattr(self, "peak", self.allocated),
+                               "mem_get_info": lambda device=None: (self.capacity - self.allocated, self.capacity)
+                               }.items():
+            monkeypatch.setattr(torch.cuda, name, function)
+
+    def run_batch(self, start, stop):
+        count = stop - start
+        self.sizes.append(count)
+        need = int(count * self.per_slice * (1 + self.grow * (count - 1)))
+        if self.allocated + need > self.capacity:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {need} bytes")
+        self.peak = max(self.peak, self.allocated + need)
+
+
+def test_cuda_batches_follow_the_free_gpu_memory(monkeypatch):
+    from UADBrainLib.inference.device_memory import run_in_batches
+
+    MB = 2 ** 20
+    small_gpu = FakeGpuMemory(capacity=4096 * MB, weights=400 * MB, per_slice=300 * MB)  # a 4 GB laptop GPU
+    small_gpu.install(monkeypatch)
+    run_in_batches(40, small_gpu.run_batch, "cuda", largest=16)
+    assert small_gpu.sizes[:3] == [1, 8, 8]  # one slice measured; 0.7 · 3696 MB free / 300 MB a slice
+    assert sum(small_gpu.sizes) == 40
+    large_gpu = FakeGpuMemory(capacity=80 * 1024 * MB, weights=400 * MB, per_slice=300 * MB)
+    large_gpu.install(monkeypatch)
+    run_in_batches(40, large_gpu.run_batch, "cuda", largest=16)
+    assert large_gpu.sizes[:3] == [1, 16, 16]  # never more than the model's own batch
+    fragmented = FakeGpuMemory(capacity=4096 * MB, weights=400 * MB, per_slice=300 * MB, grow=0.1)
+    fragmented.install(monkeypatch)
+    with collecting_device_notes() as notes:
+        run_in_batches(40, fragmented.run_batch, "cuda", largest=16)
+    assert fragmented.sizes[:4] == [1, 8, 4, 4] and sum(fragmented.sizes) - 8 == 40  # the failed 8 ran again as 4s
+    assert notes == ["cuda ran out of memory with 8 slices per batch; went on with 4 (same result, slower)."]
+
+
 @pytest.fixture(scope="module")
 def phantom():
     image, mask, _ = phantom_brain()
