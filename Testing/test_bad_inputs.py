@@ -273,7 +273,7 @@ def built(tmp_path_factory):
 def test_bad_input_is_refused_in_one_line_without_output(built, capsys, case, monkeypatch):
     folder, cases = built
     if case == "cuda without a GPU":
-        monkeypatch.setattr("UADBrainLib.device.cuda_status", lambda: (0, None))
+        monkeypatch.setattr("UADBrainLib.device.cuda_status", lambda probe=True: (0, None))
     arguments, expected = cases[case]
     out = folder / "result"
     if "--out-override" in arguments:

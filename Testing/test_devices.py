@@ -5,6 +5,7 @@ out-of-memory errors are PyTorch's own error type, raised where a real one would
 """
 
 import warnings
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -49,8 +50,8 @@ EXPECTED = {  # request → device chosen, or the refusal's words
 def hardware(monkeypatch):
     def use(name):
         cuda, mps = HARDWARE[name]
-        monkeypatch.setattr(device_module, "cuda_status", lambda: cuda)
-        monkeypatch.setattr(device_module, "mps_status", lambda: mps)
+        monkeypatch.setattr(device_module, "cuda_status", lambda probe=True: cuda)
+        monkeypatch.setattr(device_module, "mps_status", lambda probe=True: mps)
     return use
 
 
@@ -65,8 +66,7 @@ def test_device_choice_on_every_mix_of_hardware(hardware, machine):
             broken_gpu = machine in ("CUDA driver too old", "MPS that cannot start")
             assert (choice.note is not None) == (request == "auto" and broken_gpu), (machine, request)
             if choice.note:
-                assert choice.note.startswith("ran on the CPU:") and "PyTorch" in choice.note
-                assert "\n" not in choice.note
+                assert "reinstall PyTorch" in choice.note and "\n" not in choice.note
         else:
             with pytest.raises(DeviceError, match=expected):
                 choose_device(request)
@@ -136,7 +136,9 @@ class RunsOutOfMemory:
 
     def __init__(self, forward, failures=1, fits=1):
         self.forward, self.failures, self.fits, self.sizes = forward, failures, fits, []
-        self.generator = getattr(forward, "generator", None)
+        for protocol in ("start_volume", "checkpoint", "restore"):  # a stochastic forward's (diffusion.py)
+            if hasattr(forward, protocol):
+                setattr(self, protocol, getattr(forward, protocol))
 
     def __call__(self, inputs):
         self.sizes.append(inputs.shape[0])
@@ -177,11 +179,11 @@ def test_a_diffusion_batch_run_again_draws_the_same_noise():
     network = torch.nn.Conv2d(3, 1, 3, padding=1).eval()
     sampler = {**DEFAULT_SAMPLER, "steps": 2}
     image, mask = _slice_volume()
-    whole = predict_volume(SeededReconstruction(network, sampler, torch.Generator().manual_seed(0)),
-                           image, mask, context=0, device="cpu", batch_size=16)
-    small = predict_volume(SeededReconstruction(network, sampler, torch.Generator().manual_seed(0)),
-                           image, mask, context=0, device="cpu", batch_size=3)
-    failing = RunsOutOfMemory(SeededReconstruction(network, sampler, torch.Generator().manual_seed(0)), fits=8)
+    whole = predict_volume(SeededReconstruction(network, sampler), image, mask, context=0, device="cpu",
+                           batch_size=16)
+    small = predict_volume(SeededReconstruction(network, sampler), image, mask, context=0, device="cpu",
+                           batch_size=3)
+    failing = RunsOutOfMemory(SeededReconstruction(network, sampler), fits=8)
     retried = predict_volume(failing, image, mask, context=0, device="cpu", batch_size=16)
     np.testing.assert_allclose(small, whole, atol=1e-5)
     np.testing.assert_allclose(retried, whole, atol=1e-5)
@@ -236,6 +238,41 @@ def test_cuda_batches_follow_the_free_gpu_memory(monkeypatch):
     assert notes == ["cuda ran out of memory with 8 slices per batch; went on with 4 (same result, slower)."]
 
 
+def test_the_peak_gpu_memory_bench_reports_spans_the_batch_sizing(monkeypatch):
+    from UADBrainLib.inference.device_memory import peak_memory_bytes, reset_peak_memory, run_in_batches
+
+    MB = 2 ** 20
+    gpu = FakeGpuMemory(capacity=8192 * MB, weights=400 * MB, per_slice=100 * MB)
+    gpu.install(monkeypatch)
+    reset_peak_memory("cuda")
+    gpu.peak = 3000 * MB  # a brain extractor's whole-head pass, before the model's slices
+    run_in_batches(40, gpu.run_batch, "cuda", largest=16)  # which resets CUDA's counter to size its batches
+    assert peak_memory_bytes("cuda") == 3000 * MB
+    assert gpu.peak < 3000 * MB  # what CUDA's own counter alone would have reported
+
+
+def test_which_failures_move_a_scan_to_the_cpu():
+    from UADBrainLib.inference.device_memory import cpu_fallback_note
+
+    out_of_memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    mps_out_of_memory = RuntimeError("MPS backend out of memory (MPS allocated: 8.00 GB, other allocations: 1 GB)")
+    missing = NotImplementedError("The operator 'aten::grid_sampler_3d' is not currently implemented for the MPS device")
+    no_kernel = RuntimeError("CUDA error: no kernel image is available for execution on the device")
+    host_out_of_memory = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB")
+    bug = ValueError("a bug of ours")
+    assert "close other programs that use the GPU" in cpu_fallback_note(out_of_memory, "cuda")
+    assert "ran out of memory" in cpu_fallback_note(mps_out_of_memory, "mps")
+    assert "lacks an operator" in cpu_fallback_note(missing, "mps") and not cpu_fallback_note(missing, "cuda")
+    assert "reinstall PyTorch" in cpu_fallback_note(no_kernel, "cuda", chosen_by_auto=True)
+    assert not cpu_fallback_note(no_kernel, "cuda")  # asked for CUDA by name: the error stands
+    assert not cpu_fallback_note(bug, "cuda", chosen_by_auto=True)
+    assert not cpu_fallback_note(host_out_of_memory, "cuda")  # the CPU run would need more of the host's memory
+    assert not cpu_fallback_note(out_of_memory, "cpu")  # nowhere else to go: the error stands
+    for error in (out_of_memory, mps_out_of_memory, missing, no_kernel):
+        note = cpu_fallback_note(error, "mps" if error is not no_kernel else "cuda", chosen_by_auto=True)
+        assert note and "\n" not in note and "the scan ran on the CPU instead" in note
+
+
 @pytest.fixture(scope="module")
 def phantom():
     image, mask, _ = phantom_brain()
@@ -275,16 +312,46 @@ def test_a_scan_that_does_not_fit_the_gpu_runs_on_the_cpu(phantom, monkeypatch):
     result = pipeline.detect({"flair": image}, model=on_gpu, options=DetectOptions(check_contrast=False, device="cuda"),
                              mask=mask)
     assert calls == [1] and result.report["device"] == "cpu" and result.report["device_requested"] == "cuda"
-    assert result.report["warnings"][0].startswith("cuda could not run this scan (CUDA out of memory. Tried to "
+    assert result.report["warnings"][0].startswith("cuda ran out of memory (CUDA out of memory. Tried to "
                                                    "allocate 1.50 GiB")
     assert "ran on the CPU instead" in result.report["warnings"][0]
+    assert "cuda attempt" in result.report["timings_s"]  # the failed try's time is not hidden
     np.testing.assert_allclose(sitk.GetArrayFromImage(result.anomaly_map), sitk.GetArrayFromImage(clean.anomaly_map),
                                atol=1e-5)
 
 
+def test_an_operator_mps_lacks_moves_the_scan_to_the_cpu(phantom, monkeypatch):
+    image, mask = phantom
+    options = DetectOptions(check_contrast=False, device="cpu")
+    clean = pipeline.detect({"flair": image}, model="dae", options=options, mask=mask)
+    on_mps = load_model(find_bundle("dae"), "cpu")
+    on_mps.device = "mps"
+
+    def missing_operator(*args, **kwargs):
+        raise NotImplementedError("The operator 'aten::upsample_bicubic2d.out' is not currently implemented for the "
+                                  "MPS device. If you want this op to be considered...\nmore lines")
+
+    on_mps.predict = missing_operator
+    monkeypatch.setattr(pipeline, "choose_device", lambda requested: DeviceChoice("mps"))
+    result = pipeline.detect({"flair": image}, model=on_mps, options=replace(options, device="mps"), mask=mask)
+    assert result.report["device"] == "cpu"
+    assert result.report["warnings"][0].startswith("mps lacks an operator this model needs (The operator "
+                                                   "'aten::upsample_bicubic2d.out'")
+    np.testing.assert_allclose(sitk.GetArrayFromImage(result.anomaly_map), sitk.GetArrayFromImage(clean.anomaly_map),
+                               atol=1e-5)
+
+
+def test_a_loaded_model_runs_where_the_caller_loaded_it_under_auto(phantom, monkeypatch):
+    image, mask = phantom
+    monkeypatch.setattr(pipeline, "choose_device", lambda requested: DeviceChoice("cuda"))  # a GPU machine
+    loaded = load_model(find_bundle("dae"), "cpu")
+    result = pipeline.detect({"flair": image}, model=loaded, options=DetectOptions(check_contrast=False), mask=mask)
+    assert result.report["device"] == "cpu"  # not reloaded onto the GPU behind the caller's back
+
+
 def test_auto_says_why_it_left_a_gpu_unused(phantom, monkeypatch):
     image, mask = phantom
-    note = "ran on the CPU: the CUDA GPU could not start with PyTorch 9: no kernel image — reinstall PyTorch."
+    note = "the CUDA GPU could not start with PyTorch 9: no kernel image — reinstall PyTorch."
     monkeypatch.setattr(pipeline, "choose_device", lambda requested: DeviceChoice("cpu", note))
     result = pipeline.detect({"flair": image}, model="dae", options=DetectOptions(check_contrast=False), mask=mask)
-    assert result.report["warnings"][0] == note and result.report["device"] == "cpu"
+    assert result.report["warnings"][0] == f"ran on the CPU: {note}" and result.report["device"] == "cpu"

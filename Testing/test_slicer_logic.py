@@ -596,6 +596,31 @@ def test_many_volume_sets_run_one_after_another_and_a_broken_one_is_reported(sce
     np.testing.assert_array_equal(ran.outputs.result.labels_array, direct.result.labels_array)
 
 
+@pytest.mark.parametrize("names, expected", [
+    (["FLAIR", "T1"], {"(no subject name)": ["flair", "t1"]}),  # a contrast alone: one unnamed set
+    (["sub-01_T1w", "sub-01_FLAIR", "sub-02_T2w"], {"sub 01": ["flair", "t1"], "sub 02": ["t2"]}),  # BIDS
+    (["case2_T1_GD", "Case2-FLAIR", "case2 T1"], {"case2": ["flair", "t1", "t1c"]}),
+    (["3: AX T2 FLAIR", "localizer", "T1 POST GAD"], {"3 ax": ["flair"], "(no subject name)": ["t1c"]}),
+])
+def test_volume_sets_are_grouped_by_name(scene, flair_image, logic, names, expected):
+    for name in names:
+        add_volume_from_image(scene, flair_image, name)
+    sets = logic.volumeSets()
+    assert {s.name: list(s.volumes) for s in sets} == expected
+    assert not any(s.problem for s in sets)
+
+
+def test_two_series_of_one_contrast_in_a_study_are_named_as_the_problem(scene, flair_image, logic):
+    for name in ("2: AX FLAIR", "5: SAG FLAIR"):
+        place_in_study(scene, add_volume_from_image(scene, flair_image, name), "Brain MRI")
+    (volume_set,) = logic.volumeSets()
+    assert volume_set.problem.startswith("two FLAIR volumes loaded from one DICOM study ('2: AX FLAIR', "
+                                         "'5: SAG FLAIR') — choose them in the Inputs section")
+    runs = logic.startVolumeSetRuns([volume_set], options=ON_CPU, pythonExecutable=sys.executable)
+    status = runs.poll()
+    assert status.finished and status.outcomes[0].error == volume_set.problem  # reported, no process started
+
+
 def test_cancelling_many_volume_sets_keeps_the_scene_as_it_was(scene, flair_image, logic):
     for name in ("a_FLAIR", "b_FLAIR"):
         add_volume_from_image(scene, flair_image, name)

@@ -309,6 +309,14 @@ def test_every_subject_runs_in_turn_and_a_broken_one_is_reported(page, tmp_path)
     expect(page.get_by_test_id("ran-on")).to_have_text("ran on cpu")
     screenshot(page, "11_every_subject_done")
 
+    page.get_by_test_id("run-sets").click()  # again, and cancelled while the first subject runs
+    expect(page.get_by_test_id("cancel")).to_be_enabled()
+    page.get_by_test_id("cancel").click()
+    expect(page.get_by_test_id("stage")).to_have_text(re.compile(r"^cancelled: \d of 3 sets ran"),
+                                                      timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_test_id("set-case3")).to_contain_text("skipped")
+    expect(page.get_by_test_id("run-sets")).to_be_enabled()
+
 
 # ----- helpers that read the page -----
 

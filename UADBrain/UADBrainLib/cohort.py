@@ -24,7 +24,8 @@ from .errors import InputError
 from .io import IMAGE_SUFFIXES, image_path_suffix
 
 CONTRAST_ALIASES = {"flair": "flair", "t1": "t1", "t2": "t2", "t1c": "t1c",
-                    "t1post": "t1c", "t1ce": "t1c", "t1gd": "t1c"}
+                    "t1post": "t1c", "t1ce": "t1c", "t1gd": "t1c", "t1w": "t1", "t2w": "t2"}
+CONTRAST_AGENT_WORDS = {"gd", "gad", "ce", "post", "contrast", "km"}  # beside "t1" in a name: a contrast-enhanced T1
 TRUTH_NAMES = ("seg", "lesions", "gt")
 MASK_NAMES = ("brainmask", "mask")
 CSV_COLUMNS = (*CONTRASTS, "mask", "id")
@@ -80,15 +81,19 @@ def contrast_from_name(path) -> str | None:
 
 
 def split_contrast(name: str) -> tuple[str | None, str]:
-    """The contrast a name states in one of its tokens, and its other tokens: what names the subject
-    (``case2_T1`` → ``("t1", "case2")``); ``(None, name)`` when it states none or several."""
+    """The contrast a name states, and its other tokens, lower-case: what names the subject
+    (``case2_T1`` → ``("t1", "case2")``, ``3: AX T2 FLAIR`` → ``("flair", "3 ax")``, ``T1 POST GAD``
+    → ``("t1c", "")``); ``(None, name)`` when it states none or several."""
     tokens = [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t]
     found = {CONTRAST_ALIASES[t] for t in tokens if t in CONTRAST_ALIASES}
     if found == {"t2", "flair"}:  # "AX T2 FLAIR": a FLAIR is T2-weighted
         found = {"flair"}
+    named = set(CONTRAST_ALIASES)
+    if found == {"t1"} and CONTRAST_AGENT_WORDS & set(tokens):  # "T1 GD", "T1_post_contrast"
+        found, named = {"t1c"}, named | CONTRAST_AGENT_WORDS
     if len(found) != 1:
         return None, name
-    return found.pop(), " ".join(t for t in tokens if t not in CONTRAST_ALIASES)
+    return found.pop(), " ".join(t for t in tokens if t not in named)
 
 
 def is_case_folder(folder: Path) -> bool:

@@ -16,24 +16,33 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from .errors import DeviceError
+from .errors import DeviceError, first_line
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N for the N-th CUDA GPU
 DEVICE_HELP = "auto (a CUDA GPU, else an Apple-silicon GPU, else the CPU), cpu, cuda, cuda:N or mps"
 REINSTALL_HINT = ("reinstall PyTorch for this machine's GPU (https://pytorch.org/get-started/locally; in Slicer "
-                  "through the PyTorch extension's 'PyTorch Utils' module), or use --device cpu")
+                  "through the PyTorch extension's 'PyTorch Utils' module), or choose the CPU")
 
-# Operators PyTorch lacks on MPS then run on the CPU one by one instead of raising; PyTorch reads
-# this when it is imported, so it only helps where UADBrain is imported first (the CLI, the web
-# app). Elsewhere a missing operator moves the whole scan to the CPU (pipeline.py).
-if sys.platform == "darwin" and "torch" not in sys.modules:
-    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+# With this set, operators PyTorch lacks on MPS run on the CPU one by one instead of raising.
+MPS_OPERATOR_FALLBACK = {"PYTORCH_ENABLE_MPS_FALLBACK": "1"}
 
 
 @dataclass(frozen=True)
 class DeviceChoice:
     device: str  # what runs: "cpu", "cuda", "cuda:1", "mps"
     note: str | None = None  # why ``auto`` left a GPU that is there unused
+
+
+def allow_mps_operator_fallback(environment=None) -> None:
+    """Set :data:`MPS_OPERATOR_FALLBACK` in ``environment`` (None: this process's, where it helps
+    only before PyTorch is imported, which reads it then) unless the user set it. The programs that
+    run scans call it (the CLI, the web app, the Slicer panel's worker process); where it came too
+    late, an operator MPS lacks moves the whole scan to the CPU (pipeline.py)."""
+    if sys.platform != "darwin":
+        return
+    environment = os.environ if environment is None else environment
+    for name, value in MPS_OPERATOR_FALLBACK.items():
+        environment.setdefault(name, value)
 
 
 def check_device_name(value: str | None) -> str:
@@ -52,22 +61,20 @@ def _torch():
     return torch
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in str(text).splitlines() if line.strip()), "no reason given")
-
-
 def _probe(torch, device: str) -> str | None:
     """None when one small operation runs on ``device``, else the error's first line."""
     try:
         value = (torch.ones(2, device=device) * 2).sum().item()
     except Exception as error:  # CUDA/MPS start-up errors come as RuntimeError, AssertionError, OSError...
-        return _first_line(error)
+        return first_line(error)
     return None if value == 4 else f"a test operation gave {value} instead of 4"
 
 
 @functools.lru_cache(maxsize=None)
-def cuda_status() -> tuple[int, str | None]:
-    """``(usable CUDA GPUs, why a CUDA build cannot use its GPU or None)``; probed once per process."""
+def cuda_status(probe: bool = True) -> tuple[int, str | None]:
+    """``(usable CUDA GPUs, why a CUDA build cannot use its GPU or None)``, once per process.
+    ``probe``: run one operation on the GPU (a GUI process that only lists devices skips it: it
+    would hold a CUDA context, hundreds of MB of GPU memory, for the application's lifetime)."""
     torch = _torch()
     if torch is None or not torch.backends.cuda.is_built():
         return 0, None
@@ -75,22 +82,22 @@ def cuda_status() -> tuple[int, str | None]:
         warnings.simplefilter("always")
         available = torch.cuda.is_available()
     if not available:
-        reason = next((_first_line(w.message) for w in caught), None)
+        reason = next((first_line(w.message) for w in caught), None)
         return 0, (f"the CUDA build of PyTorch {torch.__version__} found no usable GPU: {reason}" if reason else None)
-    problem = _probe(torch, "cuda")
+    problem = _probe(torch, "cuda") if probe else None
     if problem:
         return 0, f"the CUDA GPU could not start with PyTorch {torch.__version__}: {problem}"
     return torch.cuda.device_count(), None
 
 
 @functools.lru_cache(maxsize=None)
-def mps_status() -> tuple[bool, str | None]:
-    """``(Apple-silicon GPU usable, why an MPS build cannot use it or None)``; probed once per process."""
+def mps_status(probe: bool = True) -> tuple[bool, str | None]:
+    """``(Apple-silicon GPU usable, why an MPS build cannot use it or None)``, once per process."""
     torch = _torch()
     mps = getattr(torch.backends, "mps", None) if torch is not None else None
     if mps is None or not mps.is_built() or not mps.is_available():
         return False, None
-    problem = _probe(torch, "mps")
+    problem = _probe(torch, "mps") if probe else None
     return (False, f"the Apple-silicon GPU (MPS) could not start: {problem}") if problem else (True, None)
 
 
@@ -98,25 +105,26 @@ def cuda_available() -> bool:
     return cuda_status()[0] > 0
 
 
-def choose_device(requested: str | None = "auto") -> DeviceChoice:
-    """The device a run uses for ``requested``; ``cuda``/``cuda:N``/``mps`` must be usable."""
+def choose_device(requested: str | None = "auto", probe: bool = True) -> DeviceChoice:
+    """The device a run uses for ``requested``; ``cuda``/``cuda:N``/``mps`` must be usable
+    (``probe``: see :func:`cuda_status`)."""
     requested = check_device_name(requested)
     if requested == "cpu":
         return DeviceChoice("cpu")
-    gpus, cuda_problem = cuda_status()
+    gpus, cuda_problem = cuda_status(probe)
     if requested == "auto":
         if gpus:
             return DeviceChoice("cuda")
-        mps_usable, mps_problem = mps_status()
+        mps_usable, mps_problem = mps_status(probe)
         if mps_usable:
             return DeviceChoice("mps")
         problems = [p for p in (cuda_problem, mps_problem) if p]
-        return DeviceChoice("cpu", f"ran on the CPU: {'; '.join(problems)} — {REINSTALL_HINT}." if problems else None)
+        return DeviceChoice("cpu", f"{'; '.join(problems)} — {REINSTALL_HINT}." if problems else None)
     if requested == "mps":
-        mps_usable, mps_problem = mps_status()
+        mps_usable, mps_problem = mps_status(probe)
         if not mps_usable:
             raise DeviceError(f"MPS was requested but {mps_problem or 'no Apple-silicon GPU is available to PyTorch'}"
-                              " — use --device cpu (or auto).")
+                              " — choose the CPU (or auto).")
         return DeviceChoice("mps")
     if not gpus:
         raise DeviceError(f"CUDA was requested but {cuda_problem or 'no CUDA GPU is available to PyTorch'} — "
@@ -133,8 +141,8 @@ def resolve_device(requested: str | None = "auto") -> str:
     return choose_device(requested).device
 
 
-def available_devices() -> list[str]:
-    """The devices a user can pick here, GPUs first."""
-    gpus = cuda_status()[0]
+def available_devices(probe: bool = True) -> list[str]:
+    """The devices a user can pick here, GPUs first (``probe``: see :func:`cuda_status`)."""
+    gpus = cuda_status(probe)[0]
     cuda = ["cuda"] if gpus == 1 else [f"cuda:{index}" for index in range(gpus)]
-    return cuda + (["mps"] if mps_status()[0] else []) + ["cpu"]
+    return cuda + (["mps"] if mps_status(probe)[0] else []) + ["cpu"]

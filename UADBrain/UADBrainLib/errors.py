@@ -6,6 +6,12 @@ shows it in a message box.
 """
 
 
+def first_line(text) -> str:
+    """The first non-empty line of an error (or any text), for a one-line message."""
+    line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    return line or (type(text).__name__ if isinstance(text, BaseException) else "no reason given")
+
+
 class UADBrainError(Exception):
     """Base class of errors whose message is meant for the user."""
 

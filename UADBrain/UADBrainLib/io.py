@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -277,3 +280,24 @@ def image_path_suffix(path) -> str:
 
 def write_image(image: sitk.Image, path) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
+
+
+@contextmanager
+def replaced_atomically(path, **open_options) -> Iterator[IO]:
+    """A text file that becomes ``path`` in one rename when the block ends without an error: a
+    reader never sees half a file, and writers racing for one path (parts of a job array on several
+    hosts) each write their own temporary file, the last rename winning."""
+    path = Path(path)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", **{"encoding": "utf-8", **open_options}) as file:
+            yield file
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path, text: str) -> None:
+    with replaced_atomically(path) as file:
+        file.write(text)

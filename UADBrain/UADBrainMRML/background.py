@@ -29,6 +29,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from UADBrainLib import errors
+from UADBrainLib.device import allow_mps_operator_fallback
 
 from . import worker
 from .dependencies import MissingPackage
@@ -71,9 +72,11 @@ class BackgroundDetection:
             "options": self.request.options.to_dict(),
         }), encoding="utf-8")
         log = open(self.folder / "worker.log", "w", encoding="utf-8")
+        environment = dict(os.environ if self.environment is None else self.environment)
+        allow_mps_operator_fallback(environment)  # the worker imports PyTorch after it starts
         self.process = subprocess.Popen([self.python, str(WORKER_SCRIPT), str(self.folder)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=self.environment, **_own_process_group())
+                                        env=environment, **_own_process_group())
         log.close()
 
     def poll(self) -> Status:

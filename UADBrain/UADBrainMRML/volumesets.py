@@ -1,10 +1,10 @@
 """Many volume sets in one go: the scene's volumes grouped per subject, run one after another.
 
 A set is a subject's co-registered contrasts. Volumes loaded from DICOM sit under a study in the
-subject hierarchy: that study is their set. Other volumes are grouped by name: the token that
-names the contrast (``FLAIR``, ``T1``, ``T2``, ``T1c``/``T1ce``/``T1Gd``) taken out, the rest
-names the subject (``case2_T1`` and ``case2_FLAIR`` are one set). The panel lists the sets for the
-user to pick from.
+subject hierarchy: that study is their set. Other volumes are grouped by name: the words that
+name the contrast (``FLAIR``, ``T1``/``T1w``, ``T2``/``T2w``, ``T1c``/``T1ce``/``T1 Gd``) taken
+out, the rest names the subject (``case2_T1`` and ``case2_FLAIR`` are one set; ``FLAIR`` and ``T1``
+alone are one unnamed set). The panel lists the sets for the user to pick from.
 
 :class:`VolumeSetRuns` runs the chosen model on each set in a background process (one at a time:
 a model's memory once), polled from the main thread like one run; each set's outputs are created
@@ -32,6 +32,9 @@ class VolumeSet:
     problem: str | None = None  # why the set cannot run as grouped (two volumes of one contrast)
 
 
+UNNAMED_SET = "(no subject name)"  # the set of volumes whose names state a contrast only
+
+
 @dataclass
 class SetOutcome:
     name: str
@@ -39,6 +42,14 @@ class SetOutcome:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     device: str | None = None  # what it ran on
+
+    @property
+    def summary(self) -> str:
+        """One line for a list of sets: what was found, or why the set failed."""
+        if self.error:
+            return f"failed — {self.error}"
+        result = self.outputs.result
+        return f"{result.lesion_count} lesions, {result.flagged_volume_ml:.1f} mL (on {self.device})"
 
 
 @dataclass
@@ -73,19 +84,21 @@ def volume_sets(scene) -> list[VolumeSet]:
             continue
         contrast, rest = split_contrast(node.GetName())
         if contrast is not None:
-            entries.append((_study_of(hierarchy, node) or rest or node.GetName(), contrast, node))
+            study = _study_of(hierarchy, node)
+            entries.append((study or rest or UNNAMED_SET, contrast, node, "loaded from one DICOM study" if study
+                            else "named alike"))
     return group_into_sets(entries)
 
 
 def group_into_sets(entries) -> list[VolumeSet]:
-    """``(set name, contrast, volume node)`` entries as sets, in first-seen order; a set given two
-    volumes of one contrast says so (:attr:`VolumeSet.problem`)."""
+    """``(set name, contrast, volume node, how they came together)`` entries as sets, in
+    first-seen order; a set given two volumes of one contrast says so (:attr:`VolumeSet.problem`)."""
     sets: dict[str, VolumeSet] = {}
-    for name, contrast, node in entries:
+    for name, contrast, node, grouped_by in entries:
         volume_set = sets.setdefault(name, VolumeSet(name))
         if contrast in volume_set.volumes:
-            volume_set.problem = (f"two {contrast.upper()} volumes ('{volume_set.volumes[contrast].GetName()}', "
-                                  f"'{node.GetName()}') — rename one or run this subject on its own.")
+            volume_set.problem = (f"two {contrast.upper()} volumes {grouped_by} ('{volume_set.volumes[contrast].GetName()}'"
+                                  f", '{node.GetName()}') — choose them in the Inputs section and press Apply.")
         else:
             volume_set.volumes[contrast] = node
     for volume_set in sets.values():
@@ -145,6 +158,9 @@ class VolumeSetRuns:
         if volume_set.problem:
             self.outcomes.append(SetOutcome(volume_set.name, error=volume_set.problem))
             return
+        if not all(self.logic.scene.IsNodePresent(node) for node in volume_set.volumes.values()):
+            self.outcomes.append(SetOutcome(volume_set.name, error="a volume of this set was removed from the scene."))
+            return
         try:
             self._request = self.logic.makeRequest(volume_set.volumes, self.modelName, None, self.options)
             self._job = self.logic.startBackground(self._request, self.python, self.environment)
@@ -158,6 +174,8 @@ class VolumeSetRuns:
         try:
             result = job.result()
             outputs = self.logic.createOutputs(request, result, self.replaceExisting)
+            # what the list keeps of each set: its nodes and what tunes them, not the engine's intermediate maps
+            result.channel_maps, result.reconstructions, result.preprocessed = {}, {}, {}
             self.outcomes.append(SetOutcome(volume_set.name, outputs, warnings=list(result.report.get("warnings", [])),
                                             device=result.report.get("device")))
         except Exception as error:  # noqa: BLE001 - reported in the list, the next set runs

@@ -30,6 +30,8 @@ PROGRESS_INTERVAL_S = 0.1
 
 
 def write_json_atomically(path: Path, value) -> None:
+    """The standard library only (not UADBrainLib.io's helper): the error file must be written even
+    when the engine itself cannot be imported."""
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(value), encoding="utf-8")
     os.replace(temporary, path)

@@ -4,7 +4,8 @@ import shutil
 
 import slicer
 
-from UADBrainMRML.dependencies import TORCH, DependencyError, missing_modules, pip_requirement
+from UADBrainMRML.dependencies import (TORCH, DependencyError, brain_extractor_modules, missing_modules, pip_requirement,
+                                       required_modules)
 
 
 def pythonSlicerExecutable() -> str:
@@ -31,6 +32,15 @@ def ensurePythonPackages(modules, purpose: str) -> bool:
         if module != TORCH:
             slicer.util.pip_install(pip_requirement(module))
     return True
+
+
+def ensureRunPackages(runs, brainMaskMethod: str | None, purpose: str) -> bool:
+    """What each ``(bundle, contrasts)`` of ``runs`` needs, and the brain extractor of
+    ``brainMaskMethod`` (None: a brain mask is given), installed with the user's consent."""
+    needed = [module for bundle, contrasts in runs for module in required_modules(bundle, contrasts)]
+    if brainMaskMethod is not None:
+        needed += brain_extractor_modules(brainMaskMethod)
+    return ensurePythonPackages(list(dict.fromkeys(needed)), purpose)
 
 
 def installTorch() -> None:

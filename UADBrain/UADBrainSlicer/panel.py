@@ -9,15 +9,13 @@ import vtk
 from slicer.util import VTKObservationMixin
 
 from UADBrainLib.errors import Cancelled
-from UADBrainMRML.dependencies import MissingPackage, brain_extractor_modules, required_modules
+from UADBrainMRML.dependencies import MissingPackage
 
 from .logic import UADBrainLogic
-from .packages import ensurePythonPackages, pythonSlicerExecutable
+from .packages import ensurePythonPackages, ensureRunPackages, pythonSlicerExecutable
 from .parameters import CONTRAST_PARAMETERS, RunOptions
 from .startup import loadSyntheticExample, showError
-from .volumesets import VolumeSetsSection
-
-POLL_INTERVAL_MS = 200
+from .volumesets import POLL_INTERVAL_MS, VolumeSetsSection
 
 
 class UADBrainPanel(VTKObservationMixin):
@@ -35,6 +33,7 @@ class UADBrainPanel(VTKObservationMixin):
         self._job = None  # the background run in progress, with its request
         self._request = None
         self._outputs = None  # the run the Tune section controls
+        self._usableDevices = {"auto", "cpu"}  # _showDevices: what this computer can run on
         self._pendingThreshold = None
         self._updatingTune = False
         self._pollTimer = qt.QTimer()
@@ -78,7 +77,7 @@ class UADBrainPanel(VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRun()
-        self._volumeSets.cancel()
+        self._volumeSets.forget()
         self._setOutputs(None)
         self.setParameterNode(None)
 
@@ -103,6 +102,7 @@ class UADBrainPanel(VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._offerUsableDevicesOnly()
             self.addObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent,
                              self._onParameterNodeModified)
             self._selectModelInCombo(self._parameterNode.modelName)
@@ -169,18 +169,29 @@ class UADBrainPanel(VTKObservationMixin):
             f"{runtimeText}")
 
     def _showDevices(self) -> None:
-        """Offer only the devices usable here; say why a GPU that is there cannot be used."""
+        """Say which devices are usable here, and why a GPU that is there is not. (No test operation
+        on the GPU: it would hold GPU memory in Slicer's own process; runs happen in a child process.)"""
         from UADBrainLib.device import available_devices, choose_device
 
         try:
-            devices, note = available_devices(), choose_device("auto").note
+            devices, note = available_devices(probe=False), choose_device("auto", probe=False).note
         except Exception as error:  # a broken PyTorch install (e.g. a DLL that fails to load) must not break the panel
             self.ui.deviceAvailabilityLabel.text = f"PyTorch could not be loaded ({error}); models run on the CPU."
             return
-        usable = {"auto", *devices, *(["cuda"] if any(d.startswith("cuda") for d in devices) else [])}
-        for index in range(self.ui.deviceComboBox.count):
-            self.ui.deviceComboBox.view().setRowHidden(index, self.ui.deviceComboBox.itemText(index) not in usable)
-        self.ui.deviceAvailabilityLabel.text = f"Available here: {', '.join(devices)}" + (f"\n{note}" if note else "")
+        self._usableDevices = {"auto", *devices, *(["cuda"] if any(d.startswith("cuda") for d in devices) else [])}
+        self.ui.deviceAvailabilityLabel.text = (f"Available here: {', '.join(devices)}"
+                                                + (f"\nA GPU is not used: {note}" if note else ""))
+
+    def _offerUsableDevicesOnly(self) -> None:
+        """Hide and disable the devices this computer cannot use (connectGui refills the list each
+        time); a saved choice that is not usable here goes back to auto."""
+        combo = self.ui.deviceComboBox
+        for index in range(combo.count):
+            usable = combo.itemText(index) in self._usableDevices
+            combo.view().setRowHidden(index, not usable)
+            combo.model().item(index).setEnabled(usable)
+        if self._parameterNode.options.device not in self._usableDevices:
+            self._parameterNode.options.device = "auto"
 
     # ------------------------------------------------------------------ run
     def onLoadExample(self) -> None:
@@ -203,10 +214,8 @@ class UADBrainPanel(VTKObservationMixin):
             modelName = self._parameterNode.modelName or None
             bundle = find_bundle(modelName, None if modelName else list(self._inputVolumes()))
             options = self._parameterNode.options.forApply()
-            needed = required_modules(bundle, list(self._inputVolumes()))
-            if self._parameterNode.brainMask is None:
-                needed += brain_extractor_modules(options.brain_mask_method)
-            if not ensurePythonPackages(needed, f"The model '{bundle.name}'"):
+            extractor = options.brain_mask_method if self._parameterNode.brainMask is None else None
+            if not ensureRunPackages([(bundle, list(self._inputVolumes()))], extractor, f"The model '{bundle.name}'"):
                 return
             # the model's own post-processing defaults; the Tune section adjusts them afterwards
             request = self.logic.makeRequest(self._inputVolumes(), modelName=modelName,
@@ -271,7 +280,8 @@ class UADBrainPanel(VTKObservationMixin):
         self.ui.applyButton.toolTip = "Stop the analysis; the scene stays as it was." if running else ""
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton):
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
+                       self.ui.volumeSetsCollapsibleButton):  # one run at a time
             widget.enabled = not running
         if not running:
             self._showInputProblems()

@@ -5,16 +5,19 @@ import logging
 import qt
 import slicer
 
-from UADBrainMRML.dependencies import brain_extractor_modules, required_modules
+from UADBrainLib.errors import UADBrainError
 
-from .packages import ensurePythonPackages, pythonSlicerExecutable
+from .packages import ensureRunPackages, pythonSlicerExecutable
 from .startup import showError
 
-POLL_INTERVAL_MS = 200
+POLL_INTERVAL_MS = 200  # how often a background run is polled (this section's and the panel's Apply)
 
 
 class VolumeSetsSection:
-    """Find the scene's volume sets, run them one after another in the background, report each."""
+    """Find the scene's volume sets, run them one after another in the background, report each.
+
+    One run at a time: while the sets run, Apply and the Inputs and Model sections are disabled
+    (and the panel disables this section while Apply runs)."""
 
     def __init__(self, panel) -> None:
         self.panel, self.ui = panel, panel.ui
@@ -44,6 +47,14 @@ class VolumeSetsSection:
         self.ui.volumeSetsStatusLabel.text = (f"{len(self._sets)} volume sets found." if self._sets else
                                               "No volume named by its contrast (FLAIR, T1, T2, T1c) in the scene.")
 
+    def forget(self) -> None:
+        """The scene is closing: stop, and drop the sets (their nodes go with the scene)."""
+        self.cancel()
+        self._sets = []
+        self.ui.volumeSetsList.clear()
+        self.ui.runVolumeSetsButton.enabled = False
+        self.ui.volumeSetsStatusLabel.text = ""
+
     def onRun(self) -> None:
         if self._runs is not None:
             self.cancel()
@@ -54,15 +65,11 @@ class VolumeSetsSection:
             self.ui.volumeSetsStatusLabel.text = "Check at least one set."
             return
         try:
-            from UADBrainLib.bundle import find_bundle
-
             parameters = self.panel._parameterNode
             modelName = parameters.modelName or None
             options = parameters.options.forApply()
-            contrasts = list(dict.fromkeys(c for volumeSet in chosen for c in volumeSet.volumes))
-            needed = required_modules(find_bundle(modelName, None if modelName else contrasts), contrasts)
-            needed += brain_extractor_modules(options.brain_mask_method)
-            if not ensurePythonPackages(needed, "The run over many volume sets"):
+            if not ensureRunPackages(self._modelsOf(chosen, modelName), options.brain_mask_method,
+                                     "The run over many volume sets"):
                 return
             self._runs = self.panel.logic.startVolumeSetRuns(
                 chosen, modelName, options, pythonSlicerExecutable(), slicer.util.startupEnvironment(),
@@ -73,36 +80,58 @@ class VolumeSetsSection:
         self._setRunning(True)
         self._timer.start()
 
+    @staticmethod
+    def _modelsOf(sets, modelName) -> list:
+        """``(bundle, contrasts)`` of each set (without a model named, each set's own default)."""
+        from UADBrainLib.bundle import find_bundle
+
+        models = []
+        for volumeSet in sets:
+            try:
+                models.append((find_bundle(modelName, None if modelName else list(volumeSet.volumes)),
+                               list(volumeSet.volumes)))
+            except UADBrainError:
+                pass  # that set fails on its own, with this reason, and the list goes on
+        return models
+
     def cancel(self) -> None:
-        if self._runs is None:
-            return
-        self._runs.cancel()
-        self._poll()
+        if self._runs is not None:
+            self._runs.cancel()
+            self._poll()
 
     def _poll(self) -> None:
-        status = self._runs.poll()
+        try:
+            status = self._runs.poll()
+        except Exception as error:  # noqa: BLE001 - a failure here must not repeat every poll
+            self._runs.cancel()
+            self._stop()
+            showError("The run over many volume sets stopped.", error)
+            return
         self.ui.progressBar.value = int(round(100 * status.fraction))
         self.ui.stageLabel.text = status.stage
         if not status.finished:
             return
+        self._stop()
+        lines = [status.stage]
+        for outcome in status.outcomes:
+            lines.append(f"{outcome.name}: {outcome.summary}")
+            for warning in outcome.warnings:
+                logging.warning(f"UADBrain: {outcome.name}: {warning}")
+        self.ui.volumeSetsStatusLabel.text = "\n".join(lines)
+
+    def _stop(self) -> None:
         self._timer.stop()
         self._runs = None
         self._setRunning(False)
-        lines = [status.stage]
-        for outcome in status.outcomes:
-            if outcome.error:
-                lines.append(f"{outcome.name}: failed — {outcome.error}")
-            else:
-                lines.append(f"{outcome.name}: {outcome.outputs.result.lesion_count} lesions, "
-                             f"{outcome.outputs.result.flagged_volume_ml:.1f} mL (on {outcome.device})")
-                for warning in outcome.warnings:
-                    logging.warning(f"UADBrain: {outcome.name}: {warning}")
-        self.ui.volumeSetsStatusLabel.text = "\n".join(lines)
 
     def _setRunning(self, running: bool) -> None:
         self.ui.runVolumeSetsButton.text = "Cancel" if running else "Run on checked sets"
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.applyButton,
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
                        self.ui.findVolumeSetsButton, self.ui.volumeSetsList):
             widget.enabled = not running
+        if running:
+            self.ui.applyButton.enabled = False
+        else:
+            self.panel._showInputProblems()  # Apply as the inputs allow

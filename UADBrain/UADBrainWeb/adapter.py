@@ -81,7 +81,7 @@ def write_example_volumes(folder: Path) -> dict[str, Path]:
 def usable_devices() -> list[str]:
     """``auto`` and the devices usable on this server, GPUs first (the CPU alone if PyTorch cannot load)."""
     try:
-        return ["auto", *available_devices()]
+        return ["auto", *available_devices(probe=False)]  # no GPU memory held by listing it
     except Exception:  # noqa: BLE001 - a broken PyTorch install must not stop the page from opening
         return ["auto", "cpu"]
 
@@ -101,12 +101,14 @@ def volume_sets(volumes: list[dict], nodes: dict) -> list:
     (``case2_flair.nii.gz`` and ``case2_t1.nii.gz`` are one subject), with the contrast the page gives it."""
     from UADBrainLib.cohort import split_contrast
     from UADBrainLib.io import image_path_suffix
-    from UADBrainMRML.volumesets import group_into_sets
+    from UADBrainMRML.volumesets import UNNAMED_SET, group_into_sets
 
     entries = []
     for volume in volumes:
         stem = volume["name"][: -len(image_path_suffix(volume["name"])) or None]
-        entries.append((split_contrast(stem)[1] or stem, volume["contrast"], nodes[volume["id"]]))
+        contrast_named, subject = split_contrast(stem)
+        name = (subject or UNNAMED_SET) if contrast_named else " ".join(stem.lower().replace("_", " ").split())
+        entries.append((name, volume["contrast"], nodes[volume["id"]], "named alike"))
     return group_into_sets(entries)
 
 
@@ -122,11 +124,8 @@ def set_rows(runs, status) -> list[dict]:
     rows = []
     for index, volume_set in enumerate(runs.sets):
         outcome = status.outcomes[index] if index < len(status.outcomes) else None
-        if outcome is not None and outcome.error:
-            text = f"failed — {outcome.error}"
-        elif outcome is not None:
-            result = outcome.outputs.result
-            text = f"{result.lesion_count} lesions, {result.flagged_volume_ml:.1f} mL (on {outcome.device})"
+        if outcome is not None:
+            text = outcome.summary
         else:
             text = ("running" if index == len(status.outcomes) else "waiting") if not status.finished else "skipped"
         rows.append({"index": index, "name": volume_set.name, "status": text,

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from UADBrainLib.device import allow_mps_operator_fallback
+
+    allow_mps_operator_fallback()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("UADBrainWeb").setLevel(logging.INFO)
     serve(args.host, args.port, args.open_browser)

@@ -282,7 +282,7 @@ class Session:
                 if status.finished:
                     break
                 await asyncio.sleep(SET_POLL_S)
-            self.set_outcomes = list(status.outcomes)
+            self._end_set_runs()
             shown = next((row["index"] for row in self.state.set_rows if row["ok"]), None)
             if shown is not None:
                 with self.state:
@@ -292,9 +292,16 @@ class Session:
             with self.state:
                 self.state.stage = "failed"
         finally:
-            self.set_runs = None
+            self._end_set_runs()
             with self.state:
                 self.state.running = False
+
+    def _end_set_runs(self) -> None:
+        """Keep what the sets made (their nodes go when the result is forgotten); stop what still runs."""
+        if self.set_runs is not None:
+            self.set_runs.cancel()  # nothing to stop once finished; after a failure, the set in progress
+            self.set_outcomes = list(self.set_runs.outcomes)
+            self.set_runs = None
 
     def show_set(self, index: int) -> None:
         """The result of one subject of the last run over every subject, in the views and the table."""

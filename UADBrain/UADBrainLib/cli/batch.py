@@ -83,6 +83,7 @@ def run_batch(args) -> int:
     bundled = bundle.path.parent.resolve() == BUNDLED_MODELS_DIR.resolve()
     job = CohortJob(bundle.name if bundled else str(bundle.path), options.device or "auto", options, layout,
                     dicom_seg=args.dicom_seg)
+    # one local worker: this process, without Dask (the one place that decides it)
     scheduler = None if args.scheduler == "local" and args.workers == 1 else args.scheduler
     if scheduler in (None, "local"):
         job.model()  # a model that cannot load here is one refusal, not a failure per scan

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..bundle import CONTRASTS, find_bundle, list_bundled
-from ..device import available_devices
+from ..device import available_devices, choose_device
 from ..errors import InputError
 from ..evaluation.benchmark import (DEFAULT_REAL_CASES, bench_table, machine_info, machine_line, model_contrasts,
                                     phantom_head, real_case, run_in_subprocess)
@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
                     "writes bench.json and bench.md to --out.")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: ./bench)")
     add_device_argument(parser, default=None, nargs="+",
-                        help="devices: cpu, cuda, cuda:N, mps (default: every one usable here, GPUs first)")
+                        help="devices: auto, cpu, cuda, cuda:N, mps (default: every one usable here, GPUs first)")
     parser.add_argument("--cases", type=Path, metavar="DIR",
                         help=f"evaluation cases; the first is benchmarked (default: {DEFAULT_REAL_CASES} "
                              "when present)")
@@ -44,7 +44,8 @@ def run_bench(args) -> int:
 
     if args.size < 32:
         raise InputError("--size must be at least 32 voxels.")
-    devices = args.device or available_devices()
+    # auto: the device a run would choose here
+    devices = list(dict.fromkeys(choose_device(d).device for d in args.device)) if args.device else available_devices()
     models = args.model or list_bundled()
     real = None if args.no_real else real_case(args.cases)
     rows = []

@@ -15,6 +15,7 @@ import threading
 from importlib.metadata import entry_points
 
 from .. import __version__
+from ..device import allow_mps_operator_fallback
 from ..errors import UADBrainError
 
 # the modules of this package that add a subcommand, in the order --help lists them
@@ -45,6 +46,7 @@ def _stop(signal_number, frame):
 
 
 def main(argv=None) -> int:
+    allow_mps_operator_fallback()
     parser = build_parser()
     args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -18,6 +18,7 @@ from .. import __version__
 from ..cohort import Scan
 from ..inference.dicom_seg import dicom_series_input
 from ..inference.result_files import DICOM_SEG_FILE, OUTPUT_FILES, check_output_folder, write_result
+from ..io import write_text_atomically
 
 NO_DICOM_INPUT = "not written: no input of this scan is a DICOM series"
 
@@ -63,12 +64,10 @@ class ScanFolders:
 
     def completed_report(self, scan: Scan, settings: dict) -> dict | None:
         folder = self.out_dir / scan.id
-        names = (*OUTPUT_FILES, *((DICOM_SEG_FILE,) if settings.get("dicom_seg") else ()))
-        report = matching_report(folder / "report.json", [folder / name for name in names], settings)
-        if report is None and settings.get("dicom_seg") and (folder / "report.json").is_file():
-            report = matching_report(folder / "report.json", [folder / name for name in OUTPUT_FILES], settings)
-            report = report if report and report.get("dicom_seg") == NO_DICOM_INPUT else None
-        return report
+        report = matching_report(folder / "report.json", [folder / name for name in OUTPUT_FILES], settings)
+        if report is None or not settings.get("dicom_seg") or report.get("dicom_seg") == NO_DICOM_INPUT:
+            return report
+        return report if (folder / DICOM_SEG_FILE).is_file() else None  # asked for, and a DICOM input had one
 
     def check(self, scan: Scan) -> None:
         check_output_folder(self.out_dir / scan.id, scan_inputs(scan), (DICOM_SEG_FILE,))
@@ -130,8 +129,8 @@ class BIDSDerivatives:
             "SourceDatasets": [{"URL": self.source_root.as_uri()}],
             "DatasetLinks": {"raw": self.source_root.as_uri()},
         }
-        _write_atomically(self.out_dir / "dataset_description.json", json.dumps(description, indent=2) + "\n")
-        _write_atomically(self.out_dir / ".bidsignore", "\n".join(BIDS_IGNORED) + "\n")
+        write_text_atomically(self.out_dir / "dataset_description.json", json.dumps(description, indent=2) + "\n")
+        write_text_atomically(self.out_dir / ".bidsignore", "\n".join(BIDS_IGNORED) + "\n")
 
     @staticmethod
     def prefix(scan: Scan) -> str:
@@ -208,11 +207,4 @@ def _csv_to_tsv(source: Path, target: Path) -> None:
         csv.writer(writing, delimiter="\t", lineterminator="\n").writerows(csv.reader(reading))
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` in one rename; parts of a job array on several hosts each write their own
-    partial file (same content) and the last rename wins."""
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as writing:
-        writing.write(text)
-    os.replace(partial, path)
 

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from ..io import write_text_atomically
+
 MAX_THUMBNAILS = 200
 TABLE_COLUMNS = {"volume_score": "volume score", "volume_percentile_among_healthy": "above healthy calibration brains",
                  "flagged_volume_ml": "flagged mL", "lesion_count": "lesions", "age": "age"}
@@ -116,9 +118,7 @@ def write_cohort_report(rows: list[dict], path, overview_of: Callable[[str], Pat
                      f"volume score {_cell(row.get('volume_score'))}, {_cell(row.get('flagged_volume_ml'))} mL, "
                      f"{_cell(row.get('lesion_count'))} lesion(s)</h3>{image}</div>")
     parts.append("</body></html>\n")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("\n".join(parts), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomically(path, "\n".join(parts))
 
 
 def _percent(share) -> str:

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 from ..cohort import Scan, content_fingerprint
 from ..errors import InputError, UADBrainError
 from ..inference.options import DetectOptions
+from ..io import replaced_atomically
 
 SUMMARY_COLUMNS = ("id", "status", "volume_score", "volume_percentile_among_healthy",
                    "flagged_volume_ml", "lesion_count", "threshold", "threshold_method",
@@ -156,13 +157,11 @@ def process_scan(job: CohortJob, scan: Scan) -> dict:
 
 def write_summary(rows: Iterable[dict], path: Path) -> None:
     """Write the summary CSV atomically (a reader never sees half a file)."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
+    with replaced_atomically(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in SUMMARY_COLUMNS})
-    os.replace(partial, path)
 
 
 def select_part(scans: list[Scan], part: tuple[int, int] | None) -> list[Scan]:
@@ -251,12 +250,14 @@ def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
 
 def run_cohort(job: CohortJob, scans: list[Scan], summary_path: Path, scheduler: str | None = None,
                workers: int = 1, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Every scan's row, in the cohort's order. The summary is rewritten as scans finish (at most
-    every ``SUMMARY_INTERVAL_S``: a cohort of thousands would spend its time rewriting it) and at the end."""
-    if scheduler is None and workers == 1:
+    """Every scan's row, in the cohort's order: in this process (``scheduler`` None), on
+    ``workers`` local Dask workers ("local") or on a running Dask cluster (its address). The summary
+    is rewritten as scans finish (at most every ``SUMMARY_INTERVAL_S``: a cohort of thousands would
+    spend its time rewriting it) and at the end."""
+    if scheduler is None:
         rows_as_they_finish = run_in_process(job, scans)
     else:
-        rows_as_they_finish = run_on_dask(job, scans, scheduler or "local", workers)
+        rows_as_they_finish = run_on_dask(job, scans, scheduler, workers)
     finished: dict[int, dict] = {}
     written = 0.0
     for number, row in rows_as_they_finish:

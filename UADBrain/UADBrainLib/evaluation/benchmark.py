@@ -114,6 +114,7 @@ def _peak_rss_mb() -> float:
 
 def run_worker(spec: dict) -> dict:
     """One model on one case on one device, measured in this (fresh) process."""
+    from ..inference.device_memory import peak_memory_bytes, reset_peak_memory
     from ..inference.models import load_model
     from ..inference.options import DetectOptions
     from ..inference.pipeline import detect
@@ -128,13 +129,13 @@ def run_worker(spec: dict) -> dict:
     model = load_model(find_bundle(spec["model"]), device)
     model_load_s = time.perf_counter() - started
     rss_before_mb = _rss_mb()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     options = DetectOptions(device=device)
     started = time.perf_counter()
     result = detect(spec["images"], model=model, options=options, mask=spec.get("mask"))
     detect_s = time.perf_counter() - started
-    gpu_peak_mb = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else
+    # (the slice batches reset CUDA's peak counter to size themselves: peak_memory_bytes spans those resets)
+    gpu_peak_mb = (peak_memory_bytes(device) / 2 ** 20 if cuda else
                    # MPS keeps no peak: what its driver holds after the run is the closest reading
                    torch.mps.driver_allocated_memory() / 2 ** 20 if device == "mps" else None)
 

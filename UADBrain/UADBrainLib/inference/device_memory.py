@@ -48,20 +48,41 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def cannot_run_on(error: BaseException, device: str) -> bool:
-    """Whether the scan should run again on the CPU: the GPU ran out of memory, or MPS lacks an operator."""
+GPU_OUT_OF_MEMORY = ("CUDA out of memory", "HIP out of memory", "MPS backend out of memory")
+
+
+def cpu_fallback_note(error: BaseException, device: str, chosen_by_auto: bool = False) -> str | None:
+    """What the report says when the scan runs again on the CPU — the GPU ran out of memory, MPS
+    lacks an operator, or (when ``auto`` chose the GPU) CUDA itself failed, e.g. no kernel for this
+    GPU — or None when the error stands. (The host running out of memory is no reason: the CPU run
+    would need more of it.)"""
+    from ..device import REINSTALL_HINT
+    from ..errors import first_line
+
     if device == "cpu":
-        return False
-    return is_out_of_memory(error) or (device == "mps" and isinstance(error, NotImplementedError))
+        return None
+    reason, ran = first_line(error), "the scan ran on the CPU instead (same result, slower)"
+    if any(text in str(error) for text in GPU_OUT_OF_MEMORY):
+        return (f"{device} ran out of memory ({reason}); {ran} — close other programs that use the GPU, "
+                "or choose the CPU to skip the try.")
+    if device == "mps" and isinstance(error, NotImplementedError):
+        return f"mps lacks an operator this model needs ({reason}); {ran}."
+    if chosen_by_auto and isinstance(error, RuntimeError) and str(error).startswith("CUDA error"):
+        return f"{device} failed ({reason}); {ran} — {REINSTALL_HINT}."
+    return None
 
 
 def release_cached_memory(device: str) -> None:
+    """Hand the GPU memory PyTorch caches back (after an out-of-memory error)."""
     import torch
 
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    elif device == "mps":
-        torch.mps.empty_cache()
+    try:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        elif device == "mps":
+            torch.mps.empty_cache()
+    except RuntimeError:  # a GPU left in an error state: the CPU run that follows needs none of it
+        pass
 
 
 def reset_peak_memory(device: str) -> None:

@@ -28,7 +28,7 @@ from ..errors import Cancelled, ModelError
 from ..geometry import array_to_image, resample_like
 from ..preprocessing import normalise
 from . import calibration as calib
-from .device_memory import add_device_note, cannot_run_on, collecting_device_notes, release_cached_memory
+from .device_memory import add_device_note, collecting_device_notes, cpu_fallback_note, release_cached_memory
 from .input_check import check_inputs
 from .models import AnomalyModel, load_model
 from .models.ensemble import runs_a_network
@@ -88,10 +88,13 @@ class _Run:
     def is_cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
-    def again_from(self, stage: str) -> None:
-        """Report progress from ``stage`` on again (a run that starts over on another device)."""
-        self._stage = None
-        self.done = sum(share for name, share in list(STAGES.items())[:list(STAGES).index(stage)])
+    def again_from(self, stage: str, failed_attempt: str) -> None:
+        """Report progress from ``stage`` on again (a run that starts over on another device); the
+        time the stages from ``stage`` on took so far is kept as one entry, ``failed_attempt``."""
+        self._close()
+        again = list(STAGES)[list(STAGES).index(stage):]
+        self.timings[failed_attempt] = round(sum(self.timings.pop(name, 0.0) for name in again), 4)
+        self.done = sum(share for name, share in STAGES.items() if name not in again)
 
     def _close(self):
         if self._stage is not None:
@@ -157,32 +160,35 @@ def _detect(images, model, options: DetectOptions, mask, progress, cancel, calib
     set_aside = [name for name in given if name not in inputs]
     # models without a network run on the CPU; only they skip importing torch to probe for a GPU
     needs_device = options.device != "auto" or runs_a_network(bundle, inputs)
-    choice = choose_device(options.device) if needs_device else DeviceChoice("cpu")
+    if isinstance(model, AnomalyModel) and options.device == "auto":
+        choice = DeviceChoice(model.device)  # the caller chose the device by loading the model there
+    else:
+        choice = choose_device(options.device) if needs_device else DeviceChoice("cpu")
     loaded = model if isinstance(model, AnomalyModel) and model.device == choice.device else bundle
     with collecting_device_notes() as device_notes:
         try:
             result = _detect_on(choice.device, run, loaded, bundle, given, given_mask, inputs, options, calibrated)
         except Exception as error:
-            if not cannot_run_on(error, choice.device):
+            fallback = cpu_fallback_note(error, choice.device, chosen_by_auto=options.device == "auto")
+            if fallback is None:
                 raise
+        else:
+            fallback = None
+        if fallback:  # out of the except block: the failed attempt's frames (its GPU tensors) are gone
             release_cached_memory(choice.device)
-            add_device_note(f"{choice.device} could not run this scan ({_first_line(error)}); it ran on the CPU "
-                            "instead (same result, slower) — free GPU memory or choose the CPU to skip the try.")
-            run.again_from("brain mask")
+            add_device_note(fallback)
+            run.again_from("brain mask", failed_attempt=f"{choice.device} attempt")
             result = _detect_on("cpu", run, bundle, bundle, given, given_mask, inputs, options, calibrated)
     report = result.report
     report["device_requested"] = options.device
-    report["warnings"] = [*([choice.note] if choice.note else []), *device_notes, *report["warnings"]]
+    unused_gpu = [f"ran on the CPU: {choice.note}"] if choice.note else []
+    report["warnings"] = [*unused_gpu, *device_notes, *report["warnings"]]
     if set_aside:
         report["warnings"].append(
             f"{', '.join(set_aside)} not scored: model '{bundle.name}' scores {'+'.join(inputs)} alone when given "
             "(adding other contrasts lowered its accuracy on the evaluation scans; its model card has the figures) "
             "— choose another model to fuse every contrast.")
     return result
-
-
-def _first_line(error: BaseException) -> str:
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def _detect_on(device: str, run: _Run, model, bundle: Bundle, given: dict, given_mask, inputs: dict,

@@ -8,7 +8,7 @@ which is enough for the few hundred steps used here. At inference a slice is noi
 (Song et al. 2021): healthy tissue comes back, an anomaly the partial noise has hidden does not.
 The noise is smooth and multi-scale (``noise.coarse_noise``, the role simplex noise plays in
 AnoDDPM), because white noise at these steps hides small details only, not lesions. Each
-contrast's slices draw their noise, slice by slice, from one generator seeded by the sampler's
+contrast's slices draw their noise, 16 slices at a time, from one generator seeded by the sampler's
 ``seed``, so a scan always gives the same map, whatever the batches it ran in.
 
 With ``patch_mm`` in the sampler (pDDPM), only one square patch of the slice is noised and
@@ -37,7 +37,8 @@ from .noise import coarse_noise
 HEAD = "diffusion"
 DEFAULT_SAMPLER = {"timesteps": 1000, "beta": [1e-4, 0.02], "start": 250, "steps": 10,
                    "noise_resolutions": [8, 16, 32], "seed": 0}
-ENSEMBLE_FRACTIONS = (0.5, 0.75, 1.0)  # default noise levels of an ensemble: these fractions of the trained start
+ENSEMBLE_FRACTIONS = (0.5, 0.75, 1.0)
+NOISE_CHUNK = 16  # slices whose noise is drawn at once: the batch the bundled calibrations were computed with  # default noise levels of an ensemble: these fractions of the trained start
 
 
 def cumulative_alphas(sampler: dict) -> torch.Tensor:
@@ -95,13 +96,12 @@ def patch_tiles(size: tuple[int, int], patch: int) -> list[tuple[slice, slice]]:
     return [(slice(r, r + patch), slice(c, c + patch)) for r in starts[0] for c in starts[1]]
 
 
-def reconstruct(network, inputs: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
-    """The restored slices of slice-network inputs ``[n, 2, H, W]`` (the slice, its brain mask):
-    whole (AnoDDPM), or with ``patch_px`` one patch at a time, the rest of the slice as context,
-    the restored patches stitched (pDDPM, Behrendt et al. 2023)."""
+def reconstruct(network, inputs: torch.Tensor, sampler: dict, noise: torch.Tensor) -> torch.Tensor:
+    """The restored slices of slice-network inputs ``[n, 2, H, W]`` (the slice, its brain mask),
+    from partial noising with ``noise`` ``[n, 1, H, W]``: whole (AnoDDPM), or with ``patch_px`` one
+    patch at a time, the rest of the slice as context, the restored patches stitched (pDDPM,
+    Behrendt et al. 2023)."""
     x0, mask = inputs[:, :1], inputs[:, 1:2]
-    # slice by slice, so a slice's noise does not depend on how many share its batch
-    noise = torch.cat([unit_noise((1, *x0.shape[1:]), sampler, generator) for _ in range(x0.shape[0])]).to(x0.device)
     patch = int(sampler.get("patch_px") or 0)
     if not patch:
         return restore(network, x0, mask, noise, sampler)
@@ -119,18 +119,47 @@ def seeded_reconstruction(network, sampler: dict, spacing_mm: float | None = Non
     (``spacing_mm``, the model grid's: what turns a patch's millimetres into pixels)."""
     if sampler.get("patch_mm"):
         sampler = {**sampler, "patch_px": max(1, int(round(sampler["patch_mm"] / spacing_mm)))}
-    return SeededReconstruction(network, sampler, torch.Generator().manual_seed(int(sampler["seed"])))
+    return SeededReconstruction(network, sampler)
 
 
 class SeededReconstruction:
-    """A diffusion model's slice forward: its ``generator`` is what ``predict_volume`` rewinds
-    when a batch runs again with fewer slices."""
+    """A diffusion model's slice forward with its volume's seeded noise.
 
-    def __init__(self, network, sampler: dict, generator: torch.Generator):
-        self.network, self.sampler, self.generator = network, sampler, generator
+    The noise of a volume's slices is drawn in chunks of :data:`NOISE_CHUNK` slices from a
+    generator seeded by the sampler's ``seed`` — what each batch drew when every batch held that
+    many slices, so the maps (and the calibrations computed from them) stay the same — and handed
+    out by slice position, whatever batches ``predict_volume`` runs: a batch run again with fewer
+    slices after an out-of-memory error (``checkpoint``/``restore``) gets the same noise.
+    """
+
+    def __init__(self, network, sampler: dict):
+        self.network, self.sampler = network, sampler
+        self.start_volume(None)
+
+    def start_volume(self, slices: int | None) -> None:
+        """A new volume of ``slices`` slices (None: unknown; every chunk full)."""
+        self.slices, self.position, self.drawn = slices, 0, []
+        self.generator = torch.Generator().manual_seed(int(self.sampler["seed"]))
+
+    def checkpoint(self) -> int:
+        return self.position
+
+    def restore(self, position: int) -> None:
+        self.position = position
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        return reconstruct(self.network, inputs, self.sampler, self.generator)
+        count = inputs.shape[0]
+        noise = self._noise(self.position, count, tuple(inputs.shape[-2:]))
+        self.position += count
+        return reconstruct(self.network, inputs, self.sampler, noise.to(inputs.device))
+
+    def _noise(self, start: int, count: int, size: tuple[int, int]) -> torch.Tensor:
+        drawn = sum(chunk.shape[0] for chunk in self.drawn)
+        while drawn < start + count:
+            left = NOISE_CHUNK if self.slices is None or drawn >= self.slices else self.slices - drawn
+            self.drawn.append(unit_noise((min(NOISE_CHUNK, left), 1, *size), self.sampler, self.generator))
+            drawn += self.drawn[-1].shape[0]
+        return torch.cat(self.drawn)[start:start + count]
 
 
 def ensemble_for(score: str, start: int, noise_levels=(), seeds: int = 2) -> dict | None:

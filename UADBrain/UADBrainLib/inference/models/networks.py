@@ -365,11 +365,11 @@ def predict_volume(forward: Callable[[torch.Tensor], torch.Tensor], image: np.nd
         if progress:
             progress(stop / centres.size)
 
-    generator = getattr(forward, "generator", None)  # a stochastic forward's noise, put back when a batch reruns
+    if hasattr(forward, "start_volume"):  # a stochastic forward: its noise by slice position (diffusion.py)
+        forward.start_volume(centres.size)
     with torch.inference_mode():
-        run_in_batches(centres.size, run_batch, device, batch_size,
-                       checkpoint=generator.get_state if generator is not None else None,
-                       restore=generator.set_state if generator is not None else None, is_cancelled=is_cancelled)
+        run_in_batches(centres.size, run_batch, device, batch_size, checkpoint=getattr(forward, "checkpoint", None),
+                       restore=getattr(forward, "restore", None), is_cancelled=is_cancelled)
     (p0, p1), (l0, l1) = pads
     unpadded = crop_out[:, :, p0:crop_out.shape[2] - p1, l0:crop_out.shape[3] - l1]
     output[..., p_slice, l_slice] = unpadded if channels else unpadded[0]
