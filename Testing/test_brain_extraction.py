@@ -254,9 +254,9 @@ def read(path):
     return sitk.ReadImage(str(path))
 
 
-def test_raw_ixi_heads_get_a_brain_sized_mask(shared_data):
-    for path in sorted((shared_data / "healthy" / "ixi_small").glob("*.nii.gz")):
-        mask, method = brain_mask_for(read(path), None, contrast="t1")
+def test_raw_ixi_heads_get_a_brain_sized_mask(ixi_heads):
+    assert len(ixi_heads) == 2
+    for path, (mask, method) in ixi_heads.items():
         assert method.startswith(METHOD_NAMES.get(auto_method("t1")[0], auto_method("t1")[0]))
         volume_ml = mask_array(mask).sum() * np.prod(mask.GetSpacing()) / 1000
         assert 1000 < volume_ml < 1700, f"{path.name}: {volume_ml:.0f} mL"
