@@ -13,6 +13,8 @@ from UADBrainLib.inference.brain_extraction import BRAIN_MASK_METHODS
 from UADBrainLib.inference.options import DEFAULTS, MAX_AGE_YEARS, MODEL_DEFAULT_POSTPROCESSING, DetectOptions
 
 CONTRAST_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t2": "t2Volume", "t1c": "t1cVolume"}
+# several GPUs as cuda:0 … cuda:7; the panel hides what this computer cannot use (panel._offerUsableDevicesOnly)
+PANEL_DEVICES = [*DEVICE_CHOICES, *(f"cuda:{index}" for index in range(8))]
 
 
 class MedianKernel(enum.Enum):
@@ -35,7 +37,7 @@ class RunOptions:
     model's own on Apply and set by the Tune section afterwards, without rerunning the model.
     """
 
-    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULTS.device
+    device: Annotated[str, Choice(PANEL_DEVICES)] = DEFAULTS.device
     brainMaskMethod: Annotated[str, Choice(list(BRAIN_MASK_METHODS))] = DEFAULTS.brain_mask_method
     ageYears: Annotated[float, WithinRange(0.0, MAX_AGE_YEARS)] = 0.0  # 0: not given (the spin box shows "unknown")
     fpr: Annotated[float, Minimum(0.0)] = MODEL_DEFAULT_POSTPROCESSING["fpr"]
