@@ -101,10 +101,6 @@ def mps_status(probe: bool = True) -> tuple[bool, str | None]:
     return (False, f"the Apple-silicon GPU (MPS) could not start: {problem}") if problem else (True, None)
 
 
-def cuda_available() -> bool:
-    return cuda_status()[0] > 0
-
-
 def choose_device(requested: str | None = "auto", probe: bool = True) -> DeviceChoice:
     """The device a run uses for ``requested``; ``cuda``/``cuda:N``/``mps`` must be usable
     (``probe``: see :func:`cuda_status`)."""

@@ -204,14 +204,14 @@ class Session:
         self.viewer.show_background(self.volume_nodes[shown["id"]] if shown else None)
 
     def _forget_result(self) -> None:
-        runs = [outcome.outputs for outcome in self.set_outcomes if outcome.outputs is not None]
-        for outputs in ([] if self.outputs is None or self.outputs in runs else [self.outputs]) + runs:
+        made = [self.outputs, *(outcome.outputs for outcome in self.set_outcomes)]
+        for outputs in {id(o): o for o in made if o is not None}.values():  # the shown one is also a set's
             adapter.remove_outputs(self.logic, outputs)
         self.outputs = self.applied = None
         self.set_outcomes = []
-        self.state.update({"set_rows": [], "shown_set": ""})
         self.state.update({"has_result": False, "lesions": [], "progress": 0, "stage": "", "ran_on": "",
-                           "run_warnings": [], "summary": "No result yet: press Run."})
+                           "run_warnings": [], "summary": "No result yet: press Run.", "set_rows": [],
+                           "shown_set": ""})
 
     def _input_volumes(self) -> dict[str, object]:
         """Contrast → volume node (FLAIR first: the reference the outputs are shown with),

@@ -205,6 +205,3 @@ def _csv_to_tsv(source: Path, target: Path) -> None:
     with open(source, newline="", encoding="utf-8") as reading, \
             open(target, "w", newline="", encoding="utf-8") as writing:
         csv.writer(writing, delimiter="\t", lineterminator="\n").writerows(csv.reader(reading))
-
-
-

@@ -37,8 +37,8 @@ from .noise import coarse_noise
 HEAD = "diffusion"
 DEFAULT_SAMPLER = {"timesteps": 1000, "beta": [1e-4, 0.02], "start": 250, "steps": 10,
                    "noise_resolutions": [8, 16, 32], "seed": 0}
-ENSEMBLE_FRACTIONS = (0.5, 0.75, 1.0)
-NOISE_CHUNK = 16  # slices whose noise is drawn at once: the batch the bundled calibrations were computed with  # default noise levels of an ensemble: these fractions of the trained start
+ENSEMBLE_FRACTIONS = (0.5, 0.75, 1.0)  # default noise levels of an ensemble: these fractions of the trained start
+NOISE_CHUNK = 16  # slices whose noise is drawn at once: the batch the bundled calibrations were computed with
 
 
 def cumulative_alphas(sampler: dict) -> torch.Tensor:
