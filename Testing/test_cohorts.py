@@ -190,6 +190,7 @@ def run_killing_a_busy_worker(tmp_path, count: int, allowed_failures: int | None
     return rows
 
 
+@pytest.mark.alone
 def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
     rows = run_killing_a_busy_worker(tmp_path, 6)
     # "reused": the killed worker had written that scan's outputs before the scheduler heard it finish
@@ -199,6 +200,7 @@ def test_a_worker_killed_mid_run_loses_no_scan(tmp_path):
     assert all(row["model_loads"] == 1 for row in rows)
 
 
+@pytest.mark.alone
 def test_scans_whose_workers_keep_dying_are_reported_and_the_cohort_goes_on(tmp_path):
     rows = run_killing_a_busy_worker(tmp_path, 6, allowed_failures=0)  # one death is all the scheduler allows
     failed = [row for row in rows if row["status"] == "failed"]
