@@ -191,6 +191,10 @@ def run_in_process(job: CohortJob, scans: list[Scan]) -> Iterator[tuple[int, dic
         yield number, process_scan(job, scan)
 
 
+# A task the cluster loses without a worker dying on it (a finished result whose worker died before
+# it was gathered can come back cancelled) is sent again this many times; process_scan itself never
+# raises, so such an error is never the scan's.
+CLUSTER_LOSSES_RETRIED = 2
 WORKER_DIED = ("every worker that ran it died (killed, or out of memory?), as often as the scheduler allows "
                "(distributed.scheduler.allowed-failures) — run it alone, e.g. uadbrain detect on its files, to see why")
 
@@ -202,7 +206,8 @@ def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
     ``scheduler`` "local" starts a ``LocalCluster`` of ``workers`` processes (one thread each, the
     cores shared out among them); anything else is the address of a running ``dask.distributed``
     scheduler (e.g. started by dask-jobqueue). A worker that dies has its scans rerun on another
-    (Dask's own retry); a scan that kills every worker it meets is reported failed.
+    (Dask's own retry); a scan that kills every worker it meets is reported failed. A task the
+    cluster loses otherwise is sent again (``CLUSTER_LOSSES_RETRIED``).
     """
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -229,19 +234,34 @@ def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
         raise InputError(f"cannot reach the Dask scheduler '{scheduler}' ({error}) — check the address "
                          "(tcp://HOST:8786) and that the scheduler runs.") from None
     run = uuid.uuid4().hex[:12]  # keys of this run alone: another cohort on a shared scheduler has its own
+    futures: dict = {}  # future → (scan number, how often the scan was sent)
+    finished = as_completed()
+
+    def send(number: int, sent: int) -> None:
+        future = client.submit(process_scan, job, scans[number], pure=False,
+                               key=f"uadbrain-{run}-{number}-{sent}-{scans[number].id}")
+        futures[future] = (number, sent)
+        finished.add(future)
+
     try:
-        futures = {client.submit(process_scan, job, scan, pure=False, key=f"uadbrain-{run}-{number}-{scan.id}"): number
-                   for number, scan in enumerate(scans)}
-        for future in as_completed(futures):
-            number = futures.pop(future)
+        for number in range(len(scans)):
+            send(number, 1)
+        for future in finished:
+            number, sent = futures.pop(future)
             try:
-                yield number, future.result()
+                row = future.result()
             except KilledWorker:
-                yield number, summary_row(scans[number], "failed", error=WORKER_DIED)
-            except Exception as error:  # noqa: BLE001 - the task itself failed outside process_scan
-                yield number, summary_row(scans[number], "failed", error=f"{type(error).__name__}: {error}")
+                row = summary_row(scans[number], "failed", error=WORKER_DIED)
+            except Exception as error:  # noqa: BLE001 - process_scan never raises: the cluster lost the task
+                if sent <= CLUSTER_LOSSES_RETRIED:
+                    logging.getLogger(__name__).warning("scan %s: %s: %s — sent again", scans[number].id,
+                                                        type(error).__name__, error)
+                    send(number, sent + 1)  # outputs its first run completed are reused, not recomputed
+                    continue
+                row = summary_row(scans[number], "failed", error=f"{type(error).__name__}: {error}")
             finally:
                 future.release()
+            yield number, row
     finally:
         client.close()
         if cluster is not None:
