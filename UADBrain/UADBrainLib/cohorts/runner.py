@@ -191,9 +191,11 @@ def run_in_process(job: CohortJob, scans: list[Scan]) -> Iterator[tuple[int, dic
         yield number, process_scan(job, scan)
 
 
-# A task the cluster loses without a worker dying on it (a finished result whose worker died before
-# it was gathered can come back cancelled) is sent again this many times; process_scan itself never
-# raises, so such an error is never the scan's.
+# A task the cluster loses without a worker dying on it is sent again this many times: a finished
+# result whose worker was killed before the client gathered it makes distributed 2026.8's
+# Future.result raise "RuntimeError: <asyncio.locks.Event …> is bound to a different event loop"
+# (seen in CI, and in 2 of 40 reruns of the worker-killing test here, both then reused).
+# process_scan itself never raises, so such an error is never the scan's.
 CLUSTER_LOSSES_RETRIED = 2
 WORKER_DIED = ("every worker that ran it died (killed, or out of memory?), as often as the scheduler allows "
                "(distributed.scheduler.allowed-failures) — run it alone, e.g. uadbrain detect on its files, to see why")
