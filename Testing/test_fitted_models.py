@@ -149,6 +149,51 @@ def test_the_age_conditioned_normative_model_scores_at_the_subjects_age(tmp_path
         DetectOptions(age=-3)
 
 
+FOLDER_FIT = ["--model", "normative", "--contrast", "flair", "--spacing", "4", "--validation-volumes", "1",
+              "--calibration-volumes", "1", "--quiet"]
+
+
+def test_a_sites_healthy_cohort_conditions_the_normative_model_on_the_ages_in_its_participants_table(tmp_path, capsys):
+    from synthetic_cases import write_case
+
+    cohort = tmp_path / "healthy"
+    ages = {"h1": "25", "h2": "41", "h3": "58", "h4": "n/a", "h5": "77", "h6": "95"}
+    for seed, name in enumerate(ages):
+        write_case(cohort / name, lesions=(), seed=seed, truth_name=None)
+    # BIDS' participants table: labels with 'sub-', a de-identified or unknown age as BIDS writes it
+    (cohort / "participants.tsv").write_text("participant_id\tage\n" + "".join(f"sub-{name}\t{age}\n"
+                                                                               for name, age in ages.items()))
+    out = tmp_path / "site-normative-age"
+    assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--age-range", "20", "90", "--out", str(out)]) == 0
+    assert "left out 2 subject(s) without an age in --age-range: h4 (no age), h6 (95 years)" in capsys.readouterr().err
+    meta = read_bundle(out).metadata
+    # four subjects: every split holds all of them, the reference age is their mean
+    assert meta["network"]["conditioning"]["age"] == {"range": [20.0, 90.0], "reference": 50.25, "sd": 19.36}
+    assert meta["training"]["cohort_volumes"] == 4 and "aged 25-77 years" in meta["training"]["data"]
+    # the same folder without --age-range: every subject, no conditioning
+    assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--out", str(tmp_path / "plain")]) == 0
+    assert "conditioning" not in read_bundle(tmp_path / "plain").metadata["network"]
+
+    (cohort / "participants.tsv").write_text("participant_id\tage\nsub-h1\tforty\n")
+    assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--age-range", "20", "90", "--out", str(tmp_path / "x")]) == 2
+    assert "subject h1" in (error := capsys.readouterr().err) and "'forty'" in error
+    (cohort / "participants.tsv").unlink()
+    assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--age-range", "20", "90", "--out", str(tmp_path / "x")]) == 2
+    assert "0 subject(s)" in (error := capsys.readouterr().err) and "participants.tsv" in error
+
+
+def test_a_bids_dataset_of_healthy_subjects_is_training_data_with_its_participants_ages(tmp_path, capsys):
+    pytest.importorskip("bids", reason='reading BIDS needs the cohort extra: pip install "uadbrain[cohort]"')
+    from synthetic_cases import write_bids_dataset
+
+    dataset = write_bids_dataset(tmp_path / "dataset")  # FLAIR: sub-01 at 34 and 36 years, sub-02 at 89+
+    out = tmp_path / "bids-normative-age"
+    assert main(["train", *FOLDER_FIT, "--data", str(dataset), "--age-range", "20", "90", "--out", str(out)]) == 0
+    meta = read_bundle(out).metadata
+    assert meta["training"]["cohort_volumes"] == 3  # sub-03's two FLAIR acquisitions are the user's choice
+    assert meta["network"]["conditioning"]["age"]["reference"] == 53.0
+
+
 def test_patchcore_fits_its_memory_banks_on_a_bundled_encoder_with_one_command(tmp_path):
     out = tmp_path / "tiny-patchcore"
     assert main(["train", "--model", "patchcore", "--feature-model", "dae", "--memory-bank", "64",

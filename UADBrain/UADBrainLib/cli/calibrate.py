@@ -17,7 +17,9 @@ def add_parser(subparsers) -> None:
                     "bundle's metadata.json, so that --threshold calibrated means a false-positive "
                     "rate on healthy brains.")
     parser.add_argument("--model", required=True, help="bundled model name or bundle folder (written in place)")
-    parser.add_argument("--data", default="synthetic", help="'synthetic' or a folder of healthy scans")
+    parser.add_argument("--data", default="synthetic",
+                        help="'synthetic', a folder of healthy scans or a BIDS dataset (a model conditioned "
+                             "on age reads each subject's age from its participants.tsv or participants.csv)")
     parser.add_argument("--contrast", action="append", dest="contrasts",
                         help="contrast(s) to calibrate (default: all the model uses)")
     parser.add_argument("--label-maps", help="folder of label maps for --data synthetic")
@@ -33,13 +35,17 @@ def run_calibrate(args) -> int:
 
     from ..device import resolve_device
 
+    from ..inference.models.normative import age_conditioning
+
     bundle = find_bundle(args.model)
     contrasts = args.contrasts or bundle.contrasts
+    conditioning = age_conditioning(bundle.metadata.get("network", {}))
+    ages = tuple(conditioning["range"]) if conditioning else None  # each brain scored at its own age, as trained
     if args.data == "synthetic":
         cases, description = synthetic_cases(resolve_label_maps(args.label_maps), contrasts,
-                                             args.volumes, args.spacing, args.seed)
+                                             args.volumes, args.spacing, args.seed, ages)
     else:
-        cases, description = folder_cases(args.data, contrasts, args.volumes)
+        cases, description = folder_cases(args.data, contrasts, args.volumes, ages)
     bar = tqdm(total=args.volumes, desc=f"calibrate {bundle.name}")
     calibration, measured = calibrate_model(bundle, cases, resolve_device(args.device), description,
                                             progress=lambda name: bar.update(1))

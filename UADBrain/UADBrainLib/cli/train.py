@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
                              "input-check: the contrast check, training/input_check.py)")
     parser.add_argument("--contrast", action="append", dest="contrasts",
                         choices=CONTRASTS, help="contrast to train on (repeat for several)")
-    parser.add_argument("--data", default="synthetic", help="'synthetic' or a folder of healthy scans")
+    parser.add_argument("--data", default="synthetic",
+                        help="'synthetic', a folder of healthy scans or a BIDS dataset of healthy subjects")
     parser.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     add_device_argument(parser)
@@ -98,8 +99,10 @@ def add_parser(subparsers) -> None:
                         help="normative, patchcore: synthetic healthy brains whose statistics are fitted "
                              "(with --data FOLDER: every subject of its training split)")
     parser.add_argument("--age-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                        help="normative: condition the model on age, its synthetic cohort aged LOW to HIGH years "
-                             "(e.g. 20 90; atrophy follows age); detect then takes --age")
+                        help="normative: condition the model on age, over a cohort aged LOW to HIGH years "
+                             "(e.g. 20 90): synthetic brains of those ages (atrophy follows age), or with --data "
+                             "FOLDER its subjects of those ages (participants.tsv/.csv: participant_id, age); "
+                             "detect then takes --age")
     parser.add_argument("--reconstruction-model", default=TrainConfig.reconstruction_model,
                         help="learned-hybrid: the denoising-autoencoder bundle whose residual the segmenter sees")
     parser.add_argument("--memory-bank", type=int, default=TrainConfig.memory_bank,

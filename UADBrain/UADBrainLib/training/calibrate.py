@@ -75,9 +75,11 @@ def synthetic_cases(label_maps: list, contrasts: list[str], count: int, spacing:
     return (source.healthy_case(seed + i, spacing) for i in range(count)), description
 
 
-def folder_cases(folder, contrasts: list[str], count: int | None = None) -> tuple[Iterable[HealthyCase], str]:
-    """Healthy real cases: the calibration split of a folder of healthy scans."""
-    source = FolderSource(folder, contrasts, {}, split="calibration")
+def folder_cases(folder, contrasts: list[str], count: int | None = None,
+                 ages: tuple[float, float] | None = None) -> tuple[Iterable[HealthyCase], str]:
+    """Healthy real cases: the calibration split of a folder of healthy scans (with ``ages``: of
+    the subjects whose age is known and in that range, each case carrying it)."""
+    source = FolderSource(folder, contrasts, {}, split="calibration", ages=ages)
     count = len(source.subjects) if count is None else min(count, len(source.subjects))
     description = f"{count} real healthy subject(s) from {Path(folder).name}; UADBrain {__version__}"
     return (source.healthy_case(i) for i in range(count)), description

@@ -6,8 +6,10 @@ with their brain mask) and healthy calibration cases (SimpleITK images the pipel
 * :class:`SyntheticSource` draws brains from anatomical label maps (``synthesis/brains.py``); its label
   maps are split into training, validation and calibration maps so that the model is validated and
   calibrated on anatomy it never saw.
-* :class:`FolderSource` reads a folder of real healthy scans and preprocesses them exactly as
-  ``pipeline.detect`` does (brain mask, canonical grid, bias correction, normalisation).
+* :class:`FolderSource` reads a folder of real healthy scans — or a BIDS dataset — and preprocesses
+  them exactly as ``pipeline.detect`` does (brain mask, canonical grid, bias correction,
+  normalisation); for a model conditioned on age, each subject's age comes from the folder's
+  participants table (BIDS ``participants.tsv``, or a ``participants.csv``).
 
 :class:`VolumePool` keeps a few volumes in memory and replaces the oldest with fresh ones made by
 a background process, because making a volume costs more than a training step.
@@ -15,6 +17,7 @@ a background process, because making a volume costs more than a training step.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import re
@@ -30,6 +33,9 @@ from ..preprocessing import robust_statistics
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 SPLITS = ("train", "validation", "calibration")
+PARTICIPANT_TABLES = {"participants.tsv": "\t", "participants.csv": ","}  # BIDS' table, or a site's CSV
+SUBJECT_COLUMNS = ("participant_id", "subject", "id")
+MIN_AGED_SUBJECTS = 3  # an age line needs brains of different ages in every split's share
 AGE_STREAM = 0xA6E  # seeds the age draw apart from the brain's other draws
 
 
@@ -207,16 +213,22 @@ def _stem(path: Path) -> str:
 
 
 def find_subjects(folder, contrasts: list[str]) -> list[dict]:
-    """Healthy subjects in a folder: ``[{"name", "images": {contrast: path}, "mask": path|None}]``.
+    """Healthy subjects in a folder: ``[{"name", "images": {contrast: path}, "mask": path|None,
+    "age": str|None}]`` (the age as the participants table writes it).
 
-    Either one sub-folder per subject holding ``<contrast>.nii.gz`` (and optionally
-    ``brainmask.nii.gz``), or image files directly in the folder named ``<subject>_<contrast>``
-    (any case, e.g. ``IXI012-HH-1211_T1.nii.gz``); with a single contrast, any image file is a subject.
+    A BIDS dataset (its ``dataset_description.json``): each subject and session with all the
+    contrasts, read as ``detect --bids`` reads it. Otherwise one sub-folder per subject holding
+    ``<contrast>.nii.gz`` (and optionally ``brainmask.nii.gz``), or image files directly in the
+    folder named ``<subject>_<contrast>`` (any case, e.g. ``IXI012-HH-1211_T1.nii.gz``); with a
+    single contrast, any image file is a subject. Ages come from ``participants.tsv`` or
+    ``participants.csv`` in the folder (a ``participant_id`` column, ``sub-`` optional, and ``age``).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"training data folder '{folder}' does not exist — give a folder of healthy "
                          "scans, or 'synthetic'.")
+    if (folder / "dataset_description.json").is_file():
+        return bids_subjects(folder, contrasts)
     subjects = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = {_stem(p).lower(): p for p in _image_files(sub)}
@@ -238,10 +250,72 @@ def find_subjects(folder, contrasts: list[str]) -> list[dict]:
         raise InputError(f"no subject in '{folder}' has all of {', '.join(contrasts)} — name files "
                          "<subject>_<contrast>.nii.gz, or use one sub-folder per subject with "
                          "<contrast>.nii.gz inside.")
+    ages = participant_ages(folder)
+    return [{**subject, "age": ages.get(bare_subject(subject["name"]))} for subject in subjects]
+
+
+def bids_subjects(root: Path, contrasts: list[str]) -> list[dict]:
+    """The sessions of a BIDS dataset that hold every one of ``contrasts``, as training subjects."""
+    from ..cohorts.bids import scans_from_bids
+
+    subjects = [{"name": scan.id, "images": {c: scan.images[c] for c in contrasts}, "mask": scan.mask,
+                 "age": scan.age}
+                for scan in scans_from_bids(root) if not scan.problem and set(contrasts) <= set(scan.images)]
+    if not subjects:
+        raise InputError(f"no subject or session of the BIDS dataset '{root}' has all of {', '.join(contrasts)}.")
     return subjects
 
 
-def preprocess_case(images: dict, preprocessing: dict, mask=None, device: str = "cpu") -> TrainingVolume:
+def bare_subject(name: str) -> str:
+    return name[4:] if name.startswith("sub-") else name
+
+
+def participant_ages(folder: Path) -> dict[str, str]:
+    """``{subject label without 'sub-': age as written}`` from the folder's participants table
+    (empty without one)."""
+    from ..cohorts.bids import known
+
+    for name, delimiter in PARTICIPANT_TABLES.items():
+        path = folder / name
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                        for row in csv.DictReader(handle, delimiter=delimiter)]
+            column = next((c for c in SUBJECT_COLUMNS if rows and c in rows[0]), None)
+            if column is None or "age" not in rows[0]:
+                raise InputError(f"'{path}' needs a participant_id and an age column (one row per subject) "
+                                 "— add them, or remove the file.")
+            return {bare_subject(row[column]): known(row["age"]) for row in rows if row[column]}
+    return {}
+
+
+def subjects_of_ages(subjects: list[dict], ages: tuple[float, float], folder: Path) -> tuple[list[dict], list[str]]:
+    """The subjects whose age lies in ``ages`` (their age a number), and why each other was left out."""
+    from ..inference.options import check_age
+
+    kept, left_out = [], []
+    for subject in subjects:
+        if subject["age"] is None:
+            left_out.append(f"{subject['name']} (no age)")
+            continue
+        try:
+            age = check_age(subject["age"])
+        except InputError:
+            raise InputError(f"the age of subject {subject['name']} in '{folder}' reads '{subject['age']}' — "
+                             "write years as a number (or n/a).") from None
+        if ages[0] <= age <= ages[1]:
+            kept.append({**subject, "age": age})
+        else:
+            left_out.append(f"{subject['name']} ({age:g} years)")
+    if len(kept) < MIN_AGED_SUBJECTS or len({s["age"] for s in kept}) < 2:
+        raise InputError(f"--age-range {ages[0]:g} {ages[1]:g}: {len(kept)} subject(s) of '{folder}' have an age "
+                         f"in it — an age-conditioned model needs at least {MIN_AGED_SUBJECTS} of different ages "
+                         "(their ages in participants.tsv or participants.csv: participant_id, age).")
+    return kept, left_out
+
+
+def preprocess_case(images: dict, preprocessing: dict, mask=None, device: str = "cpu",
+                    age: float | None = None) -> TrainingVolume:
     """Real scans of one subject → the model-grid arrays ``pipeline.detect`` would normalise
     (``inference.preparation``, the same code detect runs)."""
     from ..inference.preparation import load_scan, prepare_scan
@@ -249,37 +323,52 @@ def preprocess_case(images: dict, preprocessing: dict, mask=None, device: str = 
     scan = prepare_scan(*load_scan(images, mask), preprocessing.get("spacing_mm"), "auto",
                         preprocessing.get("bias_correction", False), device)
     arrays = {c: sitk.GetArrayFromImage(image) for c, image in scan.images.items()}
-    return training_volume(arrays, scan.mask, scan.grid.GetSpacing()[0], preprocessing.get("normalisation", "robust_z"))
+    return training_volume(arrays, scan.mask, scan.grid.GetSpacing()[0], preprocessing.get("normalisation", "robust_z"),
+                           age=age)
 
 
 class FolderSource:
-    """Real healthy scans from a folder, one split of its subjects, preprocessed as at inference."""
+    """Real healthy scans from a folder, one split of its subjects, preprocessed as at inference.
+    With ``ages`` (years, for a model conditioned on age) only the subjects whose age the
+    participants table gives in that range; ``left_out`` names the others."""
 
     def __init__(self, folder, contrasts: list[str], preprocessing: dict, split: str = "train",
-                 device: str = "cpu"):
+                 device: str = "cpu", ages: tuple[float, float] | None = None):
         self.folder = Path(folder)
         self.contrasts = list(contrasts)
         self.preprocessing = dict(preprocessing)
         self.split = split
         self.device = device
+        self.ages = None if ages is None else tuple(float(a) for a in ages)
         subjects = find_subjects(self.folder, self.contrasts)
+        self.left_out: list[str] = []
+        if self.ages is None:
+            subjects = [{**subject, "age": None} for subject in subjects]
+        else:
+            subjects, self.left_out = subjects_of_ages(subjects, self.ages, self.folder)
         self.subjects = [subjects[i] for i in split_indices(len(subjects), split)]
 
     @property
     def key(self) -> str:
         spacing = self.preprocessing.get("spacing_mm")
-        return f"folder-{self.folder.name}-{self.split}-{'-'.join(self.contrasts)}-{spacing}mm"
+        ages = f"-age{self.ages[0]:g}-{self.ages[1]:g}" if self.ages else ""
+        return f"folder-{self.folder.name}-{self.split}-{'-'.join(self.contrasts)}-{spacing}mm{ages}"
 
     def describe(self) -> str:
-        return f"{len(self.subjects)} real healthy subject(s) from {self.folder}"
+        ages = ""
+        if self.ages:
+            years = [s["age"] for s in self.subjects]
+            ages = f", aged {min(years):g}-{max(years):g} years"
+        return f"{len(self.subjects)} real healthy subject(s) from {self.folder}{ages}"
 
     def volume(self, seed: int) -> TrainingVolume:
         subject = self.subjects[seed % len(self.subjects)]
-        return preprocess_case(subject["images"], self.preprocessing, subject["mask"], self.device)
+        return preprocess_case(subject["images"], self.preprocessing, subject["mask"], self.device, subject["age"])
 
     def healthy_case(self, seed: int, spacing: float = 1.0) -> HealthyCase:
         subject = self.subjects[seed % len(self.subjects)]
-        return HealthyCase(images=dict(subject["images"]), mask=subject["mask"], name=subject["name"])
+        return HealthyCase(images=dict(subject["images"]), mask=subject["mask"], name=subject["name"],
+                           age=subject["age"])
 
 
 _worker_source = None

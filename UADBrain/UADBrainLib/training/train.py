@@ -105,11 +105,14 @@ def make_sources(config: TrainConfig, preprocessing: dict):
         make = lambda split: SyntheticSource(maps, config.contrasts, config.spacing,  # noqa: E731
                                              preprocessing["normalisation"], split, config.age_range)
     else:
-        if config.age_range:
-            raise InputError("--age-range conditions on the ages of synthetic brains; a folder of healthy "
-                             "scans carries no ages UADBrain can read yet — train it without --age-range.")
-        make = lambda split: FolderSource(config.data, config.contrasts, preprocessing, split)  # noqa: E731
-    return make("train"), make("validation"), make("calibration")
+        make = lambda split: FolderSource(config.data, config.contrasts, preprocessing, split,  # noqa: E731
+                                          ages=config.age_range)
+    sources = make("train"), make("validation"), make("calibration")
+    if getattr(sources[0], "left_out", None):
+        left_out = sources[0].left_out
+        print(f"left out {len(left_out)} subject(s) without an age in --age-range: {', '.join(left_out[:10])}"
+              f"{' …' if len(left_out) > 10 else ''}", file=sys.stderr)
+    return sources
 
 
 def _save_checkpoint(path: Path, networks, optimizer, step: int, best: dict, history: list, rng,
@@ -310,7 +313,7 @@ def write_bundle(config: TrainConfig, task, state: dict, best: dict, history: li
     else:
         from .calibrate import folder_cases
 
-        cases, description = folder_cases(config.data, config.contrasts, config.calibration_volumes)
+        cases, description = folder_cases(config.data, config.contrasts, config.calibration_volumes, config.age_range)
     bar = tqdm(total=config.calibration_volumes, desc="calibrate")
     calibration, measured = calibrate_model(bundle, cases, device, description, progress=lambda _: bar.update(1))
     bar.close()

@@ -51,12 +51,15 @@ def template_box() -> tuple[list[int], list[int]]:
 
 def network_spec(age_range=None, cohort_ages=None) -> dict:
     """The bundle's ``network`` block: the template frame the statistics live in, and for a model
-    conditioned on age the cohort's age range, mean (the statistics' reference age) and SD."""
+    conditioned on age (``age_range`` and the fitted cohort's ``cohort_ages``) the range, the
+    cohort's mean age (the statistics' reference age) and its SD."""
     start, size = template_box()
     spec = {"architecture": ARCHITECTURE, "template": TEMPLATE_PATH.name, "template_sha256": template_sha256(),
             "box_start": start, "box_size": size}
     if age_range:
-        ages = np.asarray(cohort_ages if cohort_ages is not None else age_range, np.float64)
+        if cohort_ages is None:
+            raise ValueError("a model conditioned on age is described once its cohort's ages are known")
+        ages = np.asarray(cohort_ages, np.float64)
         spec["conditioning"] = {"age": {"range": [float(a) for a in age_range], "reference": round(float(ages.mean()), 2),
                                         "sd": round(float(ages.std()), 2)}}
     return spec
@@ -65,6 +68,11 @@ def network_spec(age_range=None, cohort_ages=None) -> dict:
 def age_conditioning(network: dict) -> dict | None:
     """``{"range", "reference", "sd"}`` (years) of a model conditioned on age, else None."""
     return network.get("conditioning", {}).get("age")
+
+
+def scored_age(conditioning: dict, age: float) -> float:
+    """The age a conditioned model scores at: the subject's, within the range it was fitted on."""
+    return float(np.clip(age, *conditioning["range"]))
 
 
 def age_warning(network: dict, age: float | None, name: str) -> str | None:
@@ -79,7 +87,7 @@ def age_warning(network: dict, age: float | None, name: str) -> str | None:
                 "give the subject's age (--age).")
     if not low <= age <= high:
         return (f"age {age:g} is outside the {low:g}-{high:g} years model '{name}' was fitted on: "
-                f"scored as {min(max(age, low), high):g} years.")
+                f"scored as {scored_age(conditioning, age):g} years.")
     return None
 
 
@@ -109,7 +117,7 @@ def normative_scores(images: dict[str, np.ndarray], mask: np.ndarray, spacing, s
             if age is None:
                 spread = np.sqrt(spread ** 2 + (slope * conditioning["sd"]) ** 2)
             else:
-                median = median + slope * (float(np.clip(age, *conditioning["range"])) - conditioning["reference"])
+                median = median + slope * (scored_age(conditioning, age) - conditioning["reference"])
         z = np.where(mask, (image - median) / spread, 0.0)
         maps[contrast] = directional_score(z, directions[contrast]).astype(np.float32)
     return maps

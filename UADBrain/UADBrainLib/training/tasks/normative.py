@@ -63,6 +63,10 @@ class NormativeTask(TrainingTask):
     family = "normative"
     fitted = True
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.cohort_ages = None  # years, once a cohort conditioned on age is fitted
+
     def title(self):
         conditioned = " conditioned on age" if self.config.age_range else ""
         return f"Voxel-wise normative model{conditioned} ({self.contrast_names()})"
@@ -85,17 +89,17 @@ class NormativeTask(TrainingTask):
     def network_spec(self) -> dict:
         from ...inference.models.normative import network_spec
 
-        return network_spec(self.config.age_range, getattr(self, "cohort_ages", None))
+        return network_spec(self.config.age_range, self.cohort_ages)
 
     def fit(self, source, progress=None) -> dict:
         """The statistics (float16 tensors ``<contrast>.median`` / ``.spread``, and ``.age_slope``
         when conditioned on age) of the cohort."""
         import torch
 
-        from ...inference.models.normative import box_slices
+        from ...inference.models.normative import box_slices, network_spec
         from ...template import register_brain, template_image, to_template
 
-        box = box_slices(self.network_spec())
+        box = box_slices(network_spec())  # the template frame alone: the cohort's ages are not drawn yet
         count = self.cohort_size(source)
         samples, ages = {c: [] for c in self.config.contrasts}, []
         for index in range(count):
