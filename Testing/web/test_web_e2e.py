@@ -376,3 +376,13 @@ def example_flair_on_grid(spacing, rotation_deg: float = 0.0) -> sitk.Image:
     origin = centre - direction @ (spacing * (size - 1) / 2)
     return sitk.Resample(flair, [int(n) for n in size], sitk.Transform(), sitk.sitkLinear, origin.tolist(),
                          spacing.tolist(), direction.flatten().tolist(), 0.0, sitk.sitkFloat32)
+
+
+def test_an_uploaded_files_contrast_is_read_from_its_name_as_subjects_are_grouped():
+    from UADBrainWeb.session import guess_contrast
+
+    names = {"case2_FLAIR.nii.gz": "flair", "sub-01_T1w.nii.gz": "t1", "T1 POST GAD.nrrd": "t1c",
+             "AX T2 FLAIR.nii.gz": "flair", "sub-01_ce-gd_T1w.nii.gz": "t1c",
+             "flair2.nii.gz": "flair", "brats_t1ce.nii.gz": "t1c", "T2_TSE.nii.gz": "t2"}  # glued names too
+    assert {name: guess_contrast(name, set()) for name in names} == names
+    assert guess_contrast("scan.nii.gz", {"flair"}) == "t1"  # none stated: the first contrast not taken

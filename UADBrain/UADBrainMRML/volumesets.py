@@ -20,7 +20,7 @@ import slicer
 
 from UADBrainLib.bundle import CONTRASTS
 from UADBrainLib.cohort import split_contrast
-from UADBrainLib.errors import UADBrainError
+from UADBrainLib.errors import UADBrainError, first_line
 
 from .hierarchy import ROLE_ATTRIBUTE
 
@@ -107,11 +107,10 @@ def group_into_sets(entries) -> list[VolumeSet]:
 
 
 def user_message(error: BaseException) -> str:
-    """One line for the list: the engine's own message, or the error's first line."""
+    """One line for a list or a page: the engine's own message, or the error's first line."""
     if isinstance(error, UADBrainError):
         return str(error)
-    first = next((line for line in str(error).splitlines() if line.strip()), "")
-    return f"{type(error).__name__}: {first}"
+    return f"{type(error).__name__}: {first_line(str(error))}"
 
 
 class VolumeSetRuns:

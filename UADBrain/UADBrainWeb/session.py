@@ -23,7 +23,8 @@ from .viewer import Viewer
 logger = logging.getLogger(__name__)
 
 SET_POLL_S = 0.2  # how often a run over every subject is polled
-CONTRAST_NAME_PATTERNS = [  # most specific first: "t1c" before "t1"
+# names that state no contrast in a word of their own ("flair2", "t1gd"): most specific first
+CONTRAST_NAME_PATTERNS = [
     ("flair", r"flair"),
     ("t1c", r"t1c|t1ce|t1gd|t1post|t1_?gd|t1.?contrast"),
     ("t2", r"t2"),
@@ -38,15 +39,25 @@ class UserError(Exception):
 def user_message(error: BaseException) -> str:
     """One readable line for the page; details of unexpected errors go to the server log only."""
     from UADBrainLib.errors import UADBrainError
+    from UADBrainMRML.volumesets import user_message as one_line
 
-    if isinstance(error, (UserError, UADBrainError)):
+    if isinstance(error, UserError):
         return str(error)
+    if isinstance(error, UADBrainError):
+        return one_line(error)
     logger.error("unexpected error", exc_info=error)
-    first_line = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"Unexpected error ({type(error).__name__}: {first_line}). The server is still running; its log has details."
+    return f"Unexpected error ({one_line(error)[:200]}). The server is still running; its log has details."
 
 
 def guess_contrast(file_name: str, taken: set[str]) -> str:
+    """The contrast a file's name states — in a word of its own, as "Run every subject" reads it
+    when grouping files (``cohort.split_contrast``), else anywhere in the name — or the first
+    contrast not yet taken."""
+    from UADBrainLib.cohort import contrast_from_name
+
+    stated = contrast_from_name(file_name)
+    if stated:
+        return stated
     name = file_name.lower()
     for contrast, pattern in CONTRAST_NAME_PATTERNS:
         if re.search(pattern, name):
