@@ -374,7 +374,7 @@ def _calibrate_by_hand(bundle, contrasts):
     (bundle.path / "metadata.json").write_text(json.dumps(bundle.metadata), encoding="utf-8")
 
 
-def _two_member_ensemble(tmp_path, member_fusion=None):
+def _two_member_ensemble(tmp_path, member_fusion=None, members_when_alone=None):
     """A FLAIR/T1 ensemble of a tiny segmenter and thresholding, both calibrated by hand."""
     member_folder = tmp_path / "members" / "seg"
     member_folder.mkdir(parents=True)
@@ -393,7 +393,8 @@ def _two_member_ensemble(tmp_path, member_fusion=None):
         "members": {"segmenter": "../members/seg", "threshold": "../members/thr"},
         "preprocessing": {"spacing_mm": [1.5, 1.5, 1.5], "normalisation": "robust_z"},
         "scoring": {"members_per_contrast": {"flair": ["threshold", "segmenter"], "t1": ["segmenter"]},
-                    **({"member_fusion": member_fusion} if member_fusion else {})}}), encoding="utf-8")
+                    **({"member_fusion": member_fusion} if member_fusion else {}),
+                    **({"members_when_alone": members_when_alone} if members_when_alone else {})}}), encoding="utf-8")
     return read_bundle(ensemble_folder), read_bundle(threshold)
 
 
@@ -420,6 +421,26 @@ def test_ensemble_min_fusion_flags_only_where_all_members_agree(tmp_path):
     flair_threshold = surprise(image, threshold.calibration["channels"]["flair"])
     assert np.all(output.contrast_maps["flair"][mask] <= flair_threshold[mask] + 1e-5)
     assert not np.allclose(output.contrast_maps["flair"][mask], flair_threshold[mask])
+
+
+def test_a_contrast_given_alone_goes_to_its_own_member_and_with_others_to_the_usual_ones(tmp_path):
+    from UADBrainLib.inference.models.ensemble import routed_bundles
+
+    ensemble, _ = _two_member_ensemble(tmp_path, members_when_alone={"t1": "threshold"})
+    model = load_model(ensemble)
+    assert model.for_contrasts(["t1"]).bundle.name == "thr"  # alone: its own member, with that member's calibration
+    assert model.for_contrasts(["flair", "t1"]) is model  # beside FLAIR: the segmenter, fused by the ensemble
+    assert [b.name for b in routed_bundles(ensemble, ["t1"])] == ["thr"]
+    assert {b.name for b in routed_bundles(ensemble, ["flair", "t1"])} == {"thr", "tiny-segmenter"}
+    image, mask, _ = phantom_brain(lesion=False)
+    alone = detect({"t1": image}, model=model, mask=mask, options=DetectOptions(device="cpu", check_contrast=False))
+    assert alone.report["scored_by"] == "thr None"
+
+
+def test_an_ensemble_routing_to_a_model_it_does_not_name_is_refused(tmp_path):
+    ensemble, _ = _two_member_ensemble(tmp_path, members_when_alone={"t1": "dae"})
+    with pytest.raises(ModelError, match="routes contrasts to 'dae', which is not one of its members"):
+        load_model(ensemble)
 
 
 def test_ensemble_with_an_unknown_member_fusion_is_refused(tmp_path):

@@ -223,3 +223,13 @@ def test_auto_hands_a_contrast_routed_to_one_member_to_that_member():
     assert routed.model_name == "auto" and routed.report["scored_by"].startswith("threshold ")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(routed.anomaly_map), sitk.GetArrayFromImage(alone.anomaly_map))
     assert routed.threshold == alone.threshold and routed.threshold_method == alone.threshold_method
+
+
+def test_auto_routes_a_lone_t2_to_the_learned_hybrid_and_t2_beside_t1_to_the_dae():
+    from UADBrainLib.bundle import find_bundle
+    from UADBrainLib.inference.models import load_model
+
+    auto = load_model(find_bundle("auto"))
+    assert auto.for_contrasts(["t2"]).bundle.name == "learned-hybrid"  # chosen on the synthetic validation set
+    assert auto.for_contrasts(["t1"]).bundle.name == "segmenter"
+    assert auto.for_contrasts(["t1", "t2"]) is auto and auto.routes["t2"] == ["dae"]  # fused: 1.1.0's members

@@ -7,7 +7,9 @@ for a contrast is the voxel-wise maximum over that contrast's members (``scoring
 "max": any member surprised), or their minimum ("min": all members agree). The ensemble has its own
 healthy calibration on top, so its calibrated threshold keeps its meaning. When all given
 contrasts go to one member, the pipeline hands the scan to that member (:meth:`for_contrasts`):
-the ensemble then picks, per contrast, the model that works best on it.
+the ensemble then picks, per contrast, the model that works best on it. ``scoring.members_when_alone``
+routes a contrast given alone to another member than the one it has beside other contrasts (a
+model that works best on one contrast may fuse worse with the others' members).
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ def member_bundle(reference: str, ensemble_path: Path):
     return find_bundle(local if (local / "metadata.json").is_file() else reference)
 
 
+def member_names(scoring: dict, contrasts) -> list[str]:
+    """The members an ensemble's ``scoring`` block runs for these contrasts."""
+    contrasts = list(contrasts)
+    alone = scoring.get("members_when_alone", {})
+    if len(contrasts) == 1 and contrasts[0] in alone:
+        return [alone[contrasts[0]]]
+    routes = scoring.get("members_per_contrast", {})
+    return list(dict.fromkeys(name for contrast in contrasts for name in routes.get(contrast, [])))
+
+
 def routed_bundles(bundle, contrasts) -> list:
     """The bundles an ensemble bundle would run for these contrasts, the members of nested
     ensembles included (metadata only)."""
-    routes = bundle.metadata.get("scoring", {}).get("members_per_contrast", {})
-    names = dict.fromkeys(name for contrast in contrasts for name in routes.get(contrast, []))
+    names = member_names(bundle.metadata.get("scoring", {}), contrasts)
     found = []
     for name in names:
         member = member_bundle(bundle.metadata["members"][name], bundle.path)
@@ -66,6 +77,12 @@ class EnsembleModel(AnomalyModel):
         self.routes: dict[str, list[str]] = bundle.metadata["scoring"]["members_per_contrast"]
         self.fuse_members = fusion(bundle.metadata["scoring"].get("member_fusion", "max"))
         self.member_bundles = {}
+        named = {*(n for names in self.routes.values() for n in names),
+                 *bundle.metadata["scoring"].get("members_when_alone", {}).values()}
+        unknown = sorted(named - set(bundle.metadata["members"]))
+        if unknown:
+            raise ModelError(f"ensemble '{bundle.name}' routes contrasts to '{unknown[0]}', which is not one of "
+                             "its members — name it under \"members\" or fix its scoring.")
         for name, reference in bundle.metadata["members"].items():
             found = member_bundle(reference, bundle.path)
             if not (found.calibration or {}).get("channels"):
@@ -86,11 +103,14 @@ class EnsembleModel(AnomalyModel):
         healthy calibration, exactly as if it had been chosen by name. (Measured: the ensemble's
         second calibration on top of thresholding's moved MS FLAIR Dice at the calibrated
         threshold from 0.311 to 0.148.) Several contrasts stay with the ensemble when the member
-        would fuse them differently."""
+        would fuse them differently; a contrast given alone goes to its ``members_when_alone``
+        member, if it has one."""
+        contrasts = list(contrasts)
+        names = member_names(self.bundle.metadata["scoring"], contrasts)
         routes = {tuple(self.routes.get(contrast, [])) for contrast in contrasts}
-        if len(routes) == 1 and len(only := next(iter(routes))) == 1:
-            if len(contrasts) == 1 or self.member_bundles[only[0]].contrast_fusion == self.bundle.contrast_fusion:
-                return self.member(only[0])
+        if len(names) == 1 and (len(contrasts) == 1 or len(routes) == 1):
+            if len(contrasts) == 1 or self.member_bundles[names[0]].contrast_fusion == self.bundle.contrast_fusion:
+                return self.member(names[0])
         return self
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
