@@ -43,6 +43,8 @@ BREAKAGES = {
     "weights without checksum": lambda m: m.update(weights={"file": "w.pt"}),
     "name with a slash": lambda m: m.update(name="a/b"),
     "schema version a string": lambda m: m.update(schema_version="1"),
+    "lone-contrast route for an unknown contrast": lambda m: m.update(scoring={"members_when_alone": {"pd": "dae"}}),
+    "lone-contrast route not a name": lambda m: m.update(scoring={"members_when_alone": {"t2": 3}}),
 }
 
 

@@ -1,8 +1,9 @@
 """Checking a model bundle's ``metadata.json`` against the JSON Schema shipped with the code.
 
 The schema is ``Resources/Schemas/metadata.schema.json`` (JSON Schema 2020-12). It is checked here
-by a small validator of the keywords it uses (type, enum, required, properties, items, minItems,
-maxItems, uniqueItems, pattern, minimum, exclusiveMinimum, anyOf), so the Slicer module needs no
+by a small validator of the keywords it uses (type, enum, required, properties, propertyNames,
+additionalProperties, items, minItems, maxItems, uniqueItems, pattern, minimum, exclusiveMinimum,
+anyOf), so the Slicer module needs no
 extra package; a test checks that the ``jsonschema`` package agrees on every bundled model and on
 broken examples.
 """
@@ -41,9 +42,15 @@ def schema_errors(value, schema: dict | None = None, where: str = "") -> list[st
     errors = []
     if isinstance(value, dict):
         errors += [f"{place} lacks '{key}'" for key in schema.get("required", []) if key not in value]
-        for key, subschema in schema.get("properties", {}).items():
-            if key in value:
-                errors += schema_errors(value[key], subschema, f"{where}.{key}" if where else key)
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else key
+            if "propertyNames" in schema:
+                errors += [f"{place} has the key {error.partition(' is ')[2]}"
+                           for error in schema_errors(key, schema["propertyNames"], path)]
+            subschema = properties.get(key, schema.get("additionalProperties"))
+            if isinstance(subschema, dict):
+                errors += schema_errors(item, subschema, path)
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", len(value)):
             errors.append(f"{place} has {len(value)} items")
