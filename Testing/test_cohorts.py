@@ -210,9 +210,10 @@ def test_scans_whose_workers_keep_dying_are_reported_and_the_cohort_goes_on(tmp_
     assert len(rows) == 6 and all(row["status"] in ("done", "reused") for row in rows if row not in failed)
 
 
-def test_a_scan_whose_result_the_cluster_lost_is_sent_again(tmp_path, monkeypatch):
+def test_a_scan_whose_result_the_cluster_lost_is_sent_again(tmp_path, monkeypatch, caplog):
     """A finished scan whose worker was killed before its result was gathered made Dask raise (seen
-    in CI: the scan reported failed); it is sent again and its outputs reused."""
+    in CI: the scan reported failed); it is sent again and its outputs reused. A task that raised on
+    its worker is not: it would fail the same way."""
     from distributed import Future
 
     from UADBrainLib.bundle import find_bundle
@@ -237,6 +238,11 @@ def test_a_scan_whose_result_the_cluster_lost_is_sent_again(tmp_path, monkeypatc
     job = CohortJob(str(find_bundle("threshold").path), "cpu", DEFAULTS, ScanFolders(out), torch_threads=1)
     rows = run_cohort(job, scans, out / "summary.csv", scheduler="local", workers=1)
     assert lost and [(row["id"], row["status"]) for row in rows] == [("s0", "done"), ("s1", "reused"), ("s2", "done")]
+    assert "scan s1: RuntimeError" in caplog.text and "sent again" in caplog.text
+    caplog.clear()
+    broken = CohortJob(str(tmp_path / "no-such-model"), "cpu", DEFAULTS, ScanFolders(out), torch_threads=1)
+    rows = run_cohort(broken, scans[:1], out / "summary.csv", scheduler="local", workers=1)
+    assert rows[0]["status"] == "failed" and "no-such-model" in rows[0]["error"] and "sent again" not in caplog.text
 
 
 def test_parts_of_a_job_array_are_disjoint_whole_and_gathered_by_a_plain_rerun(tmp_path):

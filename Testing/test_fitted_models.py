@@ -170,10 +170,18 @@ def test_a_sites_healthy_cohort_conditions_the_normative_model_on_the_ages_in_it
     # four subjects: every split holds all of them, the reference age is their mean
     assert meta["network"]["conditioning"]["age"] == {"range": [20.0, 90.0], "reference": 50.25, "sd": 19.36}
     assert meta["training"]["cohort_volumes"] == 4 and "aged 25-77 years" in meta["training"]["data"]
-    # the same folder without --age-range: every subject, no conditioning
+    # without --age-range: every subject, no conditioning, and a participants table without ages is no obstacle
+    (cohort / "participants.tsv").write_text("participant_id\tsex\n" + "".join(f"sub-{name}\tF\n" for name in ages))
     assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--out", str(tmp_path / "plain")]) == 0
     assert "conditioning" not in read_bundle(tmp_path / "plain").metadata["network"]
+    # six subjects: one validates, one calibrates, and the four the line is fitted on share one age
+    (cohort / "participants.csv").write_text("subject,age\n" + "".join(
+        f"{name},{age}\n" for name, age in zip(ages, (40, 40, 40, 40, 60, 60))))
+    (cohort / "participants.tsv").unlink()
+    assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--age-range", "20", "90", "--out", str(tmp_path / "x")]) == 2
+    assert "4 of them to fit on (1 different age(s))" in capsys.readouterr().err
 
+    (cohort / "participants.csv").unlink()
     (cohort / "participants.tsv").write_text("participant_id\tage\nsub-h1\tforty\n")
     assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--age-range", "20", "90", "--out", str(tmp_path / "x")]) == 2
     assert "subject h1" in (error := capsys.readouterr().err) and "'forty'" in error

@@ -2,10 +2,9 @@
 
 The schema is ``Resources/Schemas/metadata.schema.json`` (JSON Schema 2020-12). It is checked here
 by a small validator of the keywords it uses (type, enum, required, properties, propertyNames,
-additionalProperties, items, minItems, maxItems, uniqueItems, pattern, minimum, exclusiveMinimum,
-anyOf), so the Slicer module needs no
-extra package; a test checks that the ``jsonschema`` package agrees on every bundled model and on
-broken examples.
+additionalProperties as a schema, items, minItems, maxItems, uniqueItems, pattern, minimum,
+exclusiveMinimum, anyOf), so the Slicer module needs no extra package; a test checks that the
+``jsonschema`` package agrees on every bundled model and on broken examples.
 """
 
 from __future__ import annotations

@@ -38,15 +38,13 @@ class UserError(Exception):
 
 def user_message(error: BaseException) -> str:
     """One readable line for the page; details of unexpected errors go to the server log only."""
-    from UADBrainLib.errors import UADBrainError
-    from UADBrainMRML.volumesets import user_message as one_line
+    from UADBrainLib.errors import UADBrainError, first_line
 
-    if isinstance(error, UserError):
+    if isinstance(error, (UserError, UADBrainError)):
         return str(error)
-    if isinstance(error, UADBrainError):
-        return one_line(error)
     logger.error("unexpected error", exc_info=error)
-    return f"Unexpected error ({one_line(error)[:200]}). The server is still running; its log has details."
+    return (f"Unexpected error ({type(error).__name__}: {first_line(str(error))[:200]}). "
+            "The server is still running; its log has details.")
 
 
 def guess_contrast(file_name: str, taken: set[str]) -> str:

@@ -20,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from UADBrainLib.evaluation.evaluate import OPERATING_FPRS as RATES
+from UADBrainLib.inference.models.ensemble import member_names
+
 MODELS = Path(__file__).resolve().parents[2] / "UADBrain" / "Resources" / "Models"
 
 
@@ -27,8 +29,10 @@ def scoring_model(model: str, contrasts: str) -> str:
     """The bundled model whose map and calibration a run of ``model`` on ``contrasts`` uses: an
     ensemble hands a single contrast routed to one member to that member (``EnsembleModel.for_contrasts``)."""
     metadata = json.loads((MODELS / model / "metadata.json").read_text(encoding="utf-8"))
-    routes = metadata.get("scoring", {}).get("members_per_contrast", {}).get(contrasts, [])
-    return metadata["members"][routes[0]] if metadata.get("family") == "ensemble" and len(routes) == 1 else model
+    if metadata.get("family") != "ensemble" or "+" in contrasts:
+        return model
+    names = member_names(metadata["scoring"], [contrasts])
+    return metadata["members"][names[0]] if len(names) == 1 else model
 
 
 def read_sweeps(evaluations: Path) -> dict:

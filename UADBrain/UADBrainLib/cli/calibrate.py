@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", required=True, help="bundled model name or bundle folder (written in place)")
     parser.add_argument("--data", default="synthetic",
                         help="'synthetic', a folder of healthy scans or a BIDS dataset (a model conditioned "
-                             "on age reads each subject's age from its participants.tsv or participants.csv)")
+                             "on age reads each subject's age from the folder's participants.tsv or "
+                             "participants.csv, a BIDS dataset's from participants.tsv)")
     parser.add_argument("--contrast", action="append", dest="contrasts",
                         help="contrast(s) to calibrate (default: all the model uses)")
     parser.add_argument("--label-maps", help="folder of label maps for --data synthetic")

@@ -37,7 +37,7 @@ def read_table(path: Path, key: str) -> dict[str, dict[str, str]]:
     """A BIDS .tsv as {row's ``key`` column: {column: value}}; missing file → empty."""
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a byte-order mark from a spreadsheet
         rows = list(csv.DictReader(handle, delimiter="\t"))
     return {row[key]: {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             for row in rows if row.get(key)}

@@ -194,8 +194,9 @@ def run_in_process(job: CohortJob, scans: list[Scan]) -> Iterator[tuple[int, dic
 # A task the cluster loses without a worker dying on it is sent again this many times: a finished
 # result whose worker was killed before the client gathered it makes distributed 2026.8's
 # Future.result raise "RuntimeError: <asyncio.locks.Event …> is bound to a different event loop"
-# (seen in CI, and in 2 of 40 reruns of the worker-killing test here, both then reused).
-# process_scan itself never raises, so such an error is never the scan's.
+# (seen in CI, and in 2 of 40 reruns of the worker-killing test here, both then reused). A task
+# that raised on its worker (the future's status "error": the model cannot load there, say) is not
+# sent again: it would fail the same way.
 CLUSTER_LOSSES_RETRIED = 2
 WORKER_DIED = ("every worker that ran it died (killed, or out of memory?), as often as the scheduler allows "
                "(distributed.scheduler.allowed-failures) — run it alone, e.g. uadbrain detect on its files, to see why")
@@ -254,8 +255,8 @@ def run_on_dask(job: CohortJob, scans: list[Scan], scheduler: str = "local",
                 row = future.result()
             except KilledWorker:
                 row = summary_row(scans[number], "failed", error=WORKER_DIED)
-            except Exception as error:  # noqa: BLE001 - process_scan never raises: the cluster lost the task
-                if sent <= CLUSTER_LOSSES_RETRIED:
+            except Exception as error:  # noqa: BLE001 - the task raised, or the cluster lost it
+                if future.status != "error" and sent <= CLUSTER_LOSSES_RETRIED:
                     logging.getLogger(__name__).warning("scan %s: %s: %s — sent again", scans[number].id,
                                                         type(error).__name__, error)
                     send(number, sent + 1)  # outputs its first run completed are reused, not recomputed

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import re
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 SPLITS = ("train", "validation", "calibration")
 PARTICIPANT_TABLES = {"participants.tsv": "\t", "participants.csv": ","}  # BIDS' table, or a site's CSV
 SUBJECT_COLUMNS = ("participant_id", "subject", "id")
-MIN_AGED_SUBJECTS = 3  # an age line needs brains of different ages in every split's share
+MIN_AGED_SUBJECTS = 3  # subjects of the training share an age line is fitted on (of at least two ages)
 AGE_STREAM = 0xA6E  # seeds the age draw apart from the brain's other draws
 
 
@@ -212,16 +213,17 @@ def _stem(path: Path) -> str:
     return name
 
 
-def find_subjects(folder, contrasts: list[str]) -> list[dict]:
+def find_subjects(folder, contrasts: list[str], with_ages: bool = False) -> list[dict]:
     """Healthy subjects in a folder: ``[{"name", "images": {contrast: path}, "mask": path|None,
-    "age": str|None}]`` (the age as the participants table writes it).
+    "age": str|None}]`` (the age as the participants table writes it, with ``with_ages``).
 
     A BIDS dataset (its ``dataset_description.json``): each subject and session with all the
-    contrasts, read as ``detect --bids`` reads it. Otherwise one sub-folder per subject holding
-    ``<contrast>.nii.gz`` (and optionally ``brainmask.nii.gz``), or image files directly in the
-    folder named ``<subject>_<contrast>`` (any case, e.g. ``IXI012-HH-1211_T1.nii.gz``); with a
-    single contrast, any image file is a subject. Ages come from ``participants.tsv`` or
-    ``participants.csv`` in the folder (a ``participant_id`` column, ``sub-`` optional, and ``age``).
+    contrasts, read as ``detect --bids`` reads it (ages from ``participants.tsv`` and the sessions
+    tables). Otherwise one sub-folder per subject holding ``<contrast>.nii.gz`` (and optionally
+    ``brainmask.nii.gz``), or image files directly in the folder named ``<subject>_<contrast>``
+    (any case, e.g. ``IXI012-HH-1211_T1.nii.gz``); with a single contrast, any image file is a
+    subject. Ages come from ``participants.tsv`` or ``participants.csv`` in the folder (a
+    ``participant_id`` column, ``sub-`` optional, and ``age``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -250,17 +252,23 @@ def find_subjects(folder, contrasts: list[str]) -> list[dict]:
         raise InputError(f"no subject in '{folder}' has all of {', '.join(contrasts)} — name files "
                          "<subject>_<contrast>.nii.gz, or use one sub-folder per subject with "
                          "<contrast>.nii.gz inside.")
-    ages = participant_ages(folder)
+    ages = participant_ages(folder) if with_ages else {}
     return [{**subject, "age": ages.get(bare_subject(subject["name"]))} for subject in subjects]
+
+
+@lru_cache(maxsize=2)
+def _bids_scans(root: Path) -> tuple:
+    """The dataset's scans, indexed once per process (each split's source asks for them)."""
+    from ..cohorts.bids import scans_from_bids
+
+    return tuple(scans_from_bids(root))
 
 
 def bids_subjects(root: Path, contrasts: list[str]) -> list[dict]:
     """The sessions of a BIDS dataset that hold every one of ``contrasts``, as training subjects."""
-    from ..cohorts.bids import scans_from_bids
-
     subjects = [{"name": scan.id, "images": {c: scan.images[c] for c in contrasts}, "mask": scan.mask,
                  "age": scan.age}
-                for scan in scans_from_bids(root) if not scan.problem and set(contrasts) <= set(scan.images)]
+                for scan in _bids_scans(root.absolute()) if not scan.problem and set(contrasts) <= set(scan.images)]
     if not subjects:
         raise InputError(f"no subject or session of the BIDS dataset '{root}' has all of {', '.join(contrasts)}.")
     return subjects
@@ -279,10 +287,13 @@ def participant_ages(folder: Path) -> dict[str, str]:
         path = folder / name
         if path.is_file():
             with open(path, newline="", encoding="utf-8-sig") as handle:
-                rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-                        for row in csv.DictReader(handle, delimiter=delimiter)]
-            column = next((c for c in SUBJECT_COLUMNS if rows and c in rows[0]), None)
-            if column is None or "age" not in rows[0]:
+                reader = csv.DictReader(handle, delimiter=delimiter)
+                # cells beyond the header's columns (a trailing delimiter) have no name: dropped
+                rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+                        for row in reader]
+                columns = [name.strip().lower() for name in reader.fieldnames or []]
+            column = next((c for c in SUBJECT_COLUMNS if c in columns), None)
+            if column is None or "age" not in columns:
                 raise InputError(f"'{path}' needs a participant_id and an age column (one row per subject) "
                                  "— add them, or remove the file.")
             return {bare_subject(row[column]): known(row["age"]) for row in rows if row[column]}
@@ -307,9 +318,11 @@ def subjects_of_ages(subjects: list[dict], ages: tuple[float, float], folder: Pa
             kept.append({**subject, "age": age})
         else:
             left_out.append(f"{subject['name']} ({age:g} years)")
-    if len(kept) < MIN_AGED_SUBJECTS or len({s["age"] for s in kept}) < 2:
-        raise InputError(f"--age-range {ages[0]:g} {ages[1]:g}: {len(kept)} subject(s) of '{folder}' have an age "
-                         f"in it — an age-conditioned model needs at least {MIN_AGED_SUBJECTS} of different ages "
+    fitted = [kept[i] for i in split_indices(len(kept), "train")]  # the share the age line is fitted on
+    if len(fitted) < MIN_AGED_SUBJECTS or len({s["age"] for s in fitted}) < 2:
+        raise InputError(f"{len(kept)} subject(s) of '{folder}' have an age within {ages[0]:g}-{ages[1]:g} years, "
+                         f"{len(fitted)} of them to fit on ({len({s['age'] for s in fitted})} different age(s)) — a "
+                         f"model conditioned on age needs at least {MIN_AGED_SUBJECTS} of different ages there "
                          "(their ages in participants.tsv or participants.csv: participant_id, age).")
     return kept, left_out
 
@@ -340,7 +353,7 @@ class FolderSource:
         self.split = split
         self.device = device
         self.ages = None if ages is None else tuple(float(a) for a in ages)
-        subjects = find_subjects(self.folder, self.contrasts)
+        subjects = find_subjects(self.folder, self.contrasts, with_ages=self.ages is not None)
         self.left_out: list[str] = []
         if self.ages is None:
             subjects = [{**subject, "age": None} for subject in subjects]
