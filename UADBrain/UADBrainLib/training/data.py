@@ -267,11 +267,19 @@ def _bids_scans(root: Path) -> tuple:
 def bids_subjects(root: Path, contrasts: list[str]) -> list[dict]:
     """The sessions of a BIDS dataset that hold every one of ``contrasts``, as training subjects."""
     subjects = [{"name": scan.id, "images": {c: scan.images[c] for c in contrasts}, "mask": scan.mask,
-                 "age": scan.age}
+                 "age": scan.age, "person": scan.subject}
                 for scan in _bids_scans(root.absolute()) if not scan.problem and set(contrasts) <= set(scan.images)]
     if not subjects:
         raise InputError(f"no subject or session of the BIDS dataset '{root}' has all of {', '.join(contrasts)}.")
     return subjects
+
+
+def subjects_of_split(subjects: list[dict], split: str) -> list[dict]:
+    """One split of the subjects, split by person: the sessions of one person (a BIDS subject's)
+    stay in one split, so a person is never fitted on and then calibrated or validated on."""
+    people = list(dict.fromkeys(subject.get("person", subject["name"]) for subject in subjects))
+    chosen = {people[i] for i in split_indices(len(people), split)}
+    return [subject for subject in subjects if subject.get("person", subject["name"]) in chosen]
 
 
 def bare_subject(name: str) -> str:
@@ -318,7 +326,7 @@ def subjects_of_ages(subjects: list[dict], ages: tuple[float, float], folder: Pa
             kept.append({**subject, "age": age})
         else:
             left_out.append(f"{subject['name']} ({age:g} years)")
-    fitted = [kept[i] for i in split_indices(len(kept), "train")]  # the share the age line is fitted on
+    fitted = subjects_of_split(kept, "train")  # the share the age line is fitted on
     if len(fitted) < MIN_AGED_SUBJECTS or len({s["age"] for s in fitted}) < 2:
         raise InputError(f"{len(kept)} subject(s) of '{folder}' have an age within {ages[0]:g}-{ages[1]:g} years, "
                          f"{len(fitted)} of them to fit on ({len({s['age'] for s in fitted})} different age(s)) — a "
@@ -359,7 +367,7 @@ class FolderSource:
             subjects = [{**subject, "age": None} for subject in subjects]
         else:
             subjects, self.left_out = subjects_of_ages(subjects, self.ages, self.folder)
-        self.subjects = [subjects[i] for i in split_indices(len(subjects), split)]
+        self.subjects = subjects_of_split(subjects, split)
 
     @property
     def key(self) -> str:
