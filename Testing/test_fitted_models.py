@@ -165,7 +165,8 @@ def test_a_sites_healthy_cohort_conditions_the_normative_model_on_the_ages_in_it
                                                                                for name, age in ages.items()))
     out = tmp_path / "site-normative-age"
     assert main(["train", *FOLDER_FIT, "--data", str(cohort), "--age-range", "20", "90", "--out", str(out)]) == 0
-    assert "left out 2 subject(s) without an age in --age-range: h4 (no age), h6 (95 years)" in capsys.readouterr().err
+    assert ("left out 2 subject(s): h4 (no age in the participants table), h6 (95 years, outside --age-range)"
+            in capsys.readouterr().err)
     meta = read_bundle(out).metadata
     # four subjects: every split holds all of them, the reference age is their mean
     assert meta["network"]["conditioning"]["age"] == {"range": [20.0, 90.0], "reference": 50.25, "sd": 19.36}
@@ -198,7 +199,8 @@ def test_a_bids_dataset_of_healthy_subjects_is_training_data_with_its_participan
     out = tmp_path / "bids-normative-age"
     assert main(["train", *FOLDER_FIT, "--data", str(dataset), "--age-range", "20", "90", "--out", str(out)]) == 0
     meta = read_bundle(out).metadata
-    assert meta["training"]["cohort_volumes"] == 3  # sub-03's two FLAIR acquisitions are the user's choice
+    assert meta["training"]["cohort_volumes"] == 3  # sub-03's two FLAIR acquisitions are the user's choice:
+    assert "left out 1 subject(s): sub-03 (2 flair images" in capsys.readouterr().err  # named, not dropped
     assert meta["network"]["conditioning"]["age"]["reference"] == 53.0
 
 

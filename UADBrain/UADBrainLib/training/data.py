@@ -268,10 +268,16 @@ def bids_subjects(root: Path, contrasts: list[str]) -> list[dict]:
     """The sessions of a BIDS dataset that hold every one of ``contrasts``, as training subjects."""
     subjects = [{"name": scan.id, "images": {c: scan.images[c] for c in contrasts}, "mask": scan.mask,
                  "age": scan.age, "person": scan.subject}
-                for scan in _bids_scans(root.absolute()) if not scan.problem and set(contrasts) <= set(scan.images)]
+                for scan in _bids_scans(root.absolute()) if not unusable_session(scan, contrasts)]
     if not subjects:
         raise InputError(f"no subject or session of the BIDS dataset '{root}' has all of {', '.join(contrasts)}.")
     return subjects
+
+
+def unusable_session(scan, contrasts: list[str]) -> str | None:
+    """Why a BIDS session cannot be trained on (its problem, or a contrast it lacks), else None."""
+    missing = [c for c in contrasts if c not in scan.images]
+    return scan.problem or (f"no {', '.join(missing)}" if missing else None)
 
 
 def subjects_of_split(subjects: list[dict], split: str) -> list[dict]:
@@ -315,7 +321,7 @@ def subjects_of_ages(subjects: list[dict], ages: tuple[float, float], folder: Pa
     kept, left_out = [], []
     for subject in subjects:
         if subject["age"] is None:
-            left_out.append(f"{subject['name']} (no age)")
+            left_out.append(f"{subject['name']} (no age in the participants table)")
             continue
         try:
             age = check_age(subject["age"])
@@ -325,7 +331,7 @@ def subjects_of_ages(subjects: list[dict], ages: tuple[float, float], folder: Pa
         if ages[0] <= age <= ages[1]:
             kept.append({**subject, "age": age})
         else:
-            left_out.append(f"{subject['name']} ({age:g} years)")
+            left_out.append(f"{subject['name']} ({age:g} years, outside --age-range)")
     fitted = subjects_of_split(kept, "train")  # the share the age line is fitted on
     if len(fitted) < MIN_AGED_SUBJECTS or len({s["age"] for s in fitted}) < 2:
         raise InputError(f"{len(kept)} subject(s) of '{folder}' have an age within {ages[0]:g}-{ages[1]:g} years, "
@@ -351,7 +357,8 @@ def preprocess_case(images: dict, preprocessing: dict, mask=None, device: str = 
 class FolderSource:
     """Real healthy scans from a folder, one split of its subjects, preprocessed as at inference.
     With ``ages`` (years, for a model conditioned on age) only the subjects whose age the
-    participants table gives in that range; ``left_out`` names the others."""
+    participants table gives in that range. ``left_out``: the subjects (or BIDS sessions) not
+    used, each with its reason."""
 
     def __init__(self, folder, contrasts: list[str], preprocessing: dict, split: str = "train",
                  device: str = "cpu", ages: tuple[float, float] | None = None):
@@ -363,10 +370,14 @@ class FolderSource:
         self.ages = None if ages is None else tuple(float(a) for a in ages)
         subjects = find_subjects(self.folder, self.contrasts, with_ages=self.ages is not None)
         self.left_out: list[str] = []
+        if (self.folder / "dataset_description.json").is_file():
+            self.left_out = [f"{scan.id} ({reason})" for scan in _bids_scans(self.folder.absolute())
+                             if (reason := unusable_session(scan, self.contrasts))]
         if self.ages is None:
             subjects = [{**subject, "age": None} for subject in subjects]
         else:
-            subjects, self.left_out = subjects_of_ages(subjects, self.ages, self.folder)
+            subjects, without_age = subjects_of_ages(subjects, self.ages, self.folder)
+            self.left_out += without_age
         self.subjects = subjects_of_split(subjects, split)
 
     @property

@@ -110,7 +110,7 @@ def make_sources(config: TrainConfig, preprocessing: dict):
     sources = make("train"), make("validation"), make("calibration")
     if getattr(sources[0], "left_out", None):
         left_out = sources[0].left_out
-        print(f"left out {len(left_out)} subject(s) without an age in --age-range: {', '.join(left_out[:10])}"
+        print(f"left out {len(left_out)} subject(s): {', '.join(left_out[:10])}"
               f"{' …' if len(left_out) > 10 else ''}", file=sys.stderr)
     return sources
 
