@@ -318,6 +318,26 @@ def test_every_subject_runs_in_turn_and_a_broken_one_is_reported(page, tmp_path)
     expect(page.get_by_test_id("run-sets")).to_be_enabled()
 
 
+def test_a_volume_moves_to_another_subject_by_its_subject_field(page, tmp_path):
+    remove_every_volume(page)
+    flair = example_flair_on_grid(spacing=(2.0, 2.0, 2.0))
+    for name in ("case1_flair.nii.gz", "case3_flair.nii.gz"):
+        sitk.WriteImage(flair, str(tmp_path / name))
+    page.get_by_test_id("upload").locator("input[type=file]").set_input_files(
+        [str(tmp_path / "case1_flair.nii.gz"), str(tmp_path / "case3_flair.nii.gz")])
+    subject = page.get_by_test_id("subject-case3_flair.nii.gz").locator("input")
+    expect(subject).to_have_value("case3")  # read from the file name
+    subject.fill("case1")
+    subject.press("Enter")
+    page.get_by_test_id("run-sets").click()  # one subject now, with two FLAIRs: reported, nothing run
+    expect(page.get_by_test_id("stage")).to_contain_text("1 failed", timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_test_id("set-case1")).to_contain_text("give one of them another subject")
+    expect(page.get_by_test_id("set-case3")).to_have_count(0)
+    subject.fill("")
+    subject.press("Enter")
+    expect(subject).to_have_value("case3")  # emptied: the subject the name states again
+
+
 # ----- helpers that read the page -----
 
 def view_pixels(page) -> np.ndarray:

@@ -90,15 +90,16 @@ def volume_sets(scene) -> list[VolumeSet]:
     return group_into_sets(entries)
 
 
-def group_into_sets(entries) -> list[VolumeSet]:
+def group_into_sets(entries, remedy: str = "choose them in the Inputs section and press Apply") -> list[VolumeSet]:
     """``(set name, contrast, volume node, how they came together)`` entries as sets, in
-    first-seen order; a set given two volumes of one contrast says so (:attr:`VolumeSet.problem`)."""
+    first-seen order; a set given two volumes of one contrast says so (:attr:`VolumeSet.problem`)
+    and what to do (``remedy``: the front end's way to part them)."""
     sets: dict[str, VolumeSet] = {}
     for name, contrast, node, grouped_by in entries:
         volume_set = sets.setdefault(name, VolumeSet(name))
         if contrast in volume_set.volumes:
             volume_set.problem = (f"two {contrast.upper()} volumes {grouped_by} ('{volume_set.volumes[contrast].GetName()}'"
-                                  f", '{node.GetName()}') — choose them in the Inputs section and press Apply.")
+                                  f", '{node.GetName()}') — {remedy}.")
         else:
             volume_set.volumes[contrast] = node
     for volume_set in sets.values():

@@ -96,20 +96,26 @@ def start_run(logic, volumes: dict, model: str | None, options: DetectOptions):
     return logic.makeRequest(volumes, modelName=model or None, maskNode=None, options=options)
 
 
-def volume_sets(volumes: list[dict], nodes: dict) -> list:
-    """The page's volumes per subject: a file's name without its extension and contrast token
-    (``case2_flair.nii.gz`` and ``case2_t1.nii.gz`` are one subject), with the contrast the page gives it."""
+def subject_of(file_name: str) -> str:
+    """The subject a file's name states: the name without its extension and contrast token
+    (``case2_flair.nii.gz`` and ``case2_t1.nii.gz`` are subject ``case2``)."""
     from UADBrainLib.cohort import split_contrast
     from UADBrainLib.io import image_path_suffix
-    from UADBrainMRML.volumesets import UNNAMED_SET, group_into_sets
+    from UADBrainMRML.volumesets import UNNAMED_SET
 
-    entries = []
-    for volume in volumes:
-        stem = volume["name"][: -len(image_path_suffix(volume["name"])) or None]
-        contrast_named, subject = split_contrast(stem)
-        name = (subject or UNNAMED_SET) if contrast_named else " ".join(stem.lower().replace("_", " ").split())
-        entries.append((name, volume["contrast"], nodes[volume["id"]], "named alike"))
-    return group_into_sets(entries)
+    stem = file_name[: -len(image_path_suffix(file_name)) or None]
+    contrast_named, subject = split_contrast(stem)
+    return (subject or UNNAMED_SET) if contrast_named else " ".join(stem.lower().replace("_", " ").split())
+
+
+def volume_sets(volumes: list[dict], nodes: dict) -> list:
+    """The page's volumes per subject (each volume's subject field, first read from its file
+    name), with the contrast the page gives it."""
+    from UADBrainMRML.volumesets import group_into_sets
+
+    entries = [(volume.get("subject") or subject_of(volume["name"]), volume["contrast"], nodes[volume["id"]],
+                "of one subject") for volume in volumes]
+    return group_into_sets(entries, remedy="give one of them another subject, or remove it")
 
 
 def start_set_runs(logic, sets: list, model: str | None, options: DetectOptions):

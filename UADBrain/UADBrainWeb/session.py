@@ -124,6 +124,7 @@ class Session:
         ctrl.load_example = self._guarded(self.load_example)
         ctrl.set_contrast = self._guarded(self.set_contrast)
         ctrl.remove_volume = self._guarded(self.remove_volume)
+        ctrl.set_subject = self._guarded(self.set_subject)
         ctrl.run = self.start_run
         ctrl.run_sets = self.start_set_runs
         ctrl.show_set = self._guarded(self.show_set)
@@ -172,7 +173,8 @@ class Session:
             contrast = contrasts[index] if contrasts else guess_contrast(Path(path).name, taken)
             node = self._read_volume(Path(path))
             self.volume_nodes[node.GetID()] = node
-            volumes.append({"id": node.GetID(), "name": Path(path).name, "contrast": contrast})
+            volumes.append({"id": node.GetID(), "name": Path(path).name, "contrast": contrast,
+                            "subject": adapter.subject_of(Path(path).name)})
         self.state.volumes = volumes
         self.state.error_message = ""
         self._show_background()
@@ -193,6 +195,14 @@ class Session:
     def set_contrast(self, volume_id: str, contrast: str) -> None:
         self.state.volumes = [
             {**volume, "contrast": contrast} if volume["id"] == volume_id else volume
+            for volume in self.state.volumes
+        ]
+
+    def set_subject(self, volume_id: str, subject: str) -> None:
+        """The subject a volume belongs to for "Run every subject"; empty: the one its name states."""
+        self.state.volumes = [
+            {**volume, "subject": (subject or "").strip() or adapter.subject_of(volume["name"])}
+            if volume["id"] == volume_id else volume
             for volume in self.state.volumes
         ]
 

@@ -76,15 +76,24 @@ def _inputs_panel(ctrl) -> None:
     )
     v.VBtn("Load example", click=ctrl.load_example, disabled=("running",), raw_attrs=testid("load-example"))
     with html.Div(v_for="volume in volumes", key="volume.id", classes="d-flex align-center ga-2"):
-        html.Span("{{ volume.name }}", classes="text-body-2 flex-grow-1 text-truncate")
+        html.Span("{{ volume.name }}", classes="text-body-2 flex-grow-1 text-truncate", title=("volume.name",))
         v.VSelect(
             v_model=("volume.contrast",),
             items=("contrasts",),
             density="compact",
             hide_details=True,
-            style="max-width: 110px;",
+            style="min-width: 104px; max-width: 104px;",
             update_modelValue=(ctrl.set_contrast, "[volume.id, $event]"),
             raw_attrs=[':data-testid="`contrast-${volume.name}`"'],
+        )
+        v.VTextField(  # "Run every subject" groups by it; read from the file name, changed here
+            model_value=("volume.subject",),
+            density="compact",
+            hide_details=True,
+            style="min-width: 84px; max-width: 84px;",
+            title="Subject: the volumes of one subject run together (Run every subject)",
+            change=(ctrl.set_subject, "[volume.id, $event.target.value]"),
+            raw_attrs=[':data-testid="`subject-${volume.name}`"'],
         )
         v.VBtn(icon="mdi-close", size="small", variant="text", click=(ctrl.remove_volume, "[volume.id]"),
                raw_attrs=[':data-testid="`remove-${volume.name}`"'])
@@ -103,8 +112,9 @@ def _run_panel(ctrl) -> None:
         v.VBtn("Run", color="primary", click=ctrl.run, disabled=("running || !volumes.length",),
                raw_attrs=testid("run"))
         v.VBtn("Run every subject", click=ctrl.run_sets, disabled=("running || volumes.length < 2",),
-               title="Group the volumes per subject by file name (case2_flair, case2_t1: one subject) and run "
-                     "the model on each in turn", raw_attrs=testid("run-sets"))
+               title="Group the volumes per subject (the field beside each volume, read from its file name: "
+                     "case2_flair, case2_t1 are subject case2) and run the model on each in turn",
+               raw_attrs=testid("run-sets"))
         v.VBtn("Cancel", click=ctrl.cancel, disabled=("!running",), raw_attrs=testid("cancel"))
     v.VProgressLinear(v_model=("progress",), height=8, color="primary", raw_attrs=testid("progress"))
     html.Div("{{ stage }}", classes="text-caption", raw_attrs=testid("stage"))
