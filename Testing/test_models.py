@@ -435,6 +435,9 @@ def test_a_contrast_given_alone_goes_to_its_own_member_and_with_others_to_the_us
     image, mask, _ = phantom_brain(lesion=False)
     alone = detect({"t1": image}, model=model, mask=mask, options=DetectOptions(device="cpu", check_contrast=False))
     assert alone.report["scored_by"] == "thr None"
+    # a calibration of the ensemble on that contrast alone is in the ensemble's own units, not the member's
+    raw = detect_raw_scores({"t1": image}, model=model, mask=mask, options=DetectOptions(device="cpu", check_contrast=False))
+    assert raw.report["scored_by"] == "ens None"
 
 
 def test_an_ensemble_routing_to_a_model_it_does_not_name_is_refused(tmp_path):

@@ -195,8 +195,10 @@ def _detect_on(device: str, run: _Run, model, bundle: Bundle, given: dict, given
                options: DetectOptions, calibrated: bool) -> Result:
     """The run from the brain mask on, on ``device`` (``model``: loaded there, or its bundle)."""
     anomaly_model = resolve_model(model, list(inputs), device)
-    # an ensemble may hand all given contrasts to one member: its settings and calibration then apply
-    scorer = anomaly_model.for_contrasts(list(inputs))
+    # an ensemble may hand all given contrasts to one member: its settings and calibration then apply.
+    # Not when computing a calibration: the ensemble's own tables hold its own units (a member's
+    # calibrated surprise), which fusing contrasts reads, whatever contrasts a calibration is given
+    scorer = anomaly_model.for_contrasts(list(inputs)) if calibrated else anomaly_model
     settings = scorer.bundle
     reference_name = next(iter(inputs))
 
