@@ -444,6 +444,9 @@ def test_an_ensemble_routing_to_a_model_it_does_not_name_is_refused(tmp_path):
     ensemble, _ = _two_member_ensemble(tmp_path, members_when_alone={"t1": "dae"})
     with pytest.raises(ModelError, match="routes contrasts to 'dae', which is not one of its members"):
         load_model(ensemble)
+    image, mask, _ = phantom_brain(lesion=False)
+    with pytest.raises(ModelError, match="routes contrasts to 'dae'"):  # detect reads the routes before loading
+        detect({"t1": image}, model=ensemble, mask=mask, options=DetectOptions(device="cpu"))
 
 
 def test_ensemble_with_an_unknown_member_fusion_is_refused(tmp_path):

@@ -113,8 +113,7 @@ def volume_sets(volumes: list[dict], nodes: dict) -> list:
     name), with the contrast the page gives it."""
     from UADBrainMRML.volumesets import group_into_sets
 
-    entries = [(volume.get("subject") or subject_of(volume["name"]), volume["contrast"], nodes[volume["id"]],
-                "of one subject") for volume in volumes]
+    entries = [(volume["subject"], volume["contrast"], nodes[volume["id"]], "of one subject") for volume in volumes]
     return group_into_sets(entries, remedy="give one of them another subject, or remove it")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..bundle import CONTRASTS
+from ..cohorts.bids import bare_label, known
 from ..errors import InputError
 from ..preprocessing import robust_statistics
 
@@ -253,7 +254,7 @@ def find_subjects(folder, contrasts: list[str], with_ages: bool = False) -> list
                          "<subject>_<contrast>.nii.gz, or use one sub-folder per subject with "
                          "<contrast>.nii.gz inside.")
     ages = participant_ages(folder) if with_ages else {}
-    return [{**subject, "age": ages.get(bare_subject(subject["name"]))} for subject in subjects]
+    return [{**subject, "age": ages.get(bare_label(subject["name"], "sub"))} for subject in subjects]
 
 
 @lru_cache(maxsize=2)
@@ -288,15 +289,9 @@ def subjects_of_split(subjects: list[dict], split: str) -> list[dict]:
     return [subject for subject in subjects if subject.get("person", subject["name"]) in chosen]
 
 
-def bare_subject(name: str) -> str:
-    return name[4:] if name.startswith("sub-") else name
-
-
 def participant_ages(folder: Path) -> dict[str, str]:
     """``{subject label without 'sub-': age as written}`` from the folder's participants table
     (empty without one)."""
-    from ..cohorts.bids import known
-
     for name, delimiter in PARTICIPANT_TABLES.items():
         path = folder / name
         if path.is_file():
@@ -310,7 +305,7 @@ def participant_ages(folder: Path) -> dict[str, str]:
             if column is None or "age" not in columns:
                 raise InputError(f"'{path}' needs a participant_id and an age column (one row per subject) "
                                  "— add them, or remove the file.")
-            return {bare_subject(row[column]): known(row["age"]) for row in rows if row[column]}
+            return {bare_label(row[column], "sub"): known(row["age"]) for row in rows if row[column]}
     return {}
 
 

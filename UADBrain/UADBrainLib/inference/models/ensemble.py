@@ -41,13 +41,23 @@ def member_names(scoring: dict, contrasts) -> list[str]:
     return list(dict.fromkeys(name for contrast in contrasts for name in routes.get(contrast, [])))
 
 
+def member_reference(bundle, name: str) -> str:
+    """Where the member ``name`` of an ensemble bundle is (a bundled name or a folder); refused
+    when the ensemble routes contrasts to a model it does not name."""
+    try:
+        return bundle.metadata["members"][name]
+    except KeyError:
+        raise ModelError(f"ensemble '{bundle.name}' routes contrasts to '{name}', which is not one of "
+                         "its members — name it under \"members\" or fix its scoring.") from None
+
+
 def routed_bundles(bundle, contrasts) -> list:
     """The bundles an ensemble bundle would run for these contrasts, the members of nested
     ensembles included (metadata only)."""
     names = member_names(bundle.metadata.get("scoring", {}), contrasts)
     found = []
     for name in names:
-        member = member_bundle(bundle.metadata["members"][name], bundle.path)
+        member = member_bundle(member_reference(bundle, name), bundle.path)
         found += [member, *(routed_bundles(member, contrasts) if member.family == "ensemble" else [])]
     return found
 
@@ -77,12 +87,9 @@ class EnsembleModel(AnomalyModel):
         self.routes: dict[str, list[str]] = bundle.metadata["scoring"]["members_per_contrast"]
         self.fuse_members = fusion(bundle.metadata["scoring"].get("member_fusion", "max"))
         self.member_bundles = {}
-        named = {*(n for names in self.routes.values() for n in names),
-                 *bundle.metadata["scoring"].get("members_when_alone", {}).values()}
-        unknown = sorted(named - set(bundle.metadata["members"]))
-        if unknown:
-            raise ModelError(f"ensemble '{bundle.name}' routes contrasts to '{unknown[0]}', which is not one of "
-                             "its members — name it under \"members\" or fix its scoring.")
+        for name in sorted({*(n for names in self.routes.values() for n in names),
+                            *bundle.metadata["scoring"].get("members_when_alone", {}).values()}):
+            member_reference(bundle, name)  # every route names a member
         for name, reference in bundle.metadata["members"].items():
             found = member_bundle(reference, bundle.path)
             if not (found.calibration or {}).get("channels"):
@@ -108,9 +115,9 @@ class EnsembleModel(AnomalyModel):
         contrasts = list(contrasts)
         names = member_names(self.bundle.metadata["scoring"], contrasts)
         routes = {tuple(self.routes.get(contrast, [])) for contrast in contrasts}
-        if len(names) == 1 and (len(contrasts) == 1 or len(routes) == 1):
-            if len(contrasts) == 1 or self.member_bundles[names[0]].contrast_fusion == self.bundle.contrast_fusion:
-                return self.member(names[0])
+        if len(names) == 1 and (len(contrasts) == 1 or (
+                len(routes) == 1 and self.member_bundles[names[0]].contrast_fusion == self.bundle.contrast_fusion)):
+            return self.member(names[0])
         return self
 
     def predict(self, images, brain_mask, spacing, progress=None, is_cancelled=None):
